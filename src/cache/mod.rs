@@ -1,0 +1,461 @@
+//! The on-disk cache, content-addressed and shared by concurrent mounts.
+//!
+//! Layout under the cache folder:
+//!
+//! ```text
+//! blobs/sha256/<hex>       verified blobs (only ever created by rename after verification)
+//! manifests/sha256/<hex>   verified manifest bytes, with <hex>.type holding the media type
+//! partial/sha256/<hex>     a download in progress, locked with flock; resumed after a crash
+//! refs/<host>/<repo>/...   last known tag resolutions and listings (for --tag-ttl and offline use)
+//! seen/sha256/<hex>        when a manifest digest was first seen (its folder's mtime)
+//! ```
+//!
+//! Invariant: whatever is under `blobs/` and `manifests/` is verified. A file
+//! gets there only by `rename` from a temporary name after its sha256
+//! matched, so a crash or a concurrent mount never exposes a partial file.
+
+mod evict;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::digest::{Digest, Verifier};
+
+pub use evict::{plan_eviction, CacheEntry};
+
+/// Errors of the cache: always local I/O, named by path.
+#[derive(Debug, thiserror::Error)]
+#[error("cache {path}: {source}")]
+pub struct Error {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+fn err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A tag's last known resolution.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TagRef {
+    pub digest: Digest,
+    /// When the registry last confirmed it (seconds since the epoch).
+    pub checked: i64,
+}
+
+pub struct Cache {
+    root: PathBuf,
+    max_bytes: u64,
+    /// Blobs this process has open, which eviction must keep.
+    open: Mutex<HashMap<Digest, usize>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Cache {
+    pub fn open(root: &Path, max_bytes: u64) -> Result<Cache, Error> {
+        for sub in [
+            "blobs/sha256",
+            "manifests/sha256",
+            "partial/sha256",
+            "refs",
+            "seen/sha256",
+            "unpacked/sha256",
+            "tmp",
+        ] {
+            let p = root.join(sub);
+            fs::create_dir_all(&p).map_err(err(&p))?;
+        }
+        Ok(Cache {
+            root: root.to_path_buf(),
+            max_bytes,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blob_file(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    /// The verified blob's path, if the cache has it.
+    pub fn blob(&self, d: &Digest) -> Option<PathBuf> {
+        let p = self.blob_file(d);
+        p.exists().then_some(p)
+    }
+
+    /// Opens a cached blob for reading and marks it used (for LRU) and open
+    /// (so eviction keeps it). Pair with `release`.
+    pub fn open_blob(&self, d: &Digest) -> Option<File> {
+        let p = self.blob_file(d);
+        let f = File::open(&p).ok()?;
+        // mtime is the LRU clock; failing to set it only makes eviction less fair.
+        let _ = f.set_modified(SystemTime::now());
+        *self.lock_open().entry(d.clone()).or_insert(0) += 1;
+        Some(f)
+    }
+
+    pub fn release(&self, d: &Digest) {
+        let mut open = self.lock_open();
+        if let Some(n) = open.get_mut(d) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(d);
+            }
+        }
+    }
+
+    fn lock_open(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, usize>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts or resumes the download of `d`: the partial file, locked
+    /// against other mounts sharing this cache. Blocks while another process
+    /// holds the lock (call from a blocking thread).
+    pub fn begin(&self, d: &Digest) -> Result<Partial, Error> {
+        let path = self.root.join("partial/sha256").join(d.hex());
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(err(&path))?;
+        // SAFETY: flock on a valid open descriptor has no memory effects.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(err(&path)(io::Error::last_os_error()));
+        }
+        let len = file.metadata().map_err(err(&path))?.len();
+        Ok(Partial { file, path, len })
+    }
+
+    /// Hashes the bytes a partial download already holds, so it can resume.
+    pub fn rehash(&self, p: &mut Partial, v: &mut Verifier) -> Result<(), Error> {
+        let mut f = File::open(&p.path).map_err(err(&p.path))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = p.len;
+        while left > 0 {
+            let n = f.read(&mut buf).map_err(err(&p.path))?;
+            if n == 0 {
+                break;
+            }
+            let n = n.min(left as usize);
+            v.update(&buf[..n]);
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Moves a fully verified download into place.
+    pub fn finish(&self, p: Partial, d: &Digest) -> Result<PathBuf, Error> {
+        let dest = self.blob_file(d);
+        fs::rename(&p.path, &dest).map_err(err(&dest))?;
+        drop(p);
+        if let Err(e) = self.evict() {
+            tracing::warn!("cache eviction failed: {e}");
+        }
+        Ok(dest)
+    }
+
+    /// Drops a download whose bytes did not verify.
+    pub fn discard(&self, p: Partial) {
+        if let Err(e) = fs::remove_file(&p.path) {
+            tracing::warn!(path = %p.path.display(), "cannot remove bad partial download: {e}");
+        }
+    }
+
+    /// Stores verified manifest bytes.
+    pub fn put_manifest(
+        &self,
+        d: &Digest,
+        bytes: &[u8],
+        media_type: Option<&str>,
+    ) -> Result<(), Error> {
+        let dir = self.root.join("manifests/sha256");
+        if let Some(t) = media_type {
+            write_atomic(
+                &self.root,
+                &dir.join(format!("{}.type", d.hex())),
+                t.as_bytes(),
+            )?;
+        }
+        write_atomic(&self.root, &dir.join(d.hex()), bytes)
+    }
+
+    /// Cached manifest bytes and media type. Re-verified on read: a manifest
+    /// file damaged on disk is dropped, not served.
+    pub fn manifest(&self, d: &Digest) -> Option<(Vec<u8>, Option<String>)> {
+        let dir = self.root.join("manifests/sha256");
+        let bytes = fs::read(dir.join(d.hex())).ok()?;
+        if Digest::of(&bytes) != *d {
+            tracing::warn!(digest = %d, "cached manifest is damaged; dropping it");
+            let _ = fs::remove_file(dir.join(d.hex()));
+            return None;
+        }
+        let media_type = fs::read_to_string(dir.join(format!("{}.type", d.hex()))).ok();
+        Some((bytes, media_type))
+    }
+
+    fn refs_dir(&self, host: &str, repo: Option<&str>) -> PathBuf {
+        let mut p = self
+            .root
+            .join("refs")
+            .join(host.replace([':', '[', ']'], "_"));
+        if let Some(r) = repo {
+            // Repository names are validated (lowercase components); `_`
+            // prefixes below cannot collide with a component.
+            p = p.join(r).join("_regfs");
+        }
+        p
+    }
+
+    pub fn tag_ref(&self, host: &str, repo: &str, tag: &str) -> Option<TagRef> {
+        let p = self.refs_dir(host, Some(repo)).join("tags").join(tag);
+        serde_json::from_slice(&fs::read(p).ok()?).ok()
+    }
+
+    pub fn put_tag_ref(&self, host: &str, repo: &str, tag: &str, r: &TagRef) -> Result<(), Error> {
+        let p = self.refs_dir(host, Some(repo)).join("tags").join(tag);
+        let bytes = serde_json::to_vec(r).map_err(|e| err(&p)(io::Error::other(e)))?;
+        write_atomic(&self.root, &p, &bytes)
+    }
+
+    /// A saved listing (tags of a repo, or the catalog when `repo` is None).
+    pub fn listing(&self, host: &str, repo: Option<&str>) -> Option<Vec<String>> {
+        let p = self.refs_dir(host, repo).join("list.json");
+        serde_json::from_slice(&fs::read(p).ok()?).ok()
+    }
+
+    pub fn put_listing(
+        &self,
+        host: &str,
+        repo: Option<&str>,
+        names: &[String],
+    ) -> Result<(), Error> {
+        let p = self.refs_dir(host, repo).join("list.json");
+        let bytes = serde_json::to_vec(names).map_err(|e| err(&p)(io::Error::other(e)))?;
+        write_atomic(&self.root, &p, &bytes)
+    }
+
+    /// Whether anything at all is cached for `host` (to mount offline).
+    pub fn knows_host(&self, host: &str) -> bool {
+        self.refs_dir(host, None).exists()
+    }
+
+    /// When `d` was first seen, recording `now` if it never was.
+    pub fn first_seen(&self, d: &Digest, now: i64) -> i64 {
+        let p = self.root.join("seen/sha256").join(d.hex());
+        if let Some(t) = fs::read_to_string(&p)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return t;
+        }
+        // Racing mounts may both write; both write a time within the same
+        // moment, and the rename makes one of them win whole.
+        let _ = write_atomic(&self.root, &p, now.to_string().as_bytes());
+        now
+    }
+
+    /// Removes least recently used blobs until the cache fits its budget and
+    /// its disk stays below 95% full.
+    pub fn evict(&self) -> Result<(), Error> {
+        let dir = self.root.join("blobs/sha256");
+        let mut entries = Vec::new();
+        for e in fs::read_dir(&dir).map_err(err(&dir))? {
+            let Ok(e) = e else { continue };
+            let Ok(meta) = e.metadata() else { continue };
+            let Some(digest) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+            else {
+                continue;
+            };
+            let used = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            entries.push(CacheEntry {
+                digest,
+                size: meta.len(),
+                used,
+            });
+        }
+        let budget = self
+            .max_bytes
+            .min(disk_budget(&dir, entries.iter().map(|e| e.size).sum()));
+        let open = self.lock_open().keys().cloned().collect();
+        for d in plan_eviction(entries, &open, budget) {
+            let p = self.blob_file(&d);
+            tracing::info!(digest = %d, "evicting from cache");
+            if let Err(e) = fs::remove_file(&p) {
+                tracing::warn!(path = %p.display(), "cannot evict: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many bytes the cache may hold so that its disk stays below 95% full.
+fn disk_budget(dir: &Path, cached: u64) -> u64 {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return u64::MAX;
+    };
+    // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return u64::MAX;
+    }
+    let total = s.f_blocks as u64 * s.f_frsize as u64;
+    let free = s.f_bavail as u64 * s.f_frsize as u64;
+    let used_by_others = total.saturating_sub(free).saturating_sub(cached);
+    (total / 100 * 95).saturating_sub(used_by_others)
+}
+
+/// A download in progress: the locked partial file.
+pub struct Partial {
+    pub file: File,
+    pub path: PathBuf,
+    /// Bytes already on disk.
+    pub len: u64,
+}
+
+impl Partial {
+    /// Starts over (the server ignored our Range).
+    pub fn reset(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.len = 0;
+        Ok(())
+    }
+
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        self.file.seek(SeekFrom::Start(self.len))?;
+        self.file.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `dest` through a temporary file and a rename.
+fn write_atomic(root: &Path, dest: &Path, bytes: &[u8]) -> Result<(), Error> {
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(err(parent))?;
+    }
+    let tmp_dir = root.join("tmp");
+    let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(err(&tmp_dir))?;
+    tmp.write_all(bytes).map_err(err(dest))?;
+    tmp.persist(dest).map_err(|e| err(dest)(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trip_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path(), 1 << 30).unwrap();
+        let bytes = br#"{"schemaVersion":2}"#;
+        let d = Digest::of(bytes);
+        c.put_manifest(
+            &d,
+            bytes,
+            Some("application/vnd.oci.image.manifest.v1+json"),
+        )
+        .unwrap();
+        let (b, t) = c.manifest(&d).unwrap();
+        assert_eq!(b, bytes);
+        assert_eq!(
+            t.as_deref(),
+            Some("application/vnd.oci.image.manifest.v1+json")
+        );
+        fs::write(
+            dir.path().join("manifests/sha256").join(d.hex()),
+            b"tampered",
+        )
+        .unwrap();
+        assert!(c.manifest(&d).is_none());
+    }
+
+    #[test]
+    fn partial_resumes_and_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path(), 1 << 30).unwrap();
+        let d = Digest::of(b"hello world");
+        let mut p = c.begin(&d).unwrap();
+        p.append(b"hello ").unwrap();
+        drop(p);
+        let mut p = c.begin(&d).unwrap();
+        assert_eq!(p.len, 6);
+        let mut v = Verifier::new(d.clone());
+        c.rehash(&mut p, &mut v).unwrap();
+        p.append(b"world").unwrap();
+        v.update(b"world");
+        assert!(v.finish().is_ok());
+        let path = c.finish(p, &d).unwrap();
+        assert_eq!(fs::read(path).unwrap(), b"hello world");
+        assert!(c.blob(&d).is_some());
+    }
+
+    #[test]
+    fn first_seen_is_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path(), 1 << 30).unwrap();
+        let d = Digest::of(b"x");
+        assert_eq!(c.first_seen(&d, 100), 100);
+        assert_eq!(c.first_seen(&d, 200), 100);
+    }
+
+    #[test]
+    fn tag_refs_and_listings() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path(), 1 << 30).unwrap();
+        let r = TagRef {
+            digest: Digest::of(b"m"),
+            checked: 5,
+        };
+        c.put_tag_ref("localhost:5000", "org/app", "v1", &r)
+            .unwrap();
+        assert_eq!(c.tag_ref("localhost:5000", "org/app", "v1"), Some(r));
+        assert_eq!(c.tag_ref("localhost:5000", "org/app", "v2"), None);
+        c.put_listing("localhost:5000", None, &["org/app".into()])
+            .unwrap();
+        assert_eq!(
+            c.listing("localhost:5000", None),
+            Some(vec!["org/app".to_string()])
+        );
+        assert!(c.knows_host("localhost:5000"));
+        assert!(!c.knows_host("other:5000"));
+    }
+}

@@ -1,0 +1,229 @@
+//! The command line: one clap definition, from which help, man pages and
+//! `-o` option parsing all come.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "regfs",
+    version,
+    about = "Mount an OCI registry or an OCI image layout as a filesystem",
+    long_about = "regfs mounts an OCI registry (or an OCI image layout directory) as a directory \
+tree: repo/tag/manifest.json, config.json, blobs/sha256/<hex>, and the files an ORAS artifact \
+names by its org.opencontainers.image.title annotation. Reads are lazy, cached on disk and \
+verified against their sha256 digest before any byte is returned."
+)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount a registry or OCI layout; returns once the mount is live.
+    Mount(MountArgs),
+    /// Unmount a regfs mount (fusermount3 -u works too).
+    Umount(UmountArgs),
+    /// Show cache use and blobs being fetched, with bytes so far.
+    Status(StatusArgs),
+    /// Write the man pages to a folder (used to build man/).
+    #[command(hide = true)]
+    GenerateMan {
+        /// Folder to write regfs.1 and regfs-<command>.1 into.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MountArgs {
+    /// HOST[:PORT][/REPO-PREFIX] (e.g. localhost:5000, ghcr.io/oras-project), or oci:PATH.
+    pub source: String,
+    /// An existing, empty folder to mount on.
+    pub mountpoint: PathBuf,
+
+    /// Talk plain HTTP to the registry (the default for localhost and 127.0.0.1).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Skip TLS certificate verification.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Trust the CA certificates in this PEM file as well.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Cache folder [default: $XDG_CACHE_HOME/regfs, else ~/.cache/regfs].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes of blobs to keep in the cache (K, M, G, T suffixes).
+    #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Show this repository even where the registry has no catalog (repeatable).
+    #[arg(long = "repo", value_name = "NAME")]
+    pub repos: Vec<String>,
+    /// Seconds a tag's resolution (and a listing) is trusted before it is checked again.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub tag_ttl: u64,
+    /// Let other users see the mount (FUSE allow_other).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Refuse every write with EROFS.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Stay in the foreground, logging to stderr.
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Seconds before a registry request (or a silent transfer) is given up.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+    /// Where the background daemon logs [default: CACHE_DIR/regfs.log].
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Options as mount(8) and fstab pass them: -o plain-http,cache-size=2G,repo=a/b.
+    #[arg(short = 'o', value_name = "OPTS", value_delimiter = ',')]
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UmountArgs {
+    /// The mountpoint.
+    pub mountpoint: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Cache folder [default: $XDG_CACHE_HOME/regfs].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Parses `10G`, `512M`, `1.5G`, `4096` into bytes (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, ""),
+    };
+    let mult: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown size unit (use K, M, G or T)")),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 10G, 512M)"))?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("{s:?} is not a size"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+/// Options that mount(8) passes and that mean nothing to regfs.
+const IGNORED_OPTIONS: &[&str] = &[
+    "rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "auto", "noauto", "user", "nouser",
+    "users", "_netdev", "defaults", "nofail", "atime", "noatime", "relatime",
+];
+
+impl MountArgs {
+    /// Folds `-o` options into the flags they name.
+    pub fn apply_options(&mut self) -> Result<(), String> {
+        for opt in std::mem::take(&mut self.options) {
+            let opt = opt.trim();
+            if opt.is_empty() || IGNORED_OPTIONS.contains(&opt) || opt.starts_with("x-") {
+                continue;
+            }
+            let (key, value) = match opt.split_once('=') {
+                Some((k, v)) => (k.replace('_', "-"), Some(v.to_string())),
+                None => (opt.replace('_', "-"), None),
+            };
+            let need =
+                |v: Option<String>| v.ok_or_else(|| format!("-o {key} needs a value ({key}=...)"));
+            let num = |v: Option<String>| -> Result<u64, String> {
+                need(v)?
+                    .parse()
+                    .map_err(|_| format!("-o {key}: not a number"))
+            };
+            match key.as_str() {
+                "plain-http" => self.plain_http = true,
+                "insecure" => self.insecure = true,
+                "allow-other" => self.allow_other = true,
+                "ro" | "read-only" => self.read_only = true,
+                "foreground" => self.foreground = true,
+                "ca-file" => self.ca_file = Some(need(value)?.into()),
+                "cache-dir" => self.cache_dir = Some(need(value)?.into()),
+                "log-file" => self.log_file = Some(need(value)?.into()),
+                "cache-size" => self.cache_size = parse_size(&need(value)?)?,
+                "repo" => self.repos.push(need(value)?),
+                "tag-ttl" => self.tag_ttl = num(value)?,
+                "timeout" => self.timeout = num(value)?,
+                _ => return Err(format!("unknown mount option {opt:?}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        let table = [
+            ("10G", Ok(10u64 << 30)),
+            ("512M", Ok(512 << 20)),
+            ("1.5G", Ok(3 << 29)),
+            ("4096", Ok(4096)),
+            ("2GiB", Ok(2 << 30)),
+            ("1x", Err(())),
+            ("G", Err(())),
+        ];
+        for (s, want) in table {
+            assert_eq!(parse_size(s).map_err(|_| ()), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn mount_options() {
+        let mut cli = Cli::try_parse_from([
+            "regfs",
+            "mount",
+            "localhost:5000",
+            "/mnt",
+            "-o",
+            "plain-http,cache_size=1G,repo=a/b,ro,_netdev",
+            "-o",
+            "tag-ttl=5",
+        ])
+        .unwrap();
+        let Command::Mount(m) = &mut cli.command else {
+            panic!("not mount")
+        };
+        m.apply_options().unwrap();
+        assert!(m.plain_http && m.read_only);
+        assert_eq!(m.cache_size, 1 << 30);
+        assert_eq!(m.repos, vec!["a/b".to_string()]);
+        assert_eq!(m.tag_ttl, 5);
+        m.options = vec!["bogus".into()];
+        assert!(m.apply_options().unwrap_err().contains("bogus"));
+        m.options = vec!["tag-ttl".into()];
+        assert!(m.apply_options().is_err());
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

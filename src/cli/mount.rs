@@ -1,0 +1,311 @@
+//! `regfs mount` and `regfs umount`.
+//!
+//! `mount` checks what it can up front, then starts itself again as a
+//! daemon (`--foreground`, in a new session, logging to a file) and waits
+//! for one line on a pipe: `ready` once the kernel mount is live, or the
+//! reason it could not mount. So `regfs mount` returns only when the mount
+//! works, and fails with a one-line reason when it cannot.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+
+use super::args::MountArgs;
+use crate::cache::Cache;
+use crate::fs::{Fs, Options};
+use crate::reference::Source;
+use crate::registry::{self, Client};
+
+const DAEMON_ENV: &str = "REGFS_DAEMON";
+
+pub fn run(mut args: MountArgs, _verbose: u8) -> anyhow::Result<()> {
+    args.apply_options().map_err(|e| anyhow!(e))?;
+    let daemon = std::env::var_os(DAEMON_ENV).is_some();
+    let result = preflight(&args).and_then(|()| {
+        if args.foreground || daemon {
+            serve(&args, daemon)
+        } else {
+            spawn_daemon(&args)
+        }
+    });
+    if daemon {
+        if let Err(e) = &result {
+            // The parent waits for this line; stdout is our pipe to it.
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "error: {e:#}");
+            let _ = out.flush();
+        }
+    }
+    result
+}
+
+/// What can be checked before anything starts: a source that parses, a
+/// mountpoint that is a free folder, a FUSE device.
+fn preflight(args: &MountArgs) -> anyhow::Result<()> {
+    args.source.parse::<Source>()?;
+    let mp = &args.mountpoint;
+    let meta = std::fs::metadata(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
+    if !meta.is_dir() {
+        bail!("mountpoint {} is not a folder", mp.display());
+    }
+    if is_mountpoint(mp) {
+        bail!(
+            "mountpoint {} is busy: something is already mounted there",
+            mp.display()
+        );
+    }
+    if !Path::new("/dev/fuse").exists() {
+        bail!("/dev/fuse does not exist: load the fuse module (modprobe fuse) or run where FUSE is available");
+    }
+    Ok(())
+}
+
+/// Whether `p` is listed as a mount point in /proc/self/mountinfo.
+fn is_mountpoint(p: &Path) -> bool {
+    let Ok(canon) = std::fs::canonicalize(p) else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .map(unescape_mountinfo)
+            .is_some_and(|m| Path::new(&m) == canon)
+    })
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+fn cache_dir(args: &MountArgs) -> PathBuf {
+    args.cache_dir
+        .clone()
+        .unwrap_or_else(super::default_cache_dir)
+}
+
+fn spawn_daemon(args: &MountArgs) -> anyhow::Result<()> {
+    let cache = cache_dir(args);
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("cannot create cache folder {}", cache.display()))?;
+    let log_path = args
+        .log_file
+        .clone()
+        .unwrap_or_else(|| cache.join("regfs.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open log file {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the regfs executable")?;
+    let argv: Vec<String> = super::normalize_args(std::env::args().collect());
+    let mut cmd = Command::new(exe);
+    cmd.args(argv.iter().skip(1))
+        .env(DAEMON_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    // SAFETY: setsid is async-signal-safe and touches no memory of ours; the
+    // daemon leaves the terminal's session so ^C there does not unmount.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the mount daemon")?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no pipe to the mount daemon"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let limit = Duration::from_secs(args.timeout.saturating_mul(6).saturating_add(30));
+    match rx.recv_timeout(limit) {
+        Ok(line) if line.trim() == "ready" => Ok(()),
+        Ok(line) if line.starts_with("error: ") => {
+            let _ = child.wait();
+            bail!("{}", line.trim_end().trim_start_matches("error: "))
+        }
+        Ok(_) => {
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            bail!(
+                "the mount daemon stopped before the mount was live ({status}); see {}",
+                log_path.display()
+            )
+        }
+        Err(_) => {
+            let _ = child.kill();
+            bail!(
+                "the mount did not come up within {limit:?}; see {}",
+                log_path.display()
+            )
+        }
+    }
+}
+
+/// Mounts and serves until unmounted. As a daemon, says `ready` on stdout
+/// once the kernel mount is live.
+fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
+    let source: Source = args.source.parse()?;
+    let (host, prefix) = match &source {
+        Source::Registry { host, prefix } => (host.clone(), prefix.clone()),
+        Source::Layout(p) => bail!(
+            "oci:{}: OCI image layout sources are not supported yet",
+            p.display()
+        ),
+    };
+    for r in &args.repos {
+        if !crate::reference::is_repository(r) {
+            bail!("--repo {r:?} is not a valid repository name");
+        }
+    }
+    let cache_dir = cache_dir(args);
+    let cache = Arc::new(Cache::open(&cache_dir, args.cache_size)?);
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let mut cfg = registry::Config::new(&host);
+    cfg.plain_http = args.plain_http;
+    cfg.insecure = args.insecure;
+    cfg.ca_file = args.ca_file.clone();
+    cfg.timeout = timeout;
+    let client = Arc::new(Client::new(cfg)?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(4)
+        .thread_name("regfs-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    match rt.block_on(client.ping()) {
+        Ok(()) => {}
+        Err(e) if e.is_unreachable() && cache.knows_host(&host) => {
+            tracing::warn!("{e}; serving what the cache knows until it answers");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // SAFETY: getuid/getgid cannot fail and have no side effects.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let opts = Options {
+        prefix,
+        repos: args.repos.clone(),
+        tag_ttl: Duration::from_secs(args.tag_ttl),
+        read_only: args.read_only,
+        uid,
+        gid,
+    };
+    let fs = Arc::new(Fs::new(client, cache, opts));
+    let settings = crate::fuse::Settings {
+        op_timeout: timeout.saturating_mul(4) + Duration::from_secs(5),
+        ttl: Duration::from_secs(args.tag_ttl.clamp(1, 60)),
+    };
+    let mut mount = crate::fuse::mount(
+        fs,
+        rt.handle().clone(),
+        settings,
+        &args.mountpoint,
+        &crate::fuse::MountConfig {
+            fsname: source.to_string(),
+            read_only: args.read_only,
+            allow_other: args.allow_other,
+        },
+    )
+    .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
+    let mut unmounter = mount.unmounter();
+    rt.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = hup.recv() => {}
+        }
+        tracing::info!("signal received; unmounting");
+        if let Err(e) = unmounter.unmount() {
+            tracing::warn!("unmount failed: {e}");
+        }
+    });
+    tracing::info!(source = %source, mountpoint = %args.mountpoint.display(), "mounted");
+    if daemon {
+        let mut out = std::io::stdout();
+        writeln!(out, "ready").context("cannot tell the parent the mount is live")?;
+        out.flush()?;
+        detach_stdout();
+    }
+    mount.run().context("the FUSE session failed")?;
+    tracing::info!("unmounted");
+    Ok(())
+}
+
+/// Points stdout at /dev/null so the parent's pipe closes.
+fn detach_stdout() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto fd 1 with a valid descriptor we own.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
+        }
+    }
+}
+
+pub fn umount(mountpoint: &Path) -> anyhow::Result<()> {
+    let out = Command::new("fusermount3")
+        .arg("-u")
+        .arg(mountpoint)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => {
+            // fusermount3 refuses mounts not in its mtab when we mounted as
+            // root with mount(2); umount(8) handles those.
+            let fallback = Command::new("umount").arg(mountpoint).output();
+            if let Ok(f) = fallback {
+                if f.status.success() {
+                    return Ok(());
+                }
+                bail!(
+                    "cannot unmount {}: {}",
+                    mountpoint.display(),
+                    String::from_utf8_lossy(&f.stderr).trim()
+                );
+            }
+            bail!(
+                "cannot unmount {}: {}",
+                mountpoint.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        Err(_) => {
+            let f = Command::new("umount")
+                .arg(mountpoint)
+                .output()
+                .context("cannot run umount")?;
+            if !f.status.success() {
+                bail!(
+                    "cannot unmount {}: {}",
+                    mountpoint.display(),
+                    String::from_utf8_lossy(&f.stderr).trim()
+                );
+            }
+            Ok(())
+        }
+    }
+}

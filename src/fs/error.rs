@@ -1,0 +1,76 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::digest::Digest;
+use crate::tree::view::ViewError;
+use crate::{cache, registry};
+
+/// What a filesystem operation can fail with; `errno` maps it for the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("read-only file system")]
+    ReadOnly,
+    #[error("no such attribute")]
+    NoAttr,
+    #[error("bad file handle")]
+    BadHandle,
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+    #[error(transparent)]
+    Cache(#[from] cache::Error),
+    #[error("manifest {digest} cannot be shown: {source}")]
+    BadManifest {
+        digest: Digest,
+        #[source]
+        source: ViewError,
+    },
+    #[error("blob {digest}: {reason}")]
+    Blob { digest: Digest, reason: String },
+    #[error("layer {digest} cannot be unpacked: {reason}")]
+    Unpack { digest: Digest, reason: String },
+    #[error("operation timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Shared(Arc<Error>),
+}
+
+impl Error {
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::NotFound => libc::ENOENT,
+            Error::NotDir => libc::ENOTDIR,
+            Error::IsDir => libc::EISDIR,
+            Error::ReadOnly => libc::EROFS,
+            Error::NoAttr => libc::ENODATA,
+            Error::BadHandle => libc::EBADF,
+            Error::Registry(registry::Error::NotFound { .. }) => libc::ENOENT,
+            Error::Registry(registry::Error::Denied { .. }) => libc::EACCES,
+            Error::Shared(e) => e.errno(),
+            _ => libc::EIO,
+        }
+    }
+
+    /// Errors a user expects in normal use (a name that is not there) are
+    /// not worth a warning in the log.
+    pub fn is_quiet(&self) -> bool {
+        match self {
+            Error::NotFound | Error::NoAttr | Error::NotDir | Error::IsDir | Error::ReadOnly => {
+                true
+            }
+            Error::Shared(e) => e.is_quiet(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Blob downloads: one per blob however many readers wait, resumed with
+//! Range after a broken transfer, hashed as the bytes pass, and moved into
+//! the cache only once the whole blob matched its digest.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+
+use super::{lock, Error};
+use crate::cache::{Cache, Partial};
+use crate::digest::{Digest, Verifier};
+use crate::registry::{self, backoff, Client};
+use crate::tree::view::Desc;
+
+/// Bytes gathered before they are written and hashed off the async threads.
+const WRITE_BATCH: usize = 4 << 20;
+/// Attempts to resume a broken transfer before giving up.
+const RESUMES: u32 = 4;
+
+type SharedFetch = Shared<BoxFuture<'static, Result<PathBuf, Arc<Error>>>>;
+
+/// Downloads in progress, and how far each has come.
+#[derive(Default)]
+pub struct Inflight {
+    map: Mutex<HashMap<Digest, SharedFetch>>,
+    progress: Mutex<HashMap<Digest, (u64, u64)>>,
+}
+
+impl Inflight {
+    /// Blobs being fetched: digest, bytes so far, total.
+    pub fn progress(&self) -> Vec<(Digest, u64, u64)> {
+        lock(&self.progress)
+            .iter()
+            .map(|(d, (n, t))| (d.clone(), *n, *t))
+            .collect()
+    }
+}
+
+/// The cached, verified blob, downloading it first if needed.
+pub async fn fetch(
+    inflight: &Inflight,
+    registry: Arc<Client>,
+    cache: Arc<Cache>,
+    repo: &str,
+    desc: &Desc,
+) -> Result<PathBuf, Error> {
+    if let Some(p) = cache.blob(&desc.digest) {
+        return Ok(p);
+    }
+    let fut = {
+        let mut map = lock(&inflight.map);
+        match map.get(&desc.digest) {
+            Some(f) => f.clone(),
+            None => {
+                let (repo, desc2) = (repo.to_string(), desc.clone());
+                let task = tokio::spawn(download(registry, cache, repo, desc2));
+                let f = async move {
+                    match task.await {
+                        Ok(r) => r.map_err(Arc::new),
+                        Err(e) => Err(Arc::new(Error::Io {
+                            what: "download task".into(),
+                            source: std::io::Error::other(e),
+                        })),
+                    }
+                }
+                .boxed()
+                .shared();
+                map.insert(desc.digest.clone(), f.clone());
+                f
+            }
+        }
+    };
+    // Progress is reported by the download itself; register it here so
+    // `status` shows a blob from the moment a reader waits for it.
+    lock(&inflight.progress)
+        .entry(desc.digest.clone())
+        .or_insert((0, desc.size));
+    let result = fut.clone().await;
+    {
+        let mut map = lock(&inflight.map);
+        if map.get(&desc.digest).is_some_and(|f| f.ptr_eq(&fut)) {
+            map.remove(&desc.digest);
+            lock(&inflight.progress).remove(&desc.digest);
+        }
+    }
+    result.map_err(Error::Shared)
+}
+
+struct Sink {
+    partial: Partial,
+    verifier: Verifier,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io {
+        what: "blocking task".into(),
+        source: std::io::Error::other(e),
+    })
+}
+
+async fn download(
+    registry: Arc<Client>,
+    cache: Arc<Cache>,
+    repo: String,
+    desc: Desc,
+) -> Result<PathBuf, Error> {
+    let d = desc.digest.clone();
+    let (c, dd) = (cache.clone(), d.clone());
+    let mut partial = blocking(move || c.begin(&dd)).await??;
+    if let Some(p) = cache.blob(&d) {
+        // Another mount sharing the cache finished it while we waited for the lock.
+        cache.discard(partial);
+        return Ok(p);
+    }
+    if partial.len > desc.size {
+        partial.reset().map_err(|source| io(&partial, source))?;
+    }
+    let mut verifier = Verifier::new(d.clone());
+    if partial.len > 0 {
+        tracing::info!(digest = %d, bytes = partial.len, "resuming download");
+        let c = cache.clone();
+        let (p, v, r) = blocking(move || {
+            let r = c.rehash(&mut partial, &mut verifier);
+            (partial, verifier, r)
+        })
+        .await?;
+        r?;
+        (partial, verifier) = (p, v);
+    }
+    let mut sink = Some(Sink { partial, verifier });
+    let mut attempt = 0;
+    loop {
+        match pump(&registry, &repo, &desc, &mut sink).await {
+            Ok(()) => break,
+            Err(e) if attempt < RESUMES && is_transient(&e) && sink.is_some() => {
+                tracing::warn!(digest = %d, "transfer broke ({e}); resuming");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                if let (Error::Blob { .. }, Some(s)) = (&e, sink.take()) {
+                    cache.discard(s.partial);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let Some(Sink { partial, verifier }) = sink else {
+        return Err(Error::Blob {
+            digest: d,
+            reason: "download state lost".into(),
+        });
+    };
+    match verifier.finish() {
+        Ok(()) => {
+            let c = cache.clone();
+            let dd = d.clone();
+            Ok(blocking(move || c.finish(partial, &dd)).await??)
+        }
+        Err(actual) => {
+            tracing::error!(digest = %d, %actual, "blob does not match its digest; discarded");
+            cache.discard(partial);
+            Err(Error::Blob {
+                digest: d,
+                reason: format!("content does not match its digest (got {actual})"),
+            })
+        }
+    }
+}
+
+fn io(p: &Partial, source: std::io::Error) -> Error {
+    Error::Io {
+        what: p.path.display().to_string(),
+        source,
+    }
+}
+
+fn is_transient(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Registry(registry::Error::Unreachable { .. })
+            | Error::Registry(registry::Error::Status { .. })
+            | Error::Registry(registry::Error::Protocol { .. })
+    )
+}
+
+/// Receives the rest of the blob into the sink. On a broken transfer the
+/// bytes received so far stay written, so the next call resumes.
+async fn pump(
+    registry: &Client,
+    repo: &str,
+    desc: &Desc,
+    slot: &mut Option<Sink>,
+) -> Result<(), Error> {
+    let have = slot.as_ref().map(|s| s.partial.len).unwrap_or(0);
+    if have == desc.size {
+        return Ok(());
+    }
+    let mut stream = registry.blob(repo, &desc.digest, have).await?;
+    if stream.start != have {
+        if stream.start != 0 {
+            return Err(Error::Blob {
+                digest: desc.digest.clone(),
+                reason: format!(
+                    "registry answered from byte {} when asked for {have}",
+                    stream.start
+                ),
+            });
+        }
+        // Range is optional: the registry sent the whole blob. Start over.
+        if let Some(s) = slot.as_mut() {
+            s.partial.reset().map_err(|e| io(&s.partial, e))?;
+            s.verifier = Verifier::new(desc.digest.clone());
+        }
+    }
+    let mut received = stream.start;
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+    let result = loop {
+        match stream.chunk().await {
+            Ok(Some(c)) => {
+                received += c.len() as u64;
+                if received > desc.size {
+                    break Err(Error::Blob {
+                        digest: desc.digest.clone(),
+                        reason: format!(
+                            "registry sent more than the {} bytes the descriptor says",
+                            desc.size
+                        ),
+                    });
+                }
+                buf.extend_from_slice(&c);
+                if buf.len() >= WRITE_BATCH {
+                    write(slot, std::mem::take(&mut buf)).await?;
+                    buf.reserve(WRITE_BATCH);
+                }
+            }
+            Ok(None) if received < desc.size => {
+                break Err(Error::Registry(registry::Error::Protocol {
+                    url: format!("blob {}", desc.digest),
+                    reason: format!("transfer ended at {received} of {} bytes", desc.size),
+                }))
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e.into()),
+        }
+    };
+    if !buf.is_empty() && !matches!(result, Err(Error::Blob { .. })) {
+        write(slot, buf).await?;
+    }
+    result
+}
+
+/// Appends and hashes a batch on a blocking thread.
+async fn write(slot: &mut Option<Sink>, buf: Vec<u8>) -> Result<(), Error> {
+    let Some(mut sink) = slot.take() else {
+        return Err(Error::Io {
+            what: "download".into(),
+            source: std::io::Error::other("download state lost"),
+        });
+    };
+    let (sink, r) = blocking(move || {
+        let r = sink.partial.append(&buf);
+        if r.is_ok() {
+            sink.verifier.update(&buf);
+        }
+        (sink, r)
+    })
+    .await?;
+    let r = r.map_err(|e| io(&sink.partial, e));
+    *slot = Some(sink);
+    r
+}

@@ -1,0 +1,490 @@
+//! The FUSE adapter: decode a request, spawn the `fs` operation on the
+//! tokio runtime with a timeout, reply from the task. FUSE threads never
+//! wait on the network, and a panic in an operation costs only that request
+//! (tokio catches it; the reply is dropped, which fuser answers with EIO).
+//!
+//! This is the only module that names fuser.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+};
+
+use crate::fs::{self, Attr, Fs, Kind};
+
+/// Mount settings the adapter needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Limit for one metadata operation (lookup, getattr, readdir, xattr).
+    pub op_timeout: Duration,
+    /// How long the kernel may trust names and attributes.
+    pub ttl: Duration,
+}
+
+pub struct FuseFs {
+    fs: Arc<Fs>,
+    rt: tokio::runtime::Handle,
+    settings: Settings,
+}
+
+impl FuseFs {
+    pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle, settings: Settings) -> FuseFs {
+        FuseFs { fs, rt, settings }
+    }
+
+    /// Runs `fut` on the runtime with `limit`, then hands the result (or the
+    /// errno) to `reply`. Errors are logged once here, at their own level.
+    fn spawn<T, F, R>(&self, op: &'static str, limit: Duration, fut: F, reply: R)
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, fs::Error>> + Send + 'static,
+        R: FnOnce(Result<T, Errno>) + Send + 'static,
+    {
+        self.rt.spawn(async move {
+            let r = match tokio::time::timeout(limit, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(fs::Error::Timeout(limit)),
+            };
+            reply(r.map_err(|e| {
+                if e.is_quiet() {
+                    tracing::debug!(op, "{e}");
+                } else {
+                    tracing::warn!(op, "{e}");
+                }
+                Errno::from_i32(e.errno())
+            }));
+        });
+    }
+
+    fn file_attr(&self, a: &Attr) -> FileAttr {
+        let t = if a.mtime >= 0 {
+            UNIX_EPOCH + Duration::from_secs(a.mtime as u64)
+        } else {
+            UNIX_EPOCH
+        };
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind: kind(a.kind),
+            perm: a.perm,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: 0,
+            flags: 0,
+            blksize: 1 << 20,
+        }
+    }
+
+    /// Reads wait for a whole blob to arrive and verify: allow for a slow
+    /// link (100 KB/s) on top of the metadata limit, so a stalled registry
+    /// still ends in EIO.
+    fn read_limit(&self) -> Duration {
+        self.settings.op_timeout.saturating_mul(20)
+    }
+}
+
+fn kind(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+    }
+}
+
+fn name_str(name: &OsStr) -> Option<String> {
+    name.to_str().map(str::to_string)
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Larger requests matter more than threads (FACTS.md): ask for 1 MiB
+        // readahead; the kernel clamps what it cannot give.
+        let _ = config
+            .set_max_readahead(1 << 20)
+            .or_else(|max| config.set_max_readahead(max));
+        let _ = config.set_max_background(64);
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let fs = self.fs.clone();
+        let ttl = self.settings.ttl;
+        let this = self.attr_maker();
+        self.spawn(
+            "lookup",
+            self.settings.op_timeout,
+            async move { fs.lookup(parent.0, &name).await },
+            move |r| match r {
+                Ok(a) => reply.entry(&ttl, &this(&a), Generation(0)),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let fs = self.fs.clone();
+        let ttl = self.settings.ttl;
+        let this = self.attr_maker();
+        self.spawn(
+            "getattr",
+            self.settings.op_timeout,
+            async move { fs.getattr(ino.0).await },
+            move |r| match r {
+                Ok(a) => reply.attr(&ttl, &this(&a)),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(
+            "readdir",
+            self.settings.op_timeout,
+            async move {
+                let entries = fs.readdir(ino.0).await?;
+                Ok((entries, fs.parent_of(ino.0)))
+            },
+            move |r| match r {
+                Ok((entries, parent)) => {
+                    let dots = [
+                        (ino.0, FileType::Directory, "."),
+                        (parent, FileType::Directory, ".."),
+                    ];
+                    let all = dots.iter().map(|(i, k, n)| (*i, *k, *n)).chain(
+                        entries
+                            .iter()
+                            .map(|e| (e.ino, kind(e.kind), e.name.as_str())),
+                    );
+                    for (i, (child, k, name)) in all.enumerate().skip(offset as usize) {
+                        if reply.add(INodeNo(child), (i + 1) as u64, k, name) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let fs = self.fs.clone();
+        self.spawn(
+            "open",
+            self.settings.op_timeout,
+            async move { fs.open(ino.0, write).await },
+            move |r| match r {
+                // Blob bytes never change under a name: keep the page cache across opens.
+                Ok((fh, _ready)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(
+            "read",
+            self.read_limit(),
+            async move { fs.read(fh.0, offset, size).await },
+            move |r| match r {
+                Ok(b) => reply.data(&b),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::ENODATA);
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "getxattr",
+            self.settings.op_timeout,
+            async move { fs.getxattr(ino.0, &name).await },
+            move |r| match r {
+                Ok(v) => xattr_reply(reply, size, &v),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let fs = self.fs.clone();
+        self.spawn(
+            "listxattr",
+            self.settings.op_timeout,
+            async move { fs.listxattr(ino.0).await },
+            move |r| match r {
+                Ok(attrs) => {
+                    let mut buf = Vec::new();
+                    for (k, _) in attrs {
+                        buf.extend_from_slice(k.as_bytes());
+                        buf.push(0);
+                    }
+                    xattr_reply(reply, size, &buf)
+                }
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    // Writes: the staging area is not part of this version of the tree, so
+    // every change is refused as on a read-only filesystem.
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _m: u32,
+        _u: u32,
+        _r: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mkdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn unlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rmdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _t: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _np: INodeNo,
+        _nn: &OsStr,
+        _f: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn link(&self, _req: &Request, _i: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _m: u32,
+        _u: u32,
+        _f: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        _n: &OsStr,
+        _v: &[u8],
+        _f: i32,
+        _p: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn removexattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: fuser::ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 1 << 20, 255, 1 << 20);
+    }
+}
+
+impl FuseFs {
+    fn attr_maker(&self) -> impl Fn(&Attr) -> FileAttr + Send + 'static {
+        let proto = FuseFs {
+            fs: self.fs.clone(),
+            rt: self.rt.clone(),
+            settings: self.settings.clone(),
+        };
+        move |a| proto.file_attr(a)
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() <= size as usize {
+        reply.data(value);
+    } else {
+        reply.error(Errno::ERANGE);
+    }
+}
+
+/// The time `t` as seconds since the epoch (for tests and the CLI).
+pub fn epoch_secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// How the kernel mount is made.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// Shown as the source in /proc/mounts.
+    pub fsname: String,
+    pub read_only: bool,
+    pub allow_other: bool,
+}
+
+/// A live kernel mount, not yet serving.
+pub struct Mounted {
+    session: fuser::Session<FuseFs>,
+}
+
+/// Unmounts a `Mounted` from another thread (on a signal).
+pub struct Unmounter(fuser::SessionUnmounter);
+
+impl Unmounter {
+    pub fn unmount(&mut self) -> std::io::Result<()> {
+        self.0.unmount()
+    }
+}
+
+impl Mounted {
+    pub fn unmounter(&mut self) -> Unmounter {
+        Unmounter(self.session.unmount_callable())
+    }
+
+    /// Serves requests until the filesystem is unmounted.
+    pub fn run(self) -> std::io::Result<()> {
+        self.session.run()
+    }
+}
+
+/// Mounts `fs` at `mountpoint`; returns once the kernel mount is live.
+pub fn mount(
+    fs: Arc<Fs>,
+    rt: tokio::runtime::Handle,
+    settings: Settings,
+    mountpoint: &std::path::Path,
+    mc: &MountConfig,
+) -> std::io::Result<Mounted> {
+    use fuser::{MountOption, SessionACL};
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(mc.fsname.clone()),
+        MountOption::Subtype("regfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        if mc.read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
+    ];
+    config.acl = if mc.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    // Handlers only decode and spawn; two threads keep the queue drained.
+    config.n_threads = Some(2);
+    config.clone_fd = true;
+    let session = fuser::Session::new(FuseFs::new(fs, rt, settings), mountpoint, &config)?;
+    Ok(Mounted { session })
+}

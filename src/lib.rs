@@ -1,0 +1,31 @@
+//! regfs: an OCI registry, or an OCI image layout, as a filesystem.
+//!
+//! # Layout
+//!
+//! - `cli`       command-line definition and the wiring of each command; all user output
+//! - `reference` parsing of sources, repository names and tags (pure)
+//! - `digest`    the `Digest` type and the streaming verifier
+//! - `auth`      `WWW-Authenticate` challenges, docker credentials, bearer tokens
+//! - `registry`  the distribution protocol over reqwest: listings, manifests, blob streams
+//! - `cache`     the content-addressed on-disk cache: verify, then rename; eviction
+//! - `tree`      nodes, inode numbers, and manifests seen as folders (pure)
+//! - `fs`        filesystem operations as async functions, testable without a mount
+//! - `fuse`      the thin fuser adapter: decode, spawn `fs`, reply
+//!
+//! Dependency rule: `cli -> {fuse, fs}`; `fuse -> fs`; `fs -> {tree, cache,
+//! registry}`; `registry -> {auth, digest, reference}`; `cache -> digest`.
+//! Only `fuse` names fuser, only `registry` and `auth` name reqwest, only
+//! `cli` prints.
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod auth;
+pub mod cache;
+pub mod cli;
+pub mod digest;
+pub mod fs;
+pub mod fuse;
+pub mod reference;
+pub mod registry;
+pub mod tree;

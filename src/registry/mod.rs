@@ -1,0 +1,517 @@
+//! The distribution protocol over reqwest: catalog and tag listings (all
+//! pages), manifests (verified against their digest), and blob streams with
+//! Range. Every request has a timeout; idempotent ones are retried with
+//! backoff on connection errors, 429 and 5xx; 401 challenges are answered
+//! through `auth`.
+
+mod error;
+pub mod link;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+
+pub use error::Error;
+
+use crate::auth::{parse_challenge, Auth};
+use crate::digest::Digest;
+use crate::tree::view::MANIFEST_MEDIA_TYPES;
+
+/// Manifests larger than this are refused: registries need only accept 4 MiB,
+/// and a larger "manifest" is hostile.
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+const PAGE_SIZE: usize = 1000;
+
+/// How to reach a registry.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub plain_http: bool,
+    pub insecure: bool,
+    pub ca_file: Option<PathBuf>,
+    /// Limit for one metadata request, and for a blob stream to go silent.
+    pub timeout: Duration,
+    /// Attempts after the first for idempotent requests.
+    pub retries: u32,
+}
+
+impl Config {
+    pub fn new(host: &str) -> Config {
+        Config {
+            host: host.to_string(),
+            plain_http: false,
+            insecure: false,
+            ca_file: None,
+            timeout: Duration::from_secs(30),
+            retries: 3,
+        }
+    }
+
+    /// ORAS talks plain HTTP to localhost by default; so do we.
+    pub fn scheme(&self) -> &'static str {
+        let h = self.host.as_str();
+        let local = ["localhost", "127.0.0.1", "[::1]"]
+            .iter()
+            .any(|l| h == *l || h.starts_with(&format!("{l}:")));
+        if self.plain_http || local {
+            "http"
+        } else {
+            "https"
+        }
+    }
+}
+
+/// A manifest as fetched: its exact bytes, verified digest and media type.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub bytes: Bytes,
+    pub digest: Digest,
+    pub media_type: Option<String>,
+}
+
+/// A registry client for one host.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    config: Config,
+    auth: Auth,
+}
+
+impl Client {
+    pub fn new(config: Config) -> Result<Client, Error> {
+        let mut b = reqwest::Client::builder()
+            .user_agent(concat!("regfs/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(config.timeout.min(Duration::from_secs(15)))
+            .read_timeout(config.timeout)
+            .pool_max_idle_per_host(16)
+            .redirect(reqwest::redirect::Policy::limited(10));
+        if config.insecure {
+            b = b.tls_danger_accept_invalid_certs(true);
+        }
+        if let Some(ca) = &config.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| {
+                Error::Config(format!("cannot read --ca-file {}: {e}", ca.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Config(format!("--ca-file {}: {e}", ca.display())))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let http = b
+            .build()
+            .map_err(|e| Error::Config(format!("cannot set up HTTP client: {e}")))?;
+        Ok(Client {
+            base: format!("{}://{}", config.scheme(), config.host),
+            auth: Auth::new(&config.host),
+            http,
+            config,
+        })
+    }
+
+    pub fn host(&self) -> &str {
+        &self.config.host
+    }
+
+    /// Checks that the registry answers the API at all (`GET /v2/`).
+    pub async fn ping(&self) -> Result<(), Error> {
+        let url = format!("{}/v2/", self.base);
+        let resp = self
+            .send(Method::GET, &url, "", HeaderMap::new(), true)
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            StatusCode::UNAUTHORIZED => Ok(()),
+            s => Err(Error::Status {
+                url,
+                status: s.as_u16(),
+            }),
+        }
+    }
+
+    /// All repository names (every page), or `None` where the registry has no catalog.
+    pub async fn catalog(&self) -> Result<Option<Vec<String>>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            repositories: Option<Vec<String>>,
+        }
+        let first = format!("{}/v2/_catalog?n={PAGE_SIZE}", self.base);
+        match self
+            .pages::<Page>(&first, "registry:catalog:*", |p| {
+                p.repositories.unwrap_or_default()
+            })
+            .await
+        {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::NotFound { .. }) | Err(Error::Denied { .. }) | Err(Error::Auth(_)) => {
+                Ok(None)
+            }
+            Err(Error::Status { status: 405, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// All tags of `repo` (every page).
+    pub async fn tags(&self, repo: &str) -> Result<Vec<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let first = format!("{}/v2/{repo}/tags/list?n={PAGE_SIZE}", self.base);
+        self.pages::<Page>(&first, &pull_scope(repo), |p| p.tags.unwrap_or_default())
+            .await
+            .map_err(|e| match e {
+                Error::NotFound { .. } => Error::NotFound {
+                    what: format!("repository {repo}"),
+                },
+                e => e,
+            })
+    }
+
+    async fn pages<P: serde::de::DeserializeOwned>(
+        &self,
+        first: &str,
+        scope: &str,
+        items: impl Fn(P) -> Vec<String>,
+    ) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        let mut url = first.to_string();
+        // A registry whose Link chain loops must not hang us: stop after a
+        // generous number of pages.
+        for _ in 0..100_000 {
+            let resp = self
+                .send(Method::GET, &url, scope, HeaderMap::new(), true)
+                .await?;
+            let resp = check(resp, &url)?;
+            let next = resp
+                .headers()
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .and_then(link::next_link)
+                .map(|l| link::absolute(&self.base, &l));
+            let body = read_limited(resp, MAX_MANIFEST_BYTES * 4, &url).await?;
+            let page: P = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
+                url: url.clone(),
+                reason: format!("bad listing JSON: {e}"),
+            })?;
+            let before = out.len();
+            out.extend(items(page));
+            match next {
+                Some(n) if n != url && out.len() > before => url = n,
+                _ => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fetches a manifest by tag or digest and verifies it: against the
+    /// digest asked for, else against `Docker-Content-Digest`.
+    pub async fn manifest(&self, repo: &str, reference: &str) -> Result<Manifest, Error> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = MANIFEST_MEDIA_TYPES.join(", ").parse() {
+            headers.insert(ACCEPT, v);
+        }
+        let resp = self
+            .send(Method::GET, &url, &pull_scope(repo), headers, true)
+            .await?;
+        let resp = check(resp, &url).map_err(|e| match e {
+            Error::NotFound { .. } => Error::NotFound {
+                what: format!("manifest {repo}:{reference}"),
+            },
+            e => e,
+        })?;
+        let media_type = header_str(resp.headers(), CONTENT_TYPE.as_str())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
+        let claimed = header_str(resp.headers(), "docker-content-digest").map(str::to_string);
+        let bytes = read_limited(resp, MAX_MANIFEST_BYTES, &url).await?;
+        let actual = Digest::of(&bytes);
+        let expected = match reference.parse::<Digest>() {
+            Ok(d) => Some(d),
+            Err(_) => match claimed {
+                Some(c) => Some(c.parse::<Digest>().map_err(|e| Error::Protocol {
+                    url: url.clone(),
+                    reason: format!("bad Docker-Content-Digest: {e}"),
+                })?),
+                None => None,
+            },
+        };
+        if let Some(expected) = expected {
+            if expected != actual {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest {repo}:{reference}"),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        Ok(Manifest {
+            bytes,
+            digest: actual,
+            media_type,
+        })
+    }
+
+    /// What a tag points at now, by `HEAD` (no body). `None` when the
+    /// registry does not say (no `Docker-Content-Digest`).
+    pub async fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<Digest>, Error> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = MANIFEST_MEDIA_TYPES.join(", ").parse() {
+            headers.insert(ACCEPT, v);
+        }
+        let resp = self
+            .send(Method::HEAD, &url, &pull_scope(repo), headers, true)
+            .await?;
+        let resp = check(resp, &url).map_err(|e| match e {
+            Error::NotFound { .. } => Error::NotFound {
+                what: format!("manifest {repo}:{reference}"),
+            },
+            e => e,
+        })?;
+        Ok(header_str(resp.headers(), "docker-content-digest").and_then(|d| d.parse().ok()))
+    }
+
+    /// Starts a blob download at `offset`. The answer is either 206 from
+    /// `offset` on, or 200 with the whole blob (Range is optional): `BlobStream::start`
+    /// says which.
+    pub async fn blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobStream, Error> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        let mut headers = HeaderMap::new();
+        if offset > 0 {
+            if let Ok(v) = format!("bytes={offset}-").parse() {
+                headers.insert(RANGE, v);
+            }
+        }
+        let resp = self
+            .send(Method::GET, &url, &pull_scope(repo), headers, true)
+            .await?;
+        let resp = check(resp, &url).map_err(|e| match e {
+            Error::NotFound { .. } => Error::NotFound {
+                what: format!("blob {digest} in {repo}"),
+            },
+            e => e,
+        })?;
+        let start = if resp.status() == StatusCode::PARTIAL_CONTENT {
+            let range = header_str(resp.headers(), "content-range").unwrap_or("");
+            content_range_start(range).ok_or_else(|| Error::Protocol {
+                url: url.clone(),
+                reason: format!("unusable Content-Range {range:?}"),
+            })?
+        } else {
+            0
+        };
+        Ok(BlobStream { resp, start, url })
+    }
+
+    /// Sends one request, answering auth challenges and retrying what may be retried.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        scope: &str,
+        headers: HeaderMap,
+        idempotent: bool,
+    ) -> Result<reqwest::Response, Error> {
+        let mut attempt = 0u32;
+        let mut answered_challenge = false;
+        loop {
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .headers(headers.clone());
+            if method != Method::GET || !url.contains("/blobs/") {
+                req = req.timeout(self.config.timeout);
+            }
+            if let Some(h) = self.auth.header(scope).await {
+                req = req.header(AUTHORIZATION, h);
+            }
+            let retry_after;
+            match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    if status == StatusCode::UNAUTHORIZED
+                        && !answered_challenge
+                        && !scope.is_empty()
+                    {
+                        let challenge = header_str(resp.headers(), WWW_AUTHENTICATE.as_str())
+                            .and_then(parse_challenge);
+                        if let Some(c) = challenge {
+                            self.auth.respond(&self.http, &c, scope).await?;
+                            answered_challenge = true;
+                            continue;
+                        }
+                    }
+                    let transient =
+                        status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+                    if !(transient && idempotent && attempt < self.config.retries) {
+                        return Ok(resp);
+                    }
+                    retry_after = header_str(resp.headers(), "retry-after")
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s.min(10)));
+                    tracing::warn!(%url, %status, attempt, "registry busy or failing; retrying");
+                }
+                Err(e) => {
+                    if !(idempotent && attempt < self.config.retries) {
+                        return Err(Error::Unreachable {
+                            host: self.config.host.clone(),
+                            reason: error_chain(&e),
+                        });
+                    }
+                    tracing::warn!(%url, attempt, "request failed: {}; retrying", error_chain(&e));
+                    retry_after = None;
+                }
+            }
+            tokio::time::sleep(retry_after.unwrap_or_else(|| backoff(attempt))).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// Backoff before retry `attempt` (0-based): 200 ms doubling, at most 3 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((200u64 << attempt.min(4)).min(3000))
+}
+
+fn pull_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+/// A blob body being received.
+pub struct BlobStream {
+    resp: reqwest::Response,
+    /// The offset of the first byte of the body in the blob.
+    pub start: u64,
+    url: String,
+}
+
+impl BlobStream {
+    /// The next piece of the body, `None` at its end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        self.resp.chunk().await.map_err(|e| Error::Unreachable {
+            host: self.url.clone(),
+            reason: format!("blob transfer broke: {}", error_chain(&e)),
+        })
+    }
+}
+
+/// `bytes 100-199/1000` -> 100.
+pub fn content_range_start(h: &str) -> Option<u64> {
+    let rest = h.trim().strip_prefix("bytes")?.trim_start();
+    let (range, _total) = rest.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    start.trim().parse().ok()
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn check(resp: reqwest::Response, url: &str) -> Result<reqwest::Response, Error> {
+    let status = resp.status();
+    match status {
+        s if s.is_success() => Ok(resp),
+        StatusCode::NOT_FOUND => Err(Error::NotFound {
+            what: url.to_string(),
+        }),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Error::Denied {
+            url: url.to_string(),
+            status: status.as_u16(),
+        }),
+        s => Err(Error::Status {
+            url: url.to_string(),
+            status: s.as_u16(),
+        }),
+    }
+}
+
+async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+    url: &str,
+) -> Result<Bytes, Error> {
+    if resp.content_length().is_some_and(|l| l > limit as u64) {
+        return Err(Error::Protocol {
+            url: url.to_string(),
+            reason: format!("response larger than {limit} bytes refused"),
+        });
+    }
+    let mut buf = Vec::new();
+    while let Some(c) = resp.chunk().await.map_err(|e| Error::Unreachable {
+        host: url.to_string(),
+        reason: error_chain(&e),
+    })? {
+        if buf.len() + c.len() > limit {
+            return Err(Error::Protocol {
+                url: url.to_string(),
+                reason: format!("response larger than {limit} bytes refused"),
+            });
+        }
+        buf.extend_from_slice(&c);
+    }
+    Ok(Bytes::from(buf))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(content_range_start("bytes 100-199/1000"), Some(100));
+        assert_eq!(content_range_start("bytes 0-0/*"), Some(0));
+        assert_eq!(content_range_start("items 1-2/3"), None);
+        assert_eq!(content_range_start("bytes */1000"), None);
+    }
+
+    #[test]
+    fn schemes() {
+        let mut c = Config::new("localhost:5000");
+        assert_eq!(c.scheme(), "http");
+        c.host = "127.0.0.1".into();
+        assert_eq!(c.scheme(), "http");
+        c.host = "ghcr.io".into();
+        assert_eq!(c.scheme(), "https");
+        c.plain_http = true;
+        assert_eq!(c.scheme(), "http");
+        c = Config::new("localhostile.example:5000");
+        assert_eq!(c.scheme(), "https");
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(0), Duration::from_millis(200));
+        assert_eq!(backoff(1), Duration::from_millis(400));
+        assert_eq!(backoff(10), Duration::from_millis(3000));
+    }
+}

@@ -1,0 +1,247 @@
+//! The tree regfs shows: nodes, their inode numbers, and what a manifest
+//! looks like as a folder (`view`). Nothing here does I/O or names fuser.
+
+pub mod view;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::digest::Digest;
+use view::Desc;
+
+pub type Ino = u64;
+pub const ROOT_INO: Ino = 1;
+
+/// What a manifest folder points at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    Tag(String),
+    Digest(Digest),
+}
+
+/// A node of the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Root,
+    /// A folder of repository names: `path` is a repository, a prefix of
+    /// some, or both.
+    Repo {
+        path: String,
+    },
+    /// A manifest or index folder: a tag, an `@sha256:` folder, a platform
+    /// child or a referrer.
+    Manifest {
+        repo: String,
+        target: Target,
+    },
+    /// A folder made by a manifest view (`blobs`, `blobs/sha256`, a title's
+    /// parent); `path` is relative to the manifest folder `folder`.
+    ViewDir {
+        repo: String,
+        folder: Ino,
+        manifest: Digest,
+        path: Vec<String>,
+        mtime: i64,
+    },
+    /// `referrers/` of the manifest `subject`.
+    Referrers {
+        repo: String,
+        subject: Digest,
+        mtime: i64,
+    },
+    /// A manifest's exact bytes.
+    ManifestJson {
+        repo: String,
+        digest: Digest,
+        size: u64,
+        mtime: i64,
+    },
+    /// A blob: a layer, the config, or an entry of `blobs/sha256`.
+    Blob {
+        repo: String,
+        desc: Desc,
+        mtime: i64,
+    },
+    /// A folder inside an unpacked directory layer.
+    UnpackedDir {
+        repo: String,
+        layer: Desc,
+        path: Vec<String>,
+        mtime: i64,
+    },
+    /// A file inside an unpacked directory layer.
+    UnpackedFile {
+        repo: String,
+        layer: Digest,
+        path: Vec<String>,
+        size: u64,
+        mode: u32,
+        mtime: i64,
+    },
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        !matches!(
+            self,
+            Node::ManifestJson { .. } | Node::Blob { .. } | Node::UnpackedFile { .. }
+        )
+    }
+}
+
+/// What identifies an inode: a name under a parent (and, inside a manifest
+/// folder, the manifest it came from, so a moved tag gives new inodes), or a
+/// blob within one manifest folder (so a titled file and its
+/// `blobs/sha256/<hex>` are one inode).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Child {
+        parent: Ino,
+        name: String,
+        version: Option<Digest>,
+    },
+    Blob {
+        folder: Ino,
+        manifest: Digest,
+        blob: Digest,
+    },
+}
+
+struct Slot {
+    node: Arc<Node>,
+    parent: Ino,
+    /// Names under which the kernel knows this inode (for nlink).
+    links: u32,
+}
+
+/// The inode table: stable numbers for keys, and the node behind each.
+pub struct Inodes {
+    by_key: HashMap<Key, Ino>,
+    slots: HashMap<Ino, Slot>,
+    next: Ino,
+}
+
+impl Default for Inodes {
+    fn default() -> Self {
+        Inodes::new()
+    }
+}
+
+impl Inodes {
+    pub fn new() -> Inodes {
+        let mut slots = HashMap::new();
+        slots.insert(
+            ROOT_INO,
+            Slot {
+                node: Arc::new(Node::Root),
+                parent: ROOT_INO,
+                links: 1,
+            },
+        );
+        Inodes {
+            by_key: HashMap::new(),
+            slots,
+            next: ROOT_INO + 1,
+        }
+    }
+
+    pub fn get(&self, ino: Ino) -> Option<Arc<Node>> {
+        self.slots.get(&ino).map(|s| s.node.clone())
+    }
+
+    pub fn parent(&self, ino: Ino) -> Ino {
+        self.slots.get(&ino).map(|s| s.parent).unwrap_or(ROOT_INO)
+    }
+
+    /// The inode for `key`, made from `node` the first time. `links` is the
+    /// number of names the node has (2 for a titled blob).
+    pub fn intern(&mut self, key: Key, parent: Ino, node: Node, links: u32) -> (Ino, Arc<Node>) {
+        if let Some(&ino) = self.by_key.get(&key) {
+            if let Some(s) = self.slots.get_mut(&ino) {
+                // Link counts can only grow as more names of a blob are seen.
+                s.links = s.links.max(links);
+                return (ino, s.node.clone());
+            }
+        }
+        let ino = self.next;
+        self.next += 1;
+        let node = Arc::new(node);
+        self.by_key.insert(key, ino);
+        self.slots.insert(
+            ino,
+            Slot {
+                node: node.clone(),
+                parent,
+                links,
+            },
+        );
+        (ino, node)
+    }
+
+    pub fn links(&self, ino: Ino) -> u32 {
+        self.slots.get(&ino).map(|s| s.links).unwrap_or(1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_key_same_inode() {
+        let mut t = Inodes::new();
+        let k = Key::Child {
+            parent: ROOT_INO,
+            name: "repo".into(),
+            version: None,
+        };
+        let (a, _) = t.intern(
+            k.clone(),
+            ROOT_INO,
+            Node::Repo {
+                path: "repo".into(),
+            },
+            1,
+        );
+        let (b, _) = t.intern(
+            k,
+            ROOT_INO,
+            Node::Repo {
+                path: "other".into(),
+            },
+            1,
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, ROOT_INO);
+        assert_eq!(t.parent(a), ROOT_INO);
+        assert_eq!(
+            *t.get(a).unwrap(),
+            Node::Repo {
+                path: "repo".into()
+            }
+        );
+    }
+
+    #[test]
+    fn blob_key_shares_inode_across_names() {
+        let mut t = Inodes::new();
+        let key = Key::Blob {
+            folder: 7,
+            manifest: Digest::of(b"m"),
+            blob: Digest::of(b"b"),
+        };
+        let node = Node::Root;
+        let (a, _) = t.intern(key.clone(), 7, node.clone(), 1);
+        let (b, _) = t.intern(key, 9, node, 2);
+        assert_eq!(a, b);
+        assert_eq!(t.links(a), 2);
+    }
+}

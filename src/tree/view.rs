@@ -1,0 +1,734 @@
+//! What a manifest looks like as a folder: a pure function from manifest
+//! bytes to a `View`, the map of names the manifest folder holds.
+//!
+//! This module owns the naming rules of SPEC section 2: titles and their
+//! safety, `blobs/sha256/<hex>`, platform folder names, and the reserved
+//! names. It does no I/O; everything it decides is table-tested below.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+
+use crate::digest::Digest;
+
+pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
+pub const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
+pub const UNPACK_ANNOTATION: &str = "io.deis.oras.content.unpack";
+pub const EMPTY_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+/// The digest of `{}`, the empty config ORAS writes.
+pub const EMPTY_JSON_DIGEST: &str =
+    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+pub const MANIFEST_JSON: &str = "manifest.json";
+pub const CONFIG_JSON: &str = "config.json";
+pub const BLOBS: &str = "blobs";
+pub const REFERRERS: &str = "referrers";
+
+/// The media types a manifest folder is made from (what we send in `Accept`).
+pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// A descriptor after validation: the digest parsed, annotations ordered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desc {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub annotations: BTreeMap<String, String>,
+    pub artifact_type: Option<String>,
+    /// The folder name of a platform: `<os>-<arch>[-<variant>]`.
+    pub platform: Option<String>,
+    /// The platform as OCI writes it: `<os>/<arch>[/<variant>]`.
+    pub platform_spec: Option<String>,
+}
+
+impl Desc {
+    pub fn title(&self) -> Option<&str> {
+        self.annotations.get(TITLE_ANNOTATION).map(String::as_str)
+    }
+
+    /// A titled tar+gzip layer that ORAS unpacks into a folder.
+    pub fn is_directory_layer(&self) -> bool {
+        self.annotations.get(UNPACK_ANNOTATION).map(String::as_str) == Some("true")
+    }
+}
+
+/// Whether a manifest is an image/artifact manifest or an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Manifest,
+    Index,
+}
+
+/// An entry of a manifest folder, or of a folder inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A plain folder made by the view (`blobs`, `blobs/sha256`, a title's parent).
+    Dir(BTreeMap<String, Entry>),
+    /// `manifest.json`: the manifest's own bytes.
+    ManifestJson,
+    /// A blob, by index into `View::blobs`.
+    Blob(usize),
+    /// A titled directory layer, by index into `View::blobs`: a folder whose
+    /// contents come from the verified, unpacked layer.
+    Unpacked(usize),
+    /// A child manifest folder of an index, by index into `View::children`.
+    Child(usize),
+    /// `referrers/`: artifacts whose subject is this manifest.
+    Referrers,
+}
+
+impl Entry {
+    pub fn is_dir(&self) -> bool {
+        !matches!(self, Entry::ManifestJson | Entry::Blob(_))
+    }
+}
+
+/// A manifest seen as a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub kind: Kind,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+    pub subject: Option<Desc>,
+    /// Config first (for manifests), then layers in order.
+    pub blobs: Vec<Desc>,
+    /// Children of an index, in order.
+    pub children: Vec<Desc>,
+    /// The names at the top of the manifest folder.
+    pub root: BTreeMap<String, Entry>,
+    /// Why some layers or children are not named (for the log).
+    pub skipped: Vec<String>,
+}
+
+/// Why manifest bytes cannot be shown as a folder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    #[error("manifest is not valid JSON: {0}")]
+    Json(String),
+    #[error("manifest has schemaVersion {0}; only schema 2 (OCI and Docker v2) is supported")]
+    SchemaVersion(u64),
+    #[error("manifest media type {0:?} is neither an image manifest nor an index")]
+    UnknownKind(String),
+    #[error("manifest is malformed: {0}")]
+    Malformed(String),
+    #[error("manifest descriptor {field} is unusable: {reason}")]
+    BadDescriptor { field: String, reason: String },
+}
+
+impl View {
+    /// Builds the view of `bytes`. `content_type` is the media type the
+    /// registry sent, used when the manifest has no `mediaType` of its own.
+    pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<View, ViewError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| ViewError::Json(e.to_string()))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| ViewError::Malformed("not a JSON object".into()))?;
+        match obj.get("schemaVersion").and_then(|v| v.as_u64()) {
+            Some(2) => {}
+            Some(v) => return Err(ViewError::SchemaVersion(v)),
+            None => return Err(ViewError::Malformed("no schemaVersion".into())),
+        }
+        let media_type = obj
+            .get("mediaType")
+            .and_then(|v| v.as_str())
+            .or(content_type)
+            .unwrap_or("")
+            .to_string();
+        let kind = if media_type.contains("index") || media_type.contains("manifest.list") {
+            Kind::Index
+        } else if media_type.contains("manifest") {
+            Kind::Manifest
+        } else if obj.contains_key("manifests") {
+            Kind::Index
+        } else if obj.contains_key("layers") || obj.contains_key("config") {
+            Kind::Manifest
+        } else {
+            return Err(ViewError::UnknownKind(media_type));
+        };
+        match kind {
+            Kind::Manifest => {
+                let m: ImageManifest = serde_json::from_value(value)
+                    .map_err(|e| ViewError::Malformed(e.to_string()))?;
+                View::of_manifest(&m, media_type)
+            }
+            Kind::Index => {
+                let i: ImageIndex = serde_json::from_value(value)
+                    .map_err(|e| ViewError::Malformed(e.to_string()))?;
+                View::of_index(&i, media_type)
+            }
+        }
+    }
+
+    fn of_manifest(m: &ImageManifest, media_type: String) -> Result<View, ViewError> {
+        let config = desc(m.config(), "config")?;
+        let mut blobs = vec![config];
+        let mut skipped = Vec::new();
+        for (i, layer) in m.layers().iter().enumerate() {
+            match desc(layer, &format!("layers[{i}]")) {
+                Ok(d) => blobs.push(d),
+                // A layer we cannot address is skipped, not fatal: the rest of
+                // the artifact stays readable.
+                Err(e) => skipped.push(e.to_string()),
+            }
+        }
+        let mut root = BTreeMap::new();
+        root.insert(MANIFEST_JSON.to_string(), Entry::ManifestJson);
+        root.insert(REFERRERS.to_string(), Entry::Referrers);
+        let mut sha = BTreeMap::new();
+        for (i, b) in blobs.iter().enumerate() {
+            sha.entry(b.digest.hex().to_string())
+                .or_insert(Entry::Blob(i));
+        }
+        let mut blobs_dir = BTreeMap::new();
+        blobs_dir.insert("sha256".to_string(), Entry::Dir(sha));
+        root.insert(BLOBS.to_string(), Entry::Dir(blobs_dir));
+        let config = &blobs[0];
+        if !is_empty_config(config) {
+            root.insert(CONFIG_JSON.to_string(), Entry::Blob(0));
+        }
+        for (i, layer) in blobs.iter().enumerate().skip(1) {
+            let Some(title) = layer.title() else { continue };
+            let entry = if layer.is_directory_layer() {
+                Entry::Unpacked(i)
+            } else {
+                Entry::Blob(i)
+            };
+            if let Err(why) = place_title(&mut root, title, entry) {
+                skipped.push(format!("layer {} title {title:?}: {why}", layer.digest));
+            }
+        }
+        Ok(View {
+            kind: Kind::Manifest,
+            media_type,
+            artifact_type: m.artifact_type().as_ref().map(|t| t.to_string()),
+            annotations: ordered(m.annotations()),
+            subject: m
+                .subject()
+                .as_ref()
+                .map(|s| desc(s, "subject"))
+                .transpose()?,
+            blobs,
+            children: Vec::new(),
+            root,
+            skipped,
+        })
+    }
+
+    fn of_index(idx: &ImageIndex, media_type: String) -> Result<View, ViewError> {
+        let mut children = Vec::new();
+        let mut skipped = Vec::new();
+        for (i, m) in idx.manifests().iter().enumerate() {
+            match desc(m, &format!("manifests[{i}]")) {
+                Ok(d) => children.push(d),
+                Err(e) => skipped.push(e.to_string()),
+            }
+        }
+        let mut root = BTreeMap::new();
+        root.insert(MANIFEST_JSON.to_string(), Entry::ManifestJson);
+        root.insert(REFERRERS.to_string(), Entry::Referrers);
+        // Children with a free, safe platform name first, in order; the rest
+        // get `<platform or unknown>-<12 hex>`.
+        let mut deferred = Vec::new();
+        for (i, c) in children.iter().enumerate() {
+            match c.platform.as_deref() {
+                Some(p) if is_safe_component(p) && !root.contains_key(p) => {
+                    root.insert(p.to_string(), Entry::Child(i));
+                }
+                _ => deferred.push(i),
+            }
+        }
+        for i in deferred {
+            let c = &children[i];
+            let base = match c.platform.as_deref() {
+                Some(p) if is_safe_component(p) => p,
+                _ => "unknown",
+            };
+            let name = format!("{base}-{}", &c.digest.hex()[..12]);
+            match root.entry(name) {
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    skipped.push(format!("child {} repeats {}", c.digest, o.key()));
+                }
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(Entry::Child(i));
+                }
+            }
+        }
+        Ok(View {
+            kind: Kind::Index,
+            media_type,
+            artifact_type: idx.artifact_type().as_ref().map(|t| t.to_string()),
+            annotations: ordered(idx.annotations()),
+            subject: idx
+                .subject()
+                .as_ref()
+                .map(|s| desc(s, "subject"))
+                .transpose()?,
+            blobs: Vec::new(),
+            children,
+            root,
+            skipped,
+        })
+    }
+
+    /// The entry at `path` (relative to the manifest folder), if any.
+    pub fn entry(&self, path: &[String]) -> Option<&Entry> {
+        let (first, rest) = path.split_first()?;
+        let mut e = self.root.get(first)?;
+        for name in rest {
+            match e {
+                Entry::Dir(m) => e = m.get(name)?,
+                _ => return None,
+            }
+        }
+        Some(e)
+    }
+
+    /// The names in the folder at `path` (empty path: the manifest folder).
+    pub fn dir(&self, path: &[String]) -> Option<&BTreeMap<String, Entry>> {
+        if path.is_empty() {
+            return Some(&self.root);
+        }
+        match self.entry(path)? {
+            Entry::Dir(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// How many names the blob `d` has in this folder (its link count).
+    pub fn names_of(&self, d: &Digest) -> u32 {
+        fn walk(m: &BTreeMap<String, Entry>, blobs: &[Desc], d: &Digest) -> u32 {
+            m.values()
+                .map(|e| match e {
+                    Entry::Blob(i) if blobs.get(*i).is_some_and(|b| b.digest == *d) => 1,
+                    Entry::Dir(sub) => walk(sub, blobs, d),
+                    _ => 0,
+                })
+                .sum()
+        }
+        walk(&self.root, &self.blobs, d).max(1)
+    }
+
+    /// The `org.opencontainers.image.created` annotation, as seconds since the epoch.
+    pub fn created(&self) -> Option<i64> {
+        self.annotations
+            .get(CREATED_ANNOTATION)
+            .and_then(|s| parse_rfc3339(s))
+    }
+}
+
+fn is_empty_config(d: &Desc) -> bool {
+    d.media_type == EMPTY_CONFIG_MEDIA_TYPE
+        || (d.size <= 2 && d.digest.to_string() == EMPTY_JSON_DIGEST)
+}
+
+fn ordered(a: &Option<std::collections::HashMap<String, String>>) -> BTreeMap<String, String> {
+    a.as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+fn desc(d: &Descriptor, field: &str) -> Result<Desc, ViewError> {
+    let digest: Digest =
+        d.digest()
+            .to_string()
+            .parse()
+            .map_err(|e: crate::digest::DigestError| ViewError::BadDescriptor {
+                field: field.to_string(),
+                reason: e.to_string(),
+            })?;
+    Ok(Desc {
+        media_type: d.media_type().to_string(),
+        digest,
+        size: d.size(),
+        annotations: ordered(d.annotations()),
+        artifact_type: d.artifact_type().as_ref().map(|t| t.to_string()),
+        platform: d.platform().as_ref().map(|p| platform_string(p, '-')),
+        platform_spec: d.platform().as_ref().map(|p| platform_string(p, '/')),
+    })
+}
+
+fn platform_string(p: &oci_spec::image::Platform, sep: char) -> String {
+    let mut s = format!("{}{sep}{}", p.os(), p.architecture());
+    if let Some(v) = p.variant().as_deref().filter(|v| !v.is_empty()) {
+        s.push(sep);
+        s.push_str(v);
+    }
+    s
+}
+
+/// One path component we are willing to show: non-empty, not `.`/`..`, no
+/// `/` or NUL, at most 255 bytes.
+pub fn is_safe_component(c: &str) -> bool {
+    !c.is_empty() && c != "." && c != ".." && c.len() <= 255 && !c.contains(['/', '\0'])
+}
+
+/// Why a title is not shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TitleRejection {
+    Absolute,
+    UnsafeComponent(String),
+    Reserved(String),
+    Duplicate,
+    Conflicts(String),
+}
+
+impl fmt::Display for TitleRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TitleRejection::Absolute => write!(f, "absolute path; readable under blobs/ only"),
+            TitleRejection::UnsafeComponent(c) => {
+                write!(f, "unsafe path component {c:?}; readable under blobs/ only")
+            }
+            TitleRejection::Reserved(c) => {
+                write!(
+                    f,
+                    "{c:?} is a name the folder already uses; readable under blobs/ only"
+                )
+            }
+            TitleRejection::Duplicate => {
+                write!(f, "duplicate title; shown for its first layer only")
+            }
+            TitleRejection::Conflicts(c) => {
+                write!(
+                    f,
+                    "{c:?} is both a file and a folder; shown for its first layer only"
+                )
+            }
+        }
+    }
+}
+
+/// Splits a title into safe components, or says why it is not shown.
+pub fn title_components(title: &str) -> Result<Vec<&str>, TitleRejection> {
+    if title.starts_with('/') {
+        return Err(TitleRejection::Absolute);
+    }
+    let parts: Vec<&str> = title.split('/').collect();
+    for p in &parts {
+        if !is_safe_component(p) {
+            return Err(TitleRejection::UnsafeComponent((*p).to_string()));
+        }
+    }
+    Ok(parts)
+}
+
+/// Puts a titled layer into the folder map, creating parent folders.
+fn place_title(
+    root: &mut BTreeMap<String, Entry>,
+    title: &str,
+    entry: Entry,
+) -> Result<(), TitleRejection> {
+    let parts = title_components(title)?;
+    if RESERVED.contains(&parts[0]) {
+        return Err(TitleRejection::Reserved(parts[0].to_string()));
+    }
+    let (last, parents) = parts.split_last().ok_or(TitleRejection::Absolute)?;
+    let mut dir = root;
+    for p in parents {
+        let e = dir
+            .entry((*p).to_string())
+            .or_insert_with(|| Entry::Dir(BTreeMap::new()));
+        match e {
+            Entry::Dir(m) => dir = m,
+            _ => return Err(TitleRejection::Conflicts((*p).to_string())),
+        }
+    }
+    match dir.get(*last) {
+        None => {
+            dir.insert((*last).to_string(), entry);
+            Ok(())
+        }
+        Some(Entry::Dir(_)) => Err(TitleRejection::Conflicts((*last).to_string())),
+        Some(_) => Err(TitleRejection::Duplicate),
+    }
+}
+
+/// Names a manifest folder uses itself: a title may not start with one.
+pub const RESERVED: [&str; 4] = [MANIFEST_JSON, CONFIG_JSON, BLOBS, REFERRERS];
+
+/// Parses an RFC 3339 timestamp (`2024-01-02T03:04:05Z`, fractional seconds
+/// and numeric offsets allowed) into seconds since the Unix epoch.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        rest = &frac[n..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let rb = rest.as_bytes();
+            if rb.len() != 6 || !matches!(rb[0], b'+' | b'-') || rb[3] != b':' {
+                return None;
+            }
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            let sign = if rb[0] == b'-' { -1 } else { 1 };
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    Some(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(n: u8) -> String {
+        format!("sha256:{}", format!("{n:02x}").repeat(32))
+    }
+
+    fn layer(n: u8, title: Option<&str>, unpack: bool) -> serde_json::Value {
+        let mut ann = serde_json::Map::new();
+        if let Some(t) = title {
+            ann.insert(TITLE_ANNOTATION.into(), t.into());
+        }
+        if unpack {
+            ann.insert(UNPACK_ANNOTATION.into(), "true".into());
+        }
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": d(n), "size": n as u64 * 10, "annotations": ann
+        })
+    }
+
+    fn manifest(config_mt: &str, layers: Vec<serde_json::Value>) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": config_mt, "digest": d(200), "size": 7},
+            "layers": layers,
+        }))
+        .unwrap()
+    }
+
+    fn names(m: &BTreeMap<String, Entry>) -> Vec<&str> {
+        m.keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn artifact_folder() {
+        let bytes = manifest(
+            "application/vnd.oci.image.config.v1+json",
+            vec![
+                layer(1, Some("a.txt"), false),
+                layer(2, Some("bin/linux/amd64/oras"), false),
+                layer(3, None, false),
+            ],
+        );
+        let v = View::parse(&bytes, None).unwrap();
+        assert_eq!(v.kind, Kind::Manifest);
+        assert_eq!(
+            names(&v.root),
+            [
+                "a.txt",
+                "bin",
+                "blobs",
+                "config.json",
+                "manifest.json",
+                "referrers"
+            ]
+        );
+        let path: Vec<String> = ["bin", "linux", "amd64", "oras"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(v.entry(&path), Some(&Entry::Blob(2)));
+        let sha = v.dir(&["blobs".into(), "sha256".into()]).unwrap();
+        assert_eq!(sha.len(), 4, "config and three layers");
+        assert_eq!(v.names_of(&d(1).parse().unwrap()), 2);
+        assert_eq!(v.names_of(&d(3).parse().unwrap()), 1);
+        assert!(v.skipped.is_empty());
+    }
+
+    #[test]
+    fn empty_config_is_hidden() {
+        let bytes = manifest(EMPTY_CONFIG_MEDIA_TYPE, vec![]);
+        let v = View::parse(&bytes, None).unwrap();
+        assert!(!v.root.contains_key(CONFIG_JSON));
+    }
+
+    #[test]
+    fn unsafe_titles_are_not_named() {
+        let table = [
+            ("/etc/passwd", TitleRejection::Absolute),
+            ("../escape", TitleRejection::UnsafeComponent("..".into())),
+            ("a/./b", TitleRejection::UnsafeComponent(".".into())),
+            ("a//b", TitleRejection::UnsafeComponent("".into())),
+            (
+                "nul\0byte",
+                TitleRejection::UnsafeComponent("nul\0byte".into()),
+            ),
+        ];
+        for (title, want) in table {
+            assert_eq!(title_components(title).unwrap_err(), want, "{title:?}");
+        }
+        let long = "x".repeat(256);
+        assert!(title_components(&long).is_err());
+        assert!(title_components(&"x".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn reserved_duplicate_and_conflicting_titles() {
+        let bytes = manifest(
+            "application/vnd.oci.image.config.v1+json",
+            vec![
+                layer(1, Some("manifest.json"), false),
+                layer(2, Some("blobs/sha256/x"), false),
+                layer(3, Some("dup"), false),
+                layer(4, Some("dup"), false),
+                layer(5, Some("dup/inside"), false),
+                layer(6, Some("../../etc/passwd"), false),
+                layer(7, Some("dir"), true),
+            ],
+        );
+        let v = View::parse(&bytes, None).unwrap();
+        assert_eq!(v.root.get("dup"), Some(&Entry::Blob(3)), "first layer wins");
+        assert_eq!(v.root.get("dir"), Some(&Entry::Unpacked(7)));
+        assert_eq!(v.root.get("manifest.json"), Some(&Entry::ManifestJson));
+        assert_eq!(v.skipped.len(), 5, "{:?}", v.skipped);
+        // Every layer is still readable under blobs/.
+        let sha = v.dir(&["blobs".into(), "sha256".into()]).unwrap();
+        assert_eq!(sha.len(), 8);
+    }
+
+    #[test]
+    fn index_platform_names() {
+        let child = |n: u8, p: Option<serde_json::Value>| {
+            let mut c = serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": d(n), "size": 100
+            });
+            if let Some(p) = p {
+                c["platform"] = p;
+            }
+            c
+        };
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                child(1, Some(serde_json::json!({"os": "linux", "architecture": "amd64"}))),
+                child(2, Some(serde_json::json!({"os": "linux", "architecture": "arm", "variant": "v7"}))),
+                child(3, Some(serde_json::json!({"os": "unknown", "architecture": "unknown"}))),
+                child(4, Some(serde_json::json!({"os": "unknown", "architecture": "unknown"}))),
+                child(5, None),
+                child(6, Some(serde_json::json!({"os": "linux", "architecture": "amd64"}))),
+                child(7, Some(serde_json::json!({"os": "../x", "architecture": "amd64"}))),
+            ],
+            "annotations": {"k": "v"}
+        }))
+        .unwrap();
+        let v = View::parse(&bytes, None).unwrap();
+        assert_eq!(v.kind, Kind::Index);
+        assert_eq!(
+            names(&v.root),
+            [
+                "linux-amd64",
+                "linux-amd64-060606060606",
+                "linux-arm-v7",
+                "manifest.json",
+                "referrers",
+                "unknown-050505050505",
+                "unknown-070707070707",
+                "unknown-unknown",
+                "unknown-unknown-040404040404",
+            ]
+        );
+        assert_eq!(v.root.get("linux-arm-v7"), Some(&Entry::Child(1)));
+        assert_eq!(v.children[1].platform_spec.as_deref(), Some("linux/arm/v7"));
+        assert_eq!(v.annotations.get("k").map(String::as_str), Some("v"));
+    }
+
+    #[test]
+    fn docker_manifests_by_content_type() {
+        let bytes = br#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"sha256:c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8","size":5},"layers":[]}"#;
+        let v = View::parse(
+            bytes,
+            Some("application/vnd.docker.distribution.manifest.v2+json"),
+        )
+        .unwrap();
+        assert_eq!(v.kind, Kind::Manifest);
+        assert!(v.root.contains_key(CONFIG_JSON));
+        let list = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#;
+        assert_eq!(View::parse(list, None).unwrap().kind, Kind::Index);
+    }
+
+    #[test]
+    fn hostile_manifests_are_errors() {
+        let table: Vec<(&[u8], &str)> = vec![
+            (b"not json", "not valid JSON"),
+            (b"[]", "not a JSON object"),
+            (br#"{"schemaVersion":1,"fsLayers":[]}"#, "schemaVersion 1"),
+            (br#"{"schemaVersion":2}"#, "neither"),
+            (br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"x","digest":"sha256:zz","size":1},"layers":[]}"#, "malformed"),
+            (br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"x","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":-1},"layers":[]}"#, "malformed"),
+        ];
+        for (bytes, want) in table {
+            let e = View::parse(bytes, None).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} should mention {want}");
+        }
+    }
+
+    #[test]
+    fn timestamps() {
+        let table = [
+            ("1970-01-01T00:00:00Z", Some(0)),
+            ("2024-05-06T07:08:09Z", Some(1714979289)),
+            ("2024-05-06T07:08:09.123456789Z", Some(1714979289)),
+            ("2024-05-06T09:08:09+02:00", Some(1714979289)),
+            ("2000-02-29T00:00:00Z", Some(951782400)),
+            ("2024-13-01T00:00:00Z", None),
+            ("yesterday", None),
+            ("2024-05-06", None),
+        ];
+        for (s, want) in table {
+            assert_eq!(parse_rfc3339(s), want, "{s}");
+        }
+    }
+}
