@@ -28,4 +28,5 @@ pub mod fs;
 pub mod fuse;
 pub mod reference;
 pub mod registry;
+pub mod stage;
 pub mod tree;

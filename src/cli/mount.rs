@@ -19,7 +19,7 @@ use super::args::MountArgs;
 use crate::cache::Cache;
 use crate::fs::{Fs, Options};
 use crate::reference::Source;
-use crate::registry::{self, Client};
+use crate::registry::{self, layout::Layout, Backend, Client};
 
 const DAEMON_ENV: &str = "REGFS_DAEMON";
 
@@ -162,13 +162,6 @@ fn spawn_daemon(args: &MountArgs) -> anyhow::Result<()> {
 /// once the kernel mount is live.
 fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
     let source: Source = args.source.parse()?;
-    let (host, prefix) = match &source {
-        Source::Registry { host, prefix } => (host.clone(), prefix.clone()),
-        Source::Layout(p) => bail!(
-            "oci:{}: OCI image layout sources are not supported yet",
-            p.display()
-        ),
-    };
     for r in &args.repos {
         if !crate::reference::is_repository(r) {
             bail!("--repo {r:?} is not a valid repository name");
@@ -177,21 +170,31 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
     let cache_dir = cache_dir(args);
     let cache = Arc::new(Cache::open(&cache_dir, args.cache_size)?);
     let timeout = Duration::from_secs(args.timeout.max(1));
-    let mut cfg = registry::Config::new(&host);
-    cfg.plain_http = args.plain_http;
-    cfg.insecure = args.insecure;
-    cfg.ca_file = args.ca_file.clone();
-    cfg.timeout = timeout;
-    let client = Arc::new(Client::new(cfg)?);
+    let (backend, prefix) = match &source {
+        Source::Registry { host, prefix } => {
+            let mut cfg = registry::Config::new(host);
+            cfg.plain_http = args.plain_http;
+            cfg.insecure = args.insecure;
+            cfg.ca_file = args.ca_file.clone();
+            cfg.timeout = timeout;
+            (Backend::Registry(Client::new(cfg)?), prefix.clone())
+        }
+        // A layout holds one repository: its tags are the top of the tree.
+        Source::Layout(p) => (
+            Backend::Layout(Layout::open(p)?),
+            Some(registry::LAYOUT_REPOSITORY.to_string()),
+        ),
+    };
+    let backend = Arc::new(backend);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(4)
         .thread_name("regfs-worker")
         .build()
         .context("cannot start the async runtime")?;
-    match rt.block_on(client.ping()) {
+    match rt.block_on(backend.ping()) {
         Ok(()) => {}
-        Err(e) if e.is_unreachable() && cache.knows_host(&host) => {
+        Err(e) if e.is_unreachable() && cache.knows_host(backend.host()) => {
             tracing::warn!("{e}; serving what the cache knows until it answers");
         }
         Err(e) => return Err(e.into()),
@@ -206,7 +209,7 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         uid,
         gid,
     };
-    let fs = Arc::new(Fs::new(client, cache, opts));
+    let fs = Arc::new(Fs::new(backend, cache, opts));
     let settings = crate::fuse::Settings {
         op_timeout: timeout.saturating_mul(4) + Duration::from_secs(5),
         ttl: Duration::from_secs(args.tag_ttl.clamp(1, 60)),

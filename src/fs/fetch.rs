@@ -11,7 +11,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use super::{lock, Error};
 use crate::cache::{Cache, Partial};
 use crate::digest::{Digest, Verifier};
-use crate::registry::{self, backoff, Client};
+use crate::registry::{self, backoff, Backend};
 use crate::tree::view::Desc;
 
 /// Bytes gathered before they are written and hashed off the async threads.
@@ -41,7 +41,7 @@ impl Inflight {
 /// The cached, verified blob, downloading it first if needed.
 pub async fn fetch(
     inflight: &Inflight,
-    registry: Arc<Client>,
+    registry: Arc<Backend>,
     cache: Arc<Cache>,
     repo: &str,
     desc: &Desc,
@@ -101,7 +101,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 async fn download(
-    registry: Arc<Client>,
+    registry: Arc<Backend>,
     cache: Arc<Cache>,
     repo: String,
     desc: Desc,
@@ -189,7 +189,7 @@ fn is_transient(e: &Error) -> bool {
 /// Receives the rest of the blob into the sink. On a broken transfer the
 /// bytes received so far stay written, so the next call resumes.
 async fn pump(
-    registry: &Client,
+    registry: &Backend,
     repo: &str,
     desc: &Desc,
     slot: &mut Option<Sink>,

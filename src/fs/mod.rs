@@ -27,7 +27,7 @@ pub use fetch::Inflight;
 use crate::cache::{now_secs, Cache, TagRef};
 use crate::digest::Digest;
 use crate::reference::{is_repository, is_repository_component, is_tag};
-use crate::registry::{self, Client};
+use crate::registry::{self, Backend};
 use crate::tree::view::{Desc, Entry, View};
 use crate::tree::{Ino, Inodes, Key, Node, Target};
 
@@ -101,7 +101,7 @@ struct Listing {
 }
 
 pub struct Fs {
-    registry: Arc<Client>,
+    registry: Arc<Backend>,
     cache: Arc<Cache>,
     opts: Options,
     inodes: Mutex<Inodes>,
@@ -129,7 +129,7 @@ pub fn is_referrers_tag(t: &str) -> bool {
 }
 
 impl Fs {
-    pub fn new(registry: Arc<Client>, cache: Arc<Cache>, opts: Options) -> Fs {
+    pub fn new(registry: Arc<Backend>, cache: Arc<Cache>, opts: Options) -> Fs {
         let known: BTreeSet<String> = opts.repos.iter().cloned().collect();
         Fs {
             registry,
@@ -576,7 +576,9 @@ impl Fs {
                 self.view_children(ino, *folder, repo, manifest, path, Some(*mtime))
                     .await
             }
-            Node::Referrers { .. } => Ok(Vec::new()),
+            Node::Referrers { repo, subject, .. } => {
+                self.referrer_children(ino, repo, subject).await
+            }
             Node::UnpackedDir {
                 repo,
                 layer,
@@ -585,6 +587,52 @@ impl Fs {
             } => self.unpacked_children(ino, repo, layer, path, *mtime).await,
             _ => Err(Error::NotDir),
         }
+    }
+
+    /// `referrers/`: one manifest folder per artifact whose subject is
+    /// `subject`, named by its digest. Trusted for `--tag-ttl` like a tag.
+    async fn referrer_children(
+        &self,
+        ino: Ino,
+        repo: &str,
+        subject: &Digest,
+    ) -> Result<Vec<(String, Ino, Arc<Node>)>, Error> {
+        let key = format!("{repo}@{subject}");
+        let fresh = lock(&self.tag_lists)
+            .get(&key)
+            .filter(|l| l.at.elapsed() < self.opts.tag_ttl)
+            .map(|l| l.names.clone());
+        let names = match fresh {
+            Some(n) => n,
+            None => {
+                let found = self.registry.referrers(repo, subject).await?;
+                let mut names: Vec<String> = found.iter().map(|d| d.to_string()).collect();
+                names.sort();
+                names.dedup();
+                let names = Arc::new(names);
+                lock(&self.tag_lists).insert(
+                    key,
+                    Listing {
+                        names: names.clone(),
+                        at: Instant::now(),
+                    },
+                );
+                names
+            }
+        };
+        let mut out = Vec::new();
+        for name in names.iter() {
+            let Ok(d) = name.parse::<Digest>() else {
+                continue;
+            };
+            let node = Node::Manifest {
+                repo: repo.to_string(),
+                target: Target::Digest(d),
+            };
+            let (i, n) = self.intern(Self::child_key(ino, name, None), ino, node, 1);
+            out.push((name.clone(), i, n));
+        }
+        Ok(out)
     }
 
     // ---- operations ---------------------------------------------------------

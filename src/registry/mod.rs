@@ -5,7 +5,9 @@
 //! through `auth`.
 
 mod error;
+pub mod layout;
 pub mod link;
+pub mod push;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -79,6 +81,7 @@ pub struct Client {
     base: String,
     config: Config,
     auth: Auth,
+    no_referrers_api: std::sync::atomic::AtomicBool,
 }
 
 impl Client {
@@ -108,6 +111,7 @@ impl Client {
         Ok(Client {
             base: format!("{}://{}", config.scheme(), config.host),
             auth: Auth::new(&config.host),
+            no_referrers_api: std::sync::atomic::AtomicBool::new(false),
             http,
             config,
         })
@@ -316,7 +320,48 @@ impl Client {
         } else {
             0
         };
-        Ok(BlobStream { resp, start, url })
+        Ok(BlobStream {
+            body: Body::Http(Box::new(resp)),
+            start,
+            url,
+        })
+    }
+
+    /// Referrers of `subject`: the referrers API, else the tag schema.
+    pub async fn referrers(&self, repo: &str, subject: &Digest) -> Result<Vec<Digest>, Error> {
+        use std::sync::atomic::Ordering;
+        if !self.no_referrers_api.load(Ordering::Relaxed) {
+            let url = format!("{}/v2/{repo}/referrers/{subject}", self.base);
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = "application/vnd.oci.image.index.v1+json".parse() {
+                headers.insert(ACCEPT, v);
+            }
+            let resp = self
+                .send(Method::GET, &url, &pull_scope(repo), headers, true)
+                .await?;
+            let is_index = header_str(resp.headers(), CONTENT_TYPE.as_str())
+                .is_some_and(|t| t.starts_with("application/vnd.oci.image.index.v1+json"));
+            if resp.status().is_success() && is_index {
+                let body = read_limited(resp, MAX_MANIFEST_BYTES, &url).await?;
+                return Ok(index_digests(&body));
+            }
+            if resp.status() == StatusCode::NOT_FOUND
+                || resp.status() == StatusCode::METHOD_NOT_ALLOWED
+                || resp.status().is_success()
+            {
+                // No referrers API here (distribution 2.8 answers 404): use the tag schema from now on.
+                tracing::debug!(host = %self.config.host, "no referrers API; using the sha256-<hex> tag schema");
+                self.no_referrers_api.store(true, Ordering::Relaxed);
+            } else {
+                check(resp, &url)?;
+            }
+        }
+        let tag = format!("sha256-{}", subject.hex());
+        match self.manifest(repo, &tag).await {
+            Ok(m) => Ok(index_digests(&m.bytes)),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends one request, answering auth challenges and retrying what may be retried.
@@ -328,6 +373,33 @@ impl Client {
         headers: HeaderMap,
         idempotent: bool,
     ) -> Result<reqwest::Response, Error> {
+        self.send_inner(method, url, scope, headers, idempotent, None)
+            .await
+    }
+
+    /// Like `send`, with a body made afresh for each attempt (PUTs are
+    /// idempotent: the content is addressed by its digest).
+    async fn send_with_body(
+        &self,
+        method: Method,
+        url: &str,
+        scope: &str,
+        headers: HeaderMap,
+        body: &(dyn Fn() -> Result<reqwest::Body, Error> + Send + Sync),
+    ) -> Result<reqwest::Response, Error> {
+        self.send_inner(method, url, scope, headers, true, Some(body))
+            .await
+    }
+
+    async fn send_inner(
+        &self,
+        method: Method,
+        url: &str,
+        scope: &str,
+        headers: HeaderMap,
+        idempotent: bool,
+        body: Option<&(dyn Fn() -> Result<reqwest::Body, Error> + Send + Sync)>,
+    ) -> Result<reqwest::Response, Error> {
         let mut attempt = 0u32;
         let mut answered_challenge = false;
         loop {
@@ -335,8 +407,11 @@ impl Client {
                 .http
                 .request(method.clone(), url)
                 .headers(headers.clone());
-            if method != Method::GET || !url.contains("/blobs/") {
+            if body.is_none() && (method != Method::GET || !url.contains("/blobs/")) {
                 req = req.timeout(self.config.timeout);
+            }
+            if let Some(b) = body {
+                req = req.body(b()?);
             }
             if let Some(h) = self.auth.header(scope).await {
                 req = req.header(AUTHORIZATION, h);
@@ -393,22 +468,166 @@ fn pull_scope(repo: &str) -> String {
     format!("repository:{repo}:pull")
 }
 
-/// A blob body being received.
+/// A blob body being received, from a registry or a layout file.
 pub struct BlobStream {
-    resp: reqwest::Response,
+    body: Body,
     /// The offset of the first byte of the body in the blob.
     pub start: u64,
     url: String,
 }
 
+enum Body {
+    Http(Box<reqwest::Response>),
+    File(tokio::fs::File),
+}
+
 impl BlobStream {
+    pub(crate) fn file(f: tokio::fs::File, start: u64, url: String) -> BlobStream {
+        BlobStream {
+            body: Body::File(f),
+            start,
+            url,
+        }
+    }
+
     /// The next piece of the body, `None` at its end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
-        self.resp.chunk().await.map_err(|e| Error::Unreachable {
-            host: self.url.clone(),
-            reason: format!("blob transfer broke: {}", error_chain(&e)),
-        })
+        match &mut self.body {
+            Body::Http(resp) => resp.chunk().await.map_err(|e| Error::Unreachable {
+                host: self.url.clone(),
+                reason: format!("blob transfer broke: {}", error_chain(&e)),
+            }),
+            Body::File(f) => {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 1 << 20];
+                let n = f.read(&mut buf).await.map_err(|source| Error::Io {
+                    what: self.url.clone(),
+                    source,
+                })?;
+                buf.truncate(n);
+                Ok((n > 0).then(|| Bytes::from(buf)))
+            }
+        }
     }
+}
+
+/// Where the tree comes from: a registry, or an OCI image layout.
+// One per mount, behind an Arc: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Backend {
+    Registry(Client),
+    Layout(layout::Layout),
+}
+
+impl Backend {
+    /// Names this source in cache keys and messages.
+    pub fn host(&self) -> &str {
+        match self {
+            Backend::Registry(c) => c.host(),
+            Backend::Layout(l) => l.name(),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), Error> {
+        match self {
+            Backend::Registry(c) => c.ping().await,
+            Backend::Layout(_) => Ok(()),
+        }
+    }
+
+    pub async fn catalog(&self) -> Result<Option<Vec<String>>, Error> {
+        match self {
+            Backend::Registry(c) => c.catalog().await,
+            Backend::Layout(_) => Ok(Some(vec![LAYOUT_REPOSITORY.to_string()])),
+        }
+    }
+
+    pub async fn tags(&self, repo: &str) -> Result<Vec<String>, Error> {
+        match self {
+            Backend::Registry(c) => c.tags(repo).await,
+            Backend::Layout(l) if repo == LAYOUT_REPOSITORY => l.tags(),
+            Backend::Layout(_) => Err(Error::NotFound {
+                what: format!("repository {repo}"),
+            }),
+        }
+    }
+
+    pub async fn manifest(&self, repo: &str, reference: &str) -> Result<Manifest, Error> {
+        match self {
+            Backend::Registry(c) => c.manifest(repo, reference).await,
+            Backend::Layout(l) => l.manifest(reference),
+        }
+    }
+
+    pub async fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<Digest>, Error> {
+        match self {
+            Backend::Registry(c) => c.head_manifest(repo, reference).await,
+            Backend::Layout(l) => Ok(Some(l.manifest(reference)?.digest)),
+        }
+    }
+
+    pub async fn blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobStream, Error> {
+        match self {
+            Backend::Registry(c) => c.blob(repo, digest, offset).await,
+            Backend::Layout(l) => l.blob(digest, offset).await,
+        }
+    }
+
+    /// Manifests whose subject is `subject`, as descriptors: the referrers
+    /// API where the registry has it, else the `sha256-<hex>` tag schema.
+    /// For a layout, every manifest of `index.json` is checked.
+    pub async fn referrers(&self, repo: &str, subject: &Digest) -> Result<Vec<Digest>, Error> {
+        match self {
+            Backend::Registry(c) => c.referrers(repo, subject).await,
+            Backend::Layout(l) => {
+                let mut out = Vec::new();
+                for d in l.all_manifests()? {
+                    let Ok(m) = l.manifest(&d.to_string()) else {
+                        continue;
+                    };
+                    if subject_of(&m.bytes).as_ref() == Some(subject) {
+                        out.push(d);
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// The repository name a layout's tags live under.
+pub const LAYOUT_REPOSITORY: &str = "layout";
+
+/// The `subject` digest of manifest bytes, if any.
+fn subject_of(bytes: &[u8]) -> Option<Digest> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    v.get("subject")?.get("digest")?.as_str()?.parse().ok()
+}
+
+/// The manifest digests listed by an index JSON (a referrers answer or a
+/// tag-schema index).
+fn index_digests(bytes: &[u8]) -> Vec<Digest> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Vec::new();
+    };
+    v.get("manifests")
+        .and_then(|m| m.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m.get("digest")?.as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `bytes 100-199/1000` -> 100.

@@ -1,0 +1,1304 @@
+//! Commit planning: from a staged folder (and the manifest it changes, if
+//! any) to the exact blobs and manifest bytes to push, children first.
+//!
+//! Pure: files are known by their digests (`scan`), and the two things that
+//! need I/O (building a directory layer, fetching a base manifest) come
+//! through the `Resolver` the caller hands in, so the rules below have
+//! table tests with a resolver made of maps.
+//!
+//! The rules (SPEC section 3):
+//! - a folder holding `manifest.json` is pushed verbatim: those bytes, and
+//!   the blobs it names from the folder (any file with the right digest) or
+//!   the registry;
+//! - a changed existing tag keeps its manifest exactly, but for the titled
+//!   layers added, replaced or removed (and an index for the platform
+//!   folders added, removed or changed);
+//! - a new folder becomes an ORAS artifact: one layer per file, a tar+gzip
+//!   layer per subfolder, the empty config; platform-named subfolders make
+//!   it an image index of one manifest per platform.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Map, Value};
+
+use super::parse_platform;
+use super::scan::{StagedDir, StagedFile};
+use super::tarball::Tarball;
+use crate::digest::Digest;
+use crate::tree::view::{
+    title_components, View, CONFIG_JSON, EMPTY_CONFIG_MEDIA_TYPE, EMPTY_JSON_DIGEST, MANIFEST_JSON,
+    TITLE_ANNOTATION, UNPACK_ANNOTATION,
+};
+
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const LAYER_GZIP_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const IMAGE_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+pub const DEFAULT_ARTIFACT_TYPE: &str = "application/vnd.unknown.artifact.v1";
+pub const CONTENT_DIGEST_ANNOTATION: &str = "io.deis.oras.content.digest";
+pub const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
+pub const ANNOTATION_XATTR: &str = "user.oci.annotation.";
+pub const ARTIFACT_TYPE_XATTR: &str = "user.oci.artifactType";
+
+/// Names in a staged folder that are not layers.
+const NOT_LAYERS: [&str; 2] = ["blobs", "referrers"];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("{0}")]
+    Resolve(String),
+}
+
+fn invalid(path: &str, reason: impl Into<String>) -> PlanError {
+    PlanError::Invalid {
+        path: if path.is_empty() {
+            ".".into()
+        } else {
+            path.into()
+        },
+        reason: reason.into(),
+    }
+}
+
+/// A manifest the tag (or a child of it) pointed at before the change.
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub digest: Digest,
+    pub bytes: Vec<u8>,
+    pub media_type: Option<String>,
+}
+
+/// The I/O the planner needs.
+pub trait Resolver {
+    /// Builds the tar+gzip layer of a folder named `name`.
+    fn tarball(&mut self, dir: &StagedDir, name: &str) -> Result<Tarball, PlanError>;
+    /// A manifest by digest (a child of a changed index).
+    fn manifest(&mut self, digest: &Digest) -> Result<Base, PlanError>;
+    /// The bytes of a small staged file (a `manifest.json`).
+    fn read(&mut self, file: &StagedFile) -> Result<Vec<u8>, PlanError>;
+}
+
+/// ORAS's annotation file: `$manifest`, `$config`, and titles.
+pub type AnnotationFile = BTreeMap<String, BTreeMap<String, String>>;
+
+/// What the planner needs to know besides the folder.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `org.opencontainers.image.created` for new manifests (RFC 3339).
+    pub created: String,
+    pub artifact_type: Option<String>,
+    pub annotations: AnnotationFile,
+}
+
+/// One staged tag folder to plan.
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    pub dir: &'a StagedDir,
+    pub base: Option<Base>,
+    /// Paths (relative to the tag folder) of registry entries removed.
+    pub removed: BTreeSet<String>,
+    /// `user.oci.*` attributes by path relative to the tag folder ("" = the folder).
+    pub xattrs: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Where a blob's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(std::path::PathBuf),
+    Bytes(Vec<u8>),
+    /// Not staged: must already be in the registry (checked before anything is pushed).
+    Registry,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    pub digest: Digest,
+    pub size: u64,
+    pub source: Source,
+    /// What the output line calls it (a title, or the media type).
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    /// Where it lives in the staged folder ("" = the tag itself).
+    pub path: String,
+    /// Pushed earlier already (a kept child of a changed index): only checked.
+    pub existing: bool,
+}
+
+/// What to push, in order: blobs, then manifests (children first). The last
+/// manifest is what the tag will point at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub blobs: Vec<Blob>,
+    pub manifests: Vec<Manifest>,
+}
+
+impl Plan {
+    pub fn top(&self) -> Option<&Manifest> {
+        self.manifests.last()
+    }
+
+    fn add_blob(&mut self, b: Blob) {
+        match self.blobs.iter_mut().find(|x| x.digest == b.digest) {
+            // A staged copy beats "must be in the registry".
+            Some(x) if x.source == Source::Registry && b.source != Source::Registry => *x = b,
+            Some(_) => {}
+            None => self.blobs.push(b),
+        }
+    }
+
+    fn add_manifest(&mut self, m: Manifest) {
+        if !self.manifests.iter().any(|x| x.digest == m.digest) {
+            self.manifests.push(m);
+        }
+    }
+}
+
+/// The descriptor of a planned manifest, for its parent index.
+struct Made {
+    digest: Digest,
+    size: u64,
+    media_type: String,
+    artifact_type: Option<String>,
+}
+
+struct Planner<'a, R: Resolver> {
+    input: &'a Input<'a>,
+    settings: &'a Settings,
+    resolver: &'a mut R,
+    plan: Plan,
+}
+
+/// Plans one staged tag folder.
+pub fn plan<R: Resolver>(
+    input: &Input<'_>,
+    settings: &Settings,
+    resolver: &mut R,
+) -> Result<Plan, PlanError> {
+    let mut p = Planner {
+        input,
+        settings,
+        resolver,
+        plan: Plan::default(),
+    };
+    p.folder("", input.dir, input.base.clone(), 0)?;
+    Ok(p.plan)
+}
+
+fn join(a: &str, b: &str) -> String {
+    if a.is_empty() {
+        b.to_string()
+    } else {
+        format!("{a}/{b}")
+    }
+}
+
+fn parse_json(bytes: &[u8], path: &str) -> Result<Map<String, Value>, PlanError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(invalid(path, "manifest.json is not a JSON object")),
+        Err(e) => Err(invalid(
+            path,
+            format!("manifest.json is not valid JSON: {e}"),
+        )),
+    }
+}
+
+fn is_index(m: &Map<String, Value>, media_type: Option<&str>) -> bool {
+    let mt = m
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .or(media_type)
+        .unwrap_or("");
+    mt.contains("index")
+        || mt.contains("manifest.list")
+        || (mt.is_empty() && m.contains_key("manifests"))
+}
+
+fn digest_field(v: &Value, path: &str) -> Result<Digest, PlanError> {
+    v.get("digest")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(path, "descriptor without digest"))?
+        .parse()
+        .map_err(|e: crate::digest::DigestError| invalid(path, e.to_string()))
+}
+
+fn set_annotations(obj: &mut Map<String, Value>, extra: &BTreeMap<String, String>) {
+    if extra.is_empty() {
+        return;
+    }
+    let ann = obj
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(a) = ann {
+        for (k, v) in extra {
+            a.insert(k.clone(), Value::String(v.clone()));
+        }
+    }
+}
+
+fn to_bytes(v: &Map<String, Value>) -> Vec<u8> {
+    // A map of JSON values always serializes.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl<R: Resolver> Planner<'_, R> {
+    /// Annotations set by xattr on `path`.
+    fn xattr_annotations(&self, path: &str) -> BTreeMap<String, String> {
+        self.input
+            .xattrs
+            .get(path)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| {
+                        k.strip_prefix(ANNOTATION_XATTR)
+                            .map(|k| (k.to_string(), v.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn artifact_type_of(&self, path: &str) -> Option<String> {
+        self.input
+            .xattrs
+            .get(path)
+            .and_then(|m| m.get(ARTIFACT_TYPE_XATTR).cloned())
+    }
+
+    fn is_removed(&self, path: &str) -> bool {
+        super::ancestors(path).any(|p| self.input.removed.contains(p))
+    }
+
+    fn has_changes_below(&self, path: &str) -> bool {
+        let pre = format!("{path}/");
+        self.input
+            .removed
+            .iter()
+            .any(|p| p == path || p.starts_with(&pre))
+            || self
+                .input
+                .xattrs
+                .keys()
+                .any(|p| p == path || p.starts_with(&pre))
+    }
+
+    fn title_annotations(&self, title: &str, path: &str) -> BTreeMap<String, String> {
+        let mut a = self
+            .settings
+            .annotations
+            .get(title)
+            .cloned()
+            .unwrap_or_default();
+        a.extend(self.xattr_annotations(path));
+        a
+    }
+
+    fn folder(
+        &mut self,
+        path: &str,
+        dir: &StagedDir,
+        base: Option<Base>,
+        depth: usize,
+    ) -> Result<Made, PlanError> {
+        if depth > 8 {
+            return Err(invalid(path, "folders nest too deep for an index"));
+        }
+        if let Some(m) = dir.files.get(MANIFEST_JSON) {
+            return self.verbatim(path, dir, m, depth);
+        }
+        match base {
+            Some(b) => {
+                let obj = parse_json(&b.bytes, path)?;
+                if is_index(&obj, b.media_type.as_deref()) {
+                    self.change_index(path, dir, &b, obj, depth)
+                } else {
+                    self.change_manifest(path, dir, &b, obj)
+                }
+            }
+            None => {
+                if dir.dirs.keys().any(|n| parse_platform(n).is_some()) {
+                    self.new_index(path, dir, depth)
+                } else {
+                    self.new_manifest(path, dir, None)
+                }
+            }
+        }
+    }
+
+    /// Pushes `manifest.json` as it is, with the blobs and children it names.
+    fn verbatim(
+        &mut self,
+        path: &str,
+        dir: &StagedDir,
+        file: &StagedFile,
+        depth: usize,
+    ) -> Result<Made, PlanError> {
+        let bytes = self.resolver.read(file)?;
+        let obj = parse_json(&bytes, path)?;
+        let index = is_index(&obj, None);
+        let media_type = obj
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                if index {
+                    INDEX_MEDIA_TYPE
+                } else {
+                    MANIFEST_MEDIA_TYPE
+                }
+                .to_string()
+            });
+        // The folder must show what the manifest names, unchanged.
+        let view =
+            View::parse(&bytes, Some(&media_type)).map_err(|e| invalid(path, e.to_string()))?;
+        let staged = dir.walk();
+        let find = |d: &Digest| {
+            staged
+                .iter()
+                .find(|(_, f)| f.digest == *d)
+                .map(|(_, f)| f.path.clone())
+        };
+        if index {
+            for child in &view.children {
+                let sub = dir.dirs.iter().find(|(_, s)| {
+                    s.files
+                        .get(MANIFEST_JSON)
+                        .is_some_and(|m| m.digest == child.digest)
+                });
+                match sub {
+                    Some((name, s)) => {
+                        let made = self.folder(&join(path, name), s, None, depth + 1)?;
+                        if made.digest != child.digest {
+                            return Err(invalid(&join(path, name), "child manifest changed"));
+                        }
+                    }
+                    None => self.plan.add_manifest(Manifest {
+                        digest: child.digest.clone(),
+                        media_type: child.media_type.clone(),
+                        bytes: Vec::new(),
+                        path: join(path, &child.digest.to_string()),
+                        existing: true,
+                    }),
+                }
+            }
+        } else {
+            for (i, b) in view.blobs.iter().enumerate() {
+                if let Some(t) = b.title() {
+                    if let Some(f) = dir.file(t) {
+                        if f.digest != b.digest {
+                            return Err(invalid(
+                                &join(path, t),
+                                "this titled file differs from the layer manifest.json names; \
+                                 remove manifest.json to build a new manifest from the files",
+                            ));
+                        }
+                    }
+                }
+                let source = if let Some(p) = find(&b.digest) {
+                    Source::File(p)
+                } else if i == 0 && b.digest.to_string() == EMPTY_JSON_DIGEST {
+                    Source::Bytes(b"{}".to_vec())
+                } else {
+                    Source::Registry
+                };
+                self.plan.add_blob(Blob {
+                    digest: b.digest.clone(),
+                    size: b.size,
+                    source,
+                    name: b
+                        .title()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| b.media_type.clone()),
+                });
+            }
+        }
+        let digest = file.digest.clone();
+        self.plan.add_manifest(Manifest {
+            digest: digest.clone(),
+            media_type: media_type.clone(),
+            bytes,
+            path: path.to_string(),
+            existing: false,
+        });
+        Ok(Made {
+            digest,
+            size: file.size,
+            media_type,
+            artifact_type: view.artifact_type,
+        })
+    }
+
+    fn file_blob(&mut self, f: &StagedFile, name: &str) {
+        self.plan.add_blob(Blob {
+            digest: f.digest.clone(),
+            size: f.size,
+            source: Source::File(f.path.clone()),
+            name: name.to_string(),
+        });
+    }
+
+    fn dir_layer(&mut self, dir: &StagedDir, title: &str, path: &str) -> Result<Value, PlanError> {
+        let name = title.rsplit('/').next().unwrap_or(title);
+        let t = self.resolver.tarball(dir, name)?;
+        self.plan.add_blob(Blob {
+            digest: t.digest.clone(),
+            size: t.size,
+            source: Source::File(t.path.clone()),
+            name: title.to_string(),
+        });
+        let mut ann = BTreeMap::new();
+        ann.insert(
+            CONTENT_DIGEST_ANNOTATION.to_string(),
+            t.tar_digest.to_string(),
+        );
+        ann.insert(TITLE_ANNOTATION.to_string(), title.to_string());
+        ann.insert(UNPACK_ANNOTATION.to_string(), "true".to_string());
+        ann.extend(self.title_annotations(title, path));
+        Ok(json!({
+            "mediaType": LAYER_GZIP_MEDIA_TYPE,
+            "digest": t.digest.to_string(),
+            "size": t.size,
+            "annotations": ann,
+        }))
+    }
+
+    fn file_layer(&mut self, f: &StagedFile, title: &str, path: &str) -> Value {
+        self.file_blob(f, title);
+        let mut ann = BTreeMap::new();
+        ann.insert(TITLE_ANNOTATION.to_string(), title.to_string());
+        ann.extend(self.title_annotations(title, path));
+        json!({
+            "mediaType": LAYER_MEDIA_TYPE,
+            "digest": f.digest.to_string(),
+            "size": f.size,
+            "annotations": ann,
+        })
+    }
+
+    /// Layers for every file of a new folder: files as titled layers,
+    /// subfolders as directory layers.
+    fn new_layers(&mut self, path: &str, dir: &StagedDir) -> Result<Vec<Value>, PlanError> {
+        let mut layers = Vec::new();
+        for (name, f) in &dir.files {
+            if name == CONFIG_JSON {
+                return Err(invalid(
+                    &join(path, name),
+                    "config.json is a reserved name in a new artifact; rename the file",
+                ));
+            }
+            layers.push(self.file_layer(f, name, &join(path, name)));
+        }
+        for (name, d) in &dir.dirs {
+            if NOT_LAYERS.contains(&name.as_str()) {
+                return Err(invalid(
+                    &join(path, name),
+                    "is a reserved name in a new artifact",
+                ));
+            }
+            if d.is_empty() {
+                continue;
+            }
+            layers.push(self.dir_layer(d, name, &join(path, name))?);
+        }
+        Ok(layers)
+    }
+
+    fn new_manifest(
+        &mut self,
+        path: &str,
+        dir: &StagedDir,
+        platform: Option<(String, String, Option<String>)>,
+    ) -> Result<Made, PlanError> {
+        let layers = self.new_layers(path, dir)?;
+        if layers.is_empty() {
+            return Err(invalid(path, "nothing to commit: the folder has no files"));
+        }
+        let explicit_type = self
+            .artifact_type_of(path)
+            .or_else(|| self.settings.artifact_type.clone());
+        let (config, artifact_type) = match &platform {
+            Some((os, arch, variant)) => {
+                let mut c = Map::new();
+                c.insert("architecture".into(), Value::String(arch.clone()));
+                c.insert("os".into(), Value::String(os.clone()));
+                if let Some(v) = variant {
+                    c.insert("variant".into(), Value::String(v.clone()));
+                }
+                let bytes = to_bytes(&c);
+                let d = Digest::of(&bytes);
+                let size = bytes.len() as u64;
+                self.plan.add_blob(Blob {
+                    digest: d.clone(),
+                    size,
+                    source: Source::Bytes(bytes),
+                    name: IMAGE_CONFIG_MEDIA_TYPE.into(),
+                });
+                let mut cd = json!({"mediaType": IMAGE_CONFIG_MEDIA_TYPE, "digest": d.to_string(), "size": size});
+                if let (Some(a), Value::Object(o)) =
+                    (self.settings.annotations.get("$config"), &mut cd)
+                {
+                    set_annotations(o, a);
+                }
+                (cd, explicit_type)
+            }
+            None => {
+                self.plan.add_blob(Blob {
+                    digest: EMPTY_JSON_DIGEST
+                        .parse()
+                        .map_err(|_| PlanError::Resolve("empty digest".into()))?,
+                    size: 2,
+                    source: Source::Bytes(b"{}".to_vec()),
+                    name: EMPTY_CONFIG_MEDIA_TYPE.into(),
+                });
+                let cd = json!({"mediaType": EMPTY_CONFIG_MEDIA_TYPE, "digest": EMPTY_JSON_DIGEST, "size": 2, "data": "e30="});
+                (
+                    cd,
+                    Some(explicit_type.unwrap_or_else(|| DEFAULT_ARTIFACT_TYPE.to_string())),
+                )
+            }
+        };
+        let mut m = Map::new();
+        m.insert("schemaVersion".into(), json!(2));
+        m.insert("mediaType".into(), json!(MANIFEST_MEDIA_TYPE));
+        if let Some(t) = &artifact_type {
+            m.insert("artifactType".into(), json!(t));
+        }
+        m.insert("config".into(), config);
+        m.insert("layers".into(), Value::Array(layers));
+        let mut ann = BTreeMap::new();
+        ann.insert(
+            CREATED_ANNOTATION.to_string(),
+            self.settings.created.clone(),
+        );
+        if path.is_empty() {
+            ann.extend(
+                self.settings
+                    .annotations
+                    .get("$manifest")
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        ann.extend(self.xattr_annotations(path));
+        set_annotations(&mut m, &ann);
+        Ok(self.emit(path, m, MANIFEST_MEDIA_TYPE, artifact_type))
+    }
+
+    fn new_index(&mut self, path: &str, dir: &StagedDir, depth: usize) -> Result<Made, PlanError> {
+        if let Some(name) = dir.files.keys().next() {
+            return Err(invalid(
+                &join(path, name),
+                "a folder with platform folders is an index: files belong inside a platform folder",
+            ));
+        }
+        let mut manifests = Vec::new();
+        for (name, sub) in &dir.dirs {
+            let Some(platform) = parse_platform(name) else {
+                return Err(invalid(
+                    &join(path, name),
+                    "not a platform folder name (like linux-amd64 or linux-arm-v7) beside platform folders",
+                ));
+            };
+            let made = if sub.files.contains_key(MANIFEST_JSON) {
+                self.folder(&join(path, name), sub, None, depth + 1)?
+            } else {
+                self.new_manifest(&join(path, name), sub, Some(platform.clone()))?
+            };
+            manifests.push(self.child_descriptor(&made, Some(&platform), None));
+        }
+        self.index_manifest(path, manifests, None)
+    }
+
+    fn child_descriptor(
+        &self,
+        made: &Made,
+        platform: Option<&(String, String, Option<String>)>,
+        keep: Option<&Map<String, Value>>,
+    ) -> Value {
+        let mut d = keep.cloned().unwrap_or_default();
+        d.insert("mediaType".into(), json!(made.media_type));
+        d.insert("digest".into(), json!(made.digest.to_string()));
+        d.insert("size".into(), json!(made.size));
+        if let Some(t) = &made.artifact_type {
+            if keep.is_none() {
+                d.insert("artifactType".into(), json!(t));
+            }
+        }
+        if let Some((os, arch, variant)) = platform {
+            let mut p = Map::new();
+            p.insert("architecture".into(), json!(arch));
+            p.insert("os".into(), json!(os));
+            if let Some(v) = variant {
+                p.insert("variant".into(), json!(v));
+            }
+            d.insert("platform".into(), Value::Object(p));
+        }
+        Value::Object(d)
+    }
+
+    fn index_manifest(
+        &mut self,
+        path: &str,
+        manifests: Vec<Value>,
+        keep: Option<Map<String, Value>>,
+    ) -> Result<Made, PlanError> {
+        if manifests.is_empty() {
+            return Err(invalid(path, "an index needs at least one platform folder"));
+        }
+        let is_new = keep.is_none();
+        let mut m = keep.unwrap_or_else(|| {
+            let mut m = Map::new();
+            m.insert("schemaVersion".into(), json!(2));
+            m.insert("mediaType".into(), json!(INDEX_MEDIA_TYPE));
+            m
+        });
+        m.insert("manifests".into(), Value::Array(manifests));
+        let mut ann = BTreeMap::new();
+        if is_new {
+            ann.insert(
+                CREATED_ANNOTATION.to_string(),
+                self.settings.created.clone(),
+            );
+        }
+        if path.is_empty() {
+            ann.extend(
+                self.settings
+                    .annotations
+                    .get("$manifest")
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        ann.extend(self.xattr_annotations(path));
+        set_annotations(&mut m, &ann);
+        let artifact_type = self.artifact_type_of(path);
+        if let Some(t) = &artifact_type {
+            m.insert("artifactType".into(), json!(t));
+        }
+        let media_type = m
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or(INDEX_MEDIA_TYPE)
+            .to_string();
+        Ok(self.emit(path, m, &media_type, artifact_type))
+    }
+
+    fn emit(
+        &mut self,
+        path: &str,
+        m: Map<String, Value>,
+        media_type: &str,
+        artifact_type: Option<String>,
+    ) -> Made {
+        let bytes = to_bytes(&m);
+        let digest = Digest::of(&bytes);
+        let size = bytes.len() as u64;
+        self.plan.add_manifest(Manifest {
+            digest: digest.clone(),
+            media_type: media_type.to_string(),
+            bytes,
+            path: path.to_string(),
+            existing: false,
+        });
+        Made {
+            digest,
+            size,
+            media_type: media_type.to_string(),
+            artifact_type,
+        }
+    }
+
+    /// An existing manifest with titled layers added, replaced or removed.
+    fn change_manifest(
+        &mut self,
+        path: &str,
+        dir: &StagedDir,
+        base: &Base,
+        mut m: Map<String, Value>,
+    ) -> Result<Made, PlanError> {
+        let old_layers = m
+            .get("layers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut titles = BTreeSet::new();
+        let mut layers = Vec::new();
+        for layer in old_layers {
+            let Value::Object(mut l) = layer else {
+                continue;
+            };
+            let title = l
+                .get("annotations")
+                .and_then(|a| a.get(TITLE_ANNOTATION))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let Some(title) = title.filter(|t| title_components(t).is_ok()) else {
+                layers.push(Value::Object(l));
+                continue;
+            };
+            titles.insert(title.clone());
+            let lpath = join(path, &title);
+            if self.is_removed(&lpath) {
+                continue;
+            }
+            let unpack = l
+                .get("annotations")
+                .and_then(|a| a.get(UNPACK_ANNOTATION))
+                .and_then(Value::as_str)
+                == Some("true");
+            if let Some(f) = dir.file(&title) {
+                self.file_blob(f, &title);
+                l.insert("digest".into(), json!(f.digest.to_string()));
+                l.insert("size".into(), json!(f.size));
+            } else if let (true, Some(d)) = (unpack, staged_dir(dir, &title)) {
+                let new = self.dir_layer(d, &title, &lpath)?;
+                if let Value::Object(n) = new {
+                    for k in ["digest", "size", "annotations"] {
+                        if let Some(v) = n.get(k) {
+                            l.insert(k.into(), v.clone());
+                        }
+                    }
+                }
+            } else if unpack && self.has_changes_below(&lpath) {
+                return Err(invalid(
+                    &lpath,
+                    "changing single files inside a directory layer is not supported; replace the whole folder",
+                ));
+            }
+            let extra = self.xattr_annotations(&lpath);
+            set_annotations(&mut l, &extra);
+            layers.push(Value::Object(l));
+        }
+        // Files and folders that are not a title yet become new layers.
+        let mut added = Vec::new();
+        for (rel, f) in dir.walk() {
+            let first = rel.split('/').next().unwrap_or("");
+            if titles.contains(&rel) || NOT_LAYERS.contains(&first) || rel == MANIFEST_JSON {
+                continue;
+            }
+            if rel == CONFIG_JSON {
+                let c = m.get("config").cloned().unwrap_or_default();
+                if let Value::Object(mut c) = c {
+                    self.file_blob(f, CONFIG_JSON);
+                    c.insert("digest".into(), json!(f.digest.to_string()));
+                    c.insert("size".into(), json!(f.size));
+                    m.insert("config".into(), Value::Object(c));
+                }
+                continue;
+            }
+            let inside_title_dir = titles.iter().any(|t| rel.starts_with(&format!("{t}/")));
+            let under_title_parent = titles.iter().any(|t| t.starts_with(&format!("{first}/")));
+            if inside_title_dir {
+                continue; // part of a directory layer, handled above
+            }
+            if rel.contains('/') && !under_title_parent {
+                continue; // part of a new directory layer, added below
+            }
+            added.push(self.file_layer(f, &rel, &join(path, &rel)));
+        }
+        for (name, d) in &dir.dirs {
+            let is_title_parent = titles.iter().any(|t| t.starts_with(&format!("{name}/")));
+            if titles.contains(name)
+                || is_title_parent
+                || NOT_LAYERS.contains(&name.as_str())
+                || d.is_empty()
+            {
+                continue;
+            }
+            added.push(self.dir_layer(d, name, &join(path, name))?);
+        }
+        layers.extend(added);
+        if layers.is_empty() {
+            return Err(invalid(
+                path,
+                "removing every layer would leave an empty artifact",
+            ));
+        }
+        m.insert("layers".into(), Value::Array(layers));
+        let extra = self.xattr_annotations(path);
+        set_annotations(&mut m, &extra);
+        if let Some(t) = self.artifact_type_of(path) {
+            m.insert("artifactType".into(), json!(t));
+        }
+        // The config and untitled layers are kept: they are in the registry.
+        if let Some(c) = m.get("config") {
+            let d = digest_field(c, path)?;
+            let size = c.get("size").and_then(Value::as_u64).unwrap_or(0);
+            let name = c
+                .get("mediaType")
+                .and_then(Value::as_str)
+                .unwrap_or("config")
+                .to_string();
+            self.plan.add_blob(Blob {
+                digest: d,
+                size,
+                source: Source::Registry,
+                name,
+            });
+        }
+        let media_type = m
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| base.media_type.clone())
+            .unwrap_or_else(|| MANIFEST_MEDIA_TYPE.to_string());
+        let artifact_type = m
+            .get("artifactType")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Ok(self.emit(path, m, &media_type, artifact_type))
+    }
+
+    /// An existing index with platform folders added, removed or changed.
+    fn change_index(
+        &mut self,
+        path: &str,
+        dir: &StagedDir,
+        base: &Base,
+        m: Map<String, Value>,
+        depth: usize,
+    ) -> Result<Made, PlanError> {
+        let view = View::parse(&base.bytes, base.media_type.as_deref())
+            .map_err(|e| invalid(path, e.to_string()))?;
+        // Folder name of each child, as the tree shows it.
+        let mut names: BTreeMap<Digest, String> = BTreeMap::new();
+        for (name, e) in &view.root {
+            if let crate::tree::view::Entry::Child(i) = e {
+                if let Some(c) = view.children.get(*i) {
+                    names
+                        .entry(c.digest.clone())
+                        .or_insert_with(|| name.clone());
+                }
+            }
+        }
+        let old = m
+            .get("manifests")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut manifests = Vec::new();
+        let mut seen = BTreeSet::new();
+        for child in old {
+            let Value::Object(c) = child else { continue };
+            let d = digest_field(&Value::Object(c.clone()), path)?;
+            let Some(name) = names.get(&d).cloned() else {
+                manifests.push(Value::Object(c));
+                continue;
+            };
+            seen.insert(name.clone());
+            let cpath = join(path, &name);
+            if self.is_removed(&cpath) {
+                continue;
+            }
+            let staged = dir.dirs.get(&name);
+            if staged.is_some() || self.has_changes_below(&cpath) {
+                let empty = StagedDir::default();
+                let child_base = self.resolver.manifest(&d)?;
+                let made = self.folder(
+                    &cpath,
+                    staged.unwrap_or(&empty),
+                    Some(child_base),
+                    depth + 1,
+                )?;
+                manifests.push(self.child_descriptor(&made, None, Some(&c)));
+            } else {
+                self.plan.add_manifest(Manifest {
+                    digest: d,
+                    media_type: c
+                        .get("mediaType")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    bytes: Vec::new(),
+                    path: cpath,
+                    existing: true,
+                });
+                manifests.push(Value::Object(c));
+            }
+        }
+        for (name, sub) in &dir.dirs {
+            if seen.contains(name) || NOT_LAYERS.contains(&name.as_str()) {
+                continue;
+            }
+            let Some(platform) = parse_platform(name) else {
+                return Err(invalid(
+                    &join(path, name),
+                    "an index folder holds only platform folders (like linux-amd64)",
+                ));
+            };
+            let made = if sub.files.contains_key(MANIFEST_JSON) {
+                self.folder(&join(path, name), sub, None, depth + 1)?
+            } else {
+                self.new_manifest(&join(path, name), sub, Some(platform.clone()))?
+            };
+            manifests.push(self.child_descriptor(&made, Some(&platform), None));
+        }
+        if let Some(name) = dir.files.keys().find(|n| n.as_str() != MANIFEST_JSON) {
+            return Err(invalid(
+                &join(path, name),
+                "files belong inside a platform folder of an index",
+            ));
+        }
+        self.index_manifest(path, manifests, Some(m))
+    }
+}
+
+fn staged_dir<'a>(dir: &'a StagedDir, rel: &str) -> Option<&'a StagedDir> {
+    let mut d = dir;
+    for c in rel.split('/') {
+        d = d.dirs.get(c)?;
+    }
+    Some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    #[derive(Default)]
+    struct Fake {
+        manifests: HashMap<Digest, Base>,
+        files: HashMap<PathBuf, Vec<u8>>,
+    }
+
+    impl Resolver for Fake {
+        fn tarball(&mut self, dir: &StagedDir, name: &str) -> Result<Tarball, PlanError> {
+            let d = Digest::of(format!("tar:{name}:{}", dir.files.len()).as_bytes());
+            Ok(Tarball {
+                path: PathBuf::from(format!("/tmp/{name}.tgz")),
+                digest: d.clone(),
+                size: 99,
+                tar_digest: Digest::of(name.as_bytes()),
+            })
+        }
+        fn manifest(&mut self, d: &Digest) -> Result<Base, PlanError> {
+            self.manifests
+                .get(d)
+                .cloned()
+                .ok_or_else(|| PlanError::Resolve(format!("no {d}")))
+        }
+        fn read(&mut self, f: &StagedFile) -> Result<Vec<u8>, PlanError> {
+            self.files
+                .get(&f.path)
+                .cloned()
+                .ok_or_else(|| PlanError::Resolve("no file".into()))
+        }
+    }
+
+    fn file(path: &str, content: &[u8]) -> StagedFile {
+        StagedFile {
+            path: PathBuf::from(path),
+            digest: Digest::of(content),
+            size: content.len() as u64,
+        }
+    }
+
+    fn dir(files: &[(&str, &[u8])], dirs: Vec<(&str, StagedDir)>) -> StagedDir {
+        StagedDir {
+            path: PathBuf::from("/stage"),
+            files: files
+                .iter()
+                .map(|(n, c)| (n.to_string(), file(&format!("/stage/{n}"), c)))
+                .collect(),
+            dirs: dirs.into_iter().map(|(n, d)| (n.to_string(), d)).collect(),
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            created: "2026-01-01T00:00:00Z".into(),
+            ..Settings::default()
+        }
+    }
+
+    fn input(d: &StagedDir) -> Input<'_> {
+        Input {
+            dir: d,
+            base: None,
+            removed: BTreeSet::new(),
+            xattrs: BTreeMap::new(),
+        }
+    }
+
+    fn top_json(p: &Plan) -> Value {
+        serde_json::from_slice(&p.top().unwrap().bytes).unwrap()
+    }
+
+    #[test]
+    fn new_artifact_is_what_oras_push_writes() {
+        let d = dir(
+            &[("a.txt", b"alpha"), ("b.bin", b"beta")],
+            vec![("docs", dir(&[("x", b"x")], vec![]))],
+        );
+        let p = plan(&input(&d), &settings(), &mut Fake::default()).unwrap();
+        let m = top_json(&p);
+        assert_eq!(m["mediaType"], MANIFEST_MEDIA_TYPE);
+        assert_eq!(m["artifactType"], DEFAULT_ARTIFACT_TYPE);
+        assert_eq!(m["config"]["mediaType"], EMPTY_CONFIG_MEDIA_TYPE);
+        assert_eq!(m["config"]["digest"], EMPTY_JSON_DIGEST);
+        let layers = m["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 3);
+        assert_eq!(layers[0]["annotations"][TITLE_ANNOTATION], "a.txt");
+        assert_eq!(layers[0]["mediaType"], LAYER_MEDIA_TYPE);
+        assert_eq!(layers[0]["digest"], Digest::of(b"alpha").to_string());
+        assert_eq!(layers[2]["mediaType"], LAYER_GZIP_MEDIA_TYPE);
+        assert_eq!(layers[2]["annotations"][UNPACK_ANNOTATION], "true");
+        assert_eq!(layers[2]["annotations"][TITLE_ANNOTATION], "docs");
+        assert_eq!(m["annotations"][CREATED_ANNOTATION], "2026-01-01T00:00:00Z");
+        // The empty config, two files and the tarball.
+        assert_eq!(p.blobs.len(), 4);
+        assert_eq!(p.manifests.len(), 1);
+        assert_eq!(p.top().unwrap().digest, Digest::of(&p.top().unwrap().bytes));
+    }
+
+    #[test]
+    fn platform_folders_make_an_index() {
+        let d = dir(
+            &[],
+            vec![
+                ("linux-amd64", dir(&[("tool", b"amd")], vec![])),
+                ("linux-arm-v7", dir(&[("tool", b"arm")], vec![])),
+            ],
+        );
+        let p = plan(&input(&d), &settings(), &mut Fake::default()).unwrap();
+        assert_eq!(p.manifests.len(), 3);
+        let idx = top_json(&p);
+        assert_eq!(idx["mediaType"], INDEX_MEDIA_TYPE);
+        let kids = idx["manifests"].as_array().unwrap();
+        assert_eq!(
+            kids[0]["platform"],
+            json!({"architecture": "amd64", "os": "linux"})
+        );
+        assert_eq!(
+            kids[1]["platform"],
+            json!({"architecture": "arm", "os": "linux", "variant": "v7"})
+        );
+        let child: Value = serde_json::from_slice(&p.manifests[1].bytes).unwrap();
+        assert_eq!(child["config"]["mediaType"], IMAGE_CONFIG_MEDIA_TYPE);
+        assert!(child.get("artifactType").is_none());
+        let config = p
+            .blobs
+            .iter()
+            .find(|b| b.digest.to_string() == child["config"]["digest"])
+            .unwrap();
+        assert_eq!(
+            config.source,
+            Source::Bytes(br#"{"architecture":"arm","os":"linux","variant":"v7"}"#.to_vec())
+        );
+    }
+
+    #[test]
+    fn bad_layouts_are_clear_errors() {
+        let mixed = dir(
+            &[("stray", b"s")],
+            vec![("linux-amd64", dir(&[("t", b"t")], vec![]))],
+        );
+        let e = plan(&input(&mixed), &settings(), &mut Fake::default()).unwrap_err();
+        assert!(e.to_string().contains("stray"), "{e}");
+        let mixed = dir(
+            &[],
+            vec![
+                ("linux-amd64", dir(&[("t", b"t")], vec![])),
+                ("docs", dir(&[("t", b"t")], vec![])),
+            ],
+        );
+        let e = plan(&input(&mixed), &settings(), &mut Fake::default()).unwrap_err();
+        assert!(e.to_string().contains("not a platform folder"), "{e}");
+        let empty = dir(&[], vec![]);
+        assert!(plan(&input(&empty), &settings(), &mut Fake::default()).is_err());
+        let reserved = dir(&[("config.json", b"{}")], vec![]);
+        assert!(plan(&input(&reserved), &settings(), &mut Fake::default()).is_err());
+    }
+
+    fn base_manifest() -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "artifactType": "application/x-kept",
+            "config": {"mediaType": "application/x-config", "digest": Digest::of(b"cfg").to_string(), "size": 3},
+            "layers": [
+                {"mediaType": LAYER_MEDIA_TYPE, "digest": Digest::of(b"one").to_string(), "size": 3,
+                 "annotations": {TITLE_ANNOTATION: "one.txt", "keep": "me"}},
+                {"mediaType": "application/x-untitled", "digest": Digest::of(b"raw").to_string(), "size": 3},
+                {"mediaType": LAYER_MEDIA_TYPE, "digest": Digest::of(b"two").to_string(), "size": 3,
+                 "annotations": {TITLE_ANNOTATION: "two.txt"}},
+            ],
+            "annotations": {"org.opencontainers.image.created": "2020-01-01T00:00:00Z", "x": "y"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn changing_a_tag_keeps_everything_else() {
+        let d = dir(&[("one.txt", b"ONE"), ("three.txt", b"three")], vec![]);
+        let mut inp = input(&d);
+        inp.base = Some(Base {
+            digest: Digest::of(&base_manifest()),
+            bytes: base_manifest(),
+            media_type: None,
+        });
+        inp.removed.insert("two.txt".into());
+        let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+        let m = top_json(&p);
+        let layers = m["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 3, "{layers:?}");
+        assert_eq!(layers[0]["digest"], Digest::of(b"ONE").to_string());
+        assert_eq!(layers[0]["annotations"]["keep"], "me");
+        assert_eq!(layers[1]["mediaType"], "application/x-untitled");
+        assert_eq!(layers[2]["annotations"][TITLE_ANNOTATION], "three.txt");
+        assert_eq!(m["artifactType"], "application/x-kept");
+        assert_eq!(m["config"]["digest"], Digest::of(b"cfg").to_string());
+        assert_eq!(m["annotations"]["x"], "y");
+        assert_eq!(m["annotations"][CREATED_ANNOTATION], "2020-01-01T00:00:00Z");
+        let cfg = p
+            .blobs
+            .iter()
+            .find(|b| b.digest == Digest::of(b"cfg"))
+            .unwrap();
+        assert_eq!(cfg.source, Source::Registry);
+    }
+
+    #[test]
+    fn unchanged_base_gives_the_same_bytes_back() {
+        let d = dir(&[], vec![]);
+        let mut inp = input(&d);
+        inp.base = Some(Base {
+            digest: Digest::of(&base_manifest()),
+            bytes: base_manifest(),
+            media_type: None,
+        });
+        let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+        assert_eq!(p.top().unwrap().digest, Digest::of(&base_manifest()));
+    }
+
+    #[test]
+    fn xattrs_set_annotations_and_artifact_type() {
+        let d = dir(&[("a.txt", b"a")], vec![]);
+        let mut inp = input(&d);
+        inp.xattrs.insert(
+            String::new(),
+            [
+                (
+                    "user.oci.annotation.org.example.k".to_string(),
+                    "v".to_string(),
+                ),
+                (
+                    ARTIFACT_TYPE_XATTR.to_string(),
+                    "application/x-mine".to_string(),
+                ),
+            ]
+            .into(),
+        );
+        inp.xattrs.insert(
+            "a.txt".into(),
+            [("user.oci.annotation.layer.k".to_string(), "lv".to_string())].into(),
+        );
+        let mut s = settings();
+        s.annotations.insert(
+            "$manifest".into(),
+            [("from.file".to_string(), "1".to_string())].into(),
+        );
+        let p = plan(&inp, &s, &mut Fake::default()).unwrap();
+        let m = top_json(&p);
+        assert_eq!(m["artifactType"], "application/x-mine");
+        assert_eq!(m["annotations"]["org.example.k"], "v");
+        assert_eq!(m["annotations"]["from.file"], "1");
+        assert_eq!(m["layers"][0]["annotations"]["layer.k"], "lv");
+    }
+
+    #[test]
+    fn verbatim_manifest_keeps_bytes_and_finds_blobs() {
+        let bytes = base_manifest();
+        let mut fake = Fake::default();
+        fake.files
+            .insert(PathBuf::from("/stage/manifest.json"), bytes.clone());
+        let sha = dir(&[(&*Digest::of(b"cfg").hex().to_string(), b"cfg")], vec![]);
+        let blobs = dir(&[], vec![("sha256", sha)]);
+        let d = dir(
+            &[
+                ("manifest.json", &bytes),
+                ("one.txt", b"one"),
+                ("two.txt", b"two"),
+            ],
+            vec![("blobs", blobs)],
+        );
+        let p = plan(&input(&d), &settings(), &mut fake).unwrap();
+        assert_eq!(p.top().unwrap().bytes, bytes);
+        let src = |c: &[u8]| {
+            p.blobs
+                .iter()
+                .find(|b| b.digest == Digest::of(c))
+                .unwrap()
+                .source
+                .clone()
+        };
+        assert!(matches!(src(b"one"), Source::File(_)));
+        assert!(matches!(src(b"cfg"), Source::File(_)));
+        assert_eq!(src(b"raw"), Source::Registry);
+        // A titled file that differs from its layer is refused.
+        let d = dir(
+            &[("manifest.json", &bytes), ("one.txt", b"changed")],
+            vec![],
+        );
+        let e = plan(&input(&d), &settings(), &mut fake).unwrap_err();
+        assert!(e.to_string().contains("one.txt"), "{e}");
+    }
+
+    #[test]
+    fn index_platform_add_and_remove() {
+        let child = |c: &[u8]| {
+            serde_json::to_vec(&json!({
+                "schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
+                "config": {"mediaType": IMAGE_CONFIG_MEDIA_TYPE, "digest": Digest::of(c).to_string(), "size": 1},
+                "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": Digest::of(c).to_string(), "size": 1,
+                            "annotations": {TITLE_ANNOTATION: "tool"}}]
+            }))
+            .unwrap()
+        };
+        let (amd, arm) = (child(b"amd"), child(b"arm"));
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE,
+            "manifests": [
+                {"mediaType": MANIFEST_MEDIA_TYPE, "digest": Digest::of(&amd).to_string(), "size": amd.len(),
+                 "platform": {"architecture": "amd64", "os": "linux"}},
+                {"mediaType": MANIFEST_MEDIA_TYPE, "digest": Digest::of(&arm).to_string(), "size": arm.len(),
+                 "platform": {"architecture": "arm64", "os": "linux"}},
+            ],
+            "annotations": {"keep": "this"}
+        }))
+        .unwrap();
+        let d = dir(
+            &[],
+            vec![("linux-s390x", dir(&[("tool", b"s390")], vec![]))],
+        );
+        let mut inp = input(&d);
+        inp.base = Some(Base {
+            digest: Digest::of(&index),
+            bytes: index.clone(),
+            media_type: None,
+        });
+        inp.removed.insert("linux-arm64".into());
+        let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+        let idx = top_json(&p);
+        let kids = idx["manifests"].as_array().unwrap();
+        assert_eq!(kids.len(), 2);
+        assert_eq!(kids[0]["digest"], Digest::of(&amd).to_string());
+        assert_eq!(kids[1]["platform"]["architecture"], "s390x");
+        assert_eq!(idx["annotations"]["keep"], "this");
+        assert!(p
+            .manifests
+            .iter()
+            .any(|m| m.existing && m.digest == Digest::of(&amd)));
+    }
+}

@@ -1,0 +1,256 @@
+//! Carrying out a plan: what must already be there is checked first, then
+//! blobs (HEAD, cross-repository mount, upload), child manifests by digest,
+//! and the tags last, so a failure at any step moves no tag and the next
+//! commit resumes, skipping what is already there.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::plan::{Base, Blob, Manifest, Plan, PlanError, Resolver, Source};
+use super::scan::{StagedDir, StagedFile};
+use super::tarball::{self, Tarball};
+use crate::cache::Cache;
+use crate::digest::Digest;
+use crate::registry::push::Payload;
+use crate::registry::{self, Backend};
+
+/// What happened, for the caller to show.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Exists(&'a Blob),
+    Mounted(&'a Blob, &'a str),
+    Uploading(&'a Blob, Arc<AtomicU64>),
+    Uploaded(&'a Blob),
+    ManifestExists(&'a Manifest),
+    ManifestPushed(&'a Manifest),
+    Tagged(&'a str, &'a Digest),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("{what} is neither staged nor in {repo}: stage it, or push it first")]
+    Missing { what: String, repo: String },
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+    #[error("the plan has no manifest")]
+    Empty,
+}
+
+/// Pushes `plan` into `repo` and points `tags` at its top manifest.
+/// `mount_from` names repositories of the same registry that may hold
+/// blobs (tried with cross-repository mount before uploading).
+pub async fn push(
+    backend: &Backend,
+    repo: &str,
+    plan: &Plan,
+    tags: &[String],
+    mount_from: &[String],
+    on: &(dyn Fn(Event<'_>) + Send + Sync),
+) -> Result<Digest, PushError> {
+    let top = plan.top().ok_or(PushError::Empty)?;
+    // 1. What the plan does not carry must be there already.
+    for b in plan.blobs.iter().filter(|b| b.source == Source::Registry) {
+        if !backend.blob_exists(repo, &b.digest).await?
+            && !try_mount(backend, repo, b, mount_from, on).await?
+        {
+            return Err(PushError::Missing {
+                what: format!("blob {} ({})", b.digest, b.name),
+                repo: repo.to_string(),
+            });
+        }
+    }
+    for m in plan.manifests.iter().filter(|m| m.existing) {
+        if !backend.manifest_exists(repo, &m.digest).await? {
+            return Err(PushError::Missing {
+                what: format!("manifest {} ({})", m.digest, m.path),
+                repo: repo.to_string(),
+            });
+        }
+        on(Event::ManifestExists(m));
+    }
+    // 2. Blobs.
+    for b in plan.blobs.iter().filter(|b| b.source != Source::Registry) {
+        if backend.blob_exists(repo, &b.digest).await? {
+            on(Event::Exists(b));
+            continue;
+        }
+        if try_mount(backend, repo, b, mount_from, on).await? {
+            continue;
+        }
+        let payload = match &b.source {
+            Source::File(p) => Payload::File(p),
+            Source::Bytes(v) => Payload::Bytes(Bytes::copy_from_slice(v)),
+            Source::Registry => continue,
+        };
+        let sent = Arc::new(AtomicU64::new(0));
+        on(Event::Uploading(b, sent.clone()));
+        backend
+            .upload_blob(repo, &b.digest, b.size, &payload, &sent)
+            .await?;
+        on(Event::Uploaded(b));
+    }
+    // 3. Manifests by digest, children first.
+    for m in plan.manifests.iter().filter(|m| !m.existing) {
+        if backend.manifest_exists(repo, &m.digest).await? {
+            on(Event::ManifestExists(m));
+        } else {
+            let pushed = backend
+                .put_manifest(repo, &m.digest.to_string(), &m.media_type, &m.bytes)
+                .await?;
+            on(Event::ManifestPushed(m));
+            if !pushed.subject_indexed {
+                update_referrers_tag(backend, repo, m).await?;
+            }
+        }
+    }
+    // 4. Tags, last.
+    for t in tags {
+        backend
+            .put_manifest(repo, t, &top.media_type, &top.bytes)
+            .await?;
+        on(Event::Tagged(t, &top.digest));
+    }
+    Ok(top.digest.clone())
+}
+
+async fn try_mount(
+    backend: &Backend,
+    repo: &str,
+    b: &Blob,
+    from: &[String],
+    on: &(dyn Fn(Event<'_>) + Send + Sync),
+) -> Result<bool, PushError> {
+    for other in from.iter().filter(|o| o.as_str() != repo) {
+        if backend.mount_blob(repo, &b.digest, other).await? {
+            on(Event::Mounted(b, other));
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A registry without the referrers API learns of a manifest's subject
+/// through the `sha256-<hex>` tag schema: add the manifest to that index.
+async fn update_referrers_tag(
+    backend: &Backend,
+    repo: &str,
+    m: &Manifest,
+) -> Result<(), PushError> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.bytes) else {
+        return Ok(());
+    };
+    let Some(subject) = v
+        .get("subject")
+        .and_then(|s| s.get("digest"))
+        .and_then(|d| d.as_str())
+        .and_then(|d| d.parse::<Digest>().ok())
+    else {
+        return Ok(());
+    };
+    let tag = format!("sha256-{}", subject.hex());
+    let mut index = match backend.manifest(repo, &tag).await {
+        Ok(existing) => serde_json::from_slice::<serde_json::Value>(&existing.bytes)
+            .unwrap_or_else(|_| serde_json::json!({"schemaVersion": 2, "mediaType": super::plan::INDEX_MEDIA_TYPE, "manifests": []})),
+        Err(e) if e.is_not_found() => {
+            serde_json::json!({"schemaVersion": 2, "mediaType": super::plan::INDEX_MEDIA_TYPE, "manifests": []})
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut desc = serde_json::json!({
+        "mediaType": m.media_type,
+        "digest": m.digest.to_string(),
+        "size": m.bytes.len(),
+    });
+    let artifact_type = v
+        .get("artifactType")
+        .or_else(|| v.get("config").and_then(|c| c.get("mediaType")))
+        .cloned();
+    if let Some(t) = artifact_type {
+        desc["artifactType"] = t;
+    }
+    if let Some(a) = v.get("annotations") {
+        desc["annotations"] = a.clone();
+    }
+    let Some(list) = index.get_mut("manifests").and_then(|l| l.as_array_mut()) else {
+        return Ok(());
+    };
+    let d = m.digest.to_string();
+    if list
+        .iter()
+        .any(|x| x.get("digest").and_then(|v| v.as_str()) == Some(d.as_str()))
+    {
+        return Ok(());
+    }
+    list.push(desc);
+    let bytes = serde_json::to_vec(&index).unwrap_or_default();
+    backend
+        .put_manifest(repo, &tag, super::plan::INDEX_MEDIA_TYPE, &bytes)
+        .await?;
+    Ok(())
+}
+
+/// The resolver of a real commit: tarballs into a temporary folder, base
+/// manifests from the cache or the registry. Runs on a blocking thread.
+pub struct IoResolver {
+    pub backend: Arc<Backend>,
+    pub repo: String,
+    pub cache: Option<Arc<Cache>>,
+    pub tmp: PathBuf,
+    pub rt: tokio::runtime::Handle,
+    pub built: Vec<Tarball>,
+}
+
+impl Resolver for IoResolver {
+    fn tarball(&mut self, dir: &StagedDir, name: &str) -> Result<Tarball, PlanError> {
+        let t = tarball::build(dir, name, &self.tmp).map_err(|e| {
+            PlanError::Resolve(format!(
+                "cannot build the layer for {}: {e}",
+                dir.path.display()
+            ))
+        })?;
+        self.built.push(t.clone());
+        Ok(t)
+    }
+
+    fn manifest(&mut self, d: &Digest) -> Result<Base, PlanError> {
+        if let Some((bytes, media_type)) = self.cache.as_ref().and_then(|c| c.manifest(d)) {
+            return Ok(Base {
+                digest: d.clone(),
+                bytes,
+                media_type,
+            });
+        }
+        let m = self
+            .rt
+            .block_on(self.backend.manifest(&self.repo, &d.to_string()))
+            .map_err(|e| PlanError::Resolve(e.to_string()))?;
+        Ok(Base {
+            digest: d.clone(),
+            bytes: m.bytes.to_vec(),
+            media_type: m.media_type,
+        })
+    }
+
+    fn read(&mut self, f: &StagedFile) -> Result<Vec<u8>, PlanError> {
+        let bytes = std::fs::read(&f.path)
+            .map_err(|e| PlanError::Resolve(format!("{}: {e}", f.path.display())))?;
+        if Digest::of(&bytes) != f.digest {
+            return Err(PlanError::Resolve(format!(
+                "{} changed while committing",
+                f.path.display()
+            )));
+        }
+        Ok(bytes)
+    }
+}
+
+impl Drop for IoResolver {
+    fn drop(&mut self) {
+        for t in &self.built {
+            let _ = std::fs::remove_file(&t.path);
+        }
+    }
+}

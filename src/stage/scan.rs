@@ -1,0 +1,166 @@
+//! Reads a staged folder (or a plain local folder for `commit --to`) into a
+//! tree of files with their digests, ready for the planner.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::META_DIR;
+use crate::digest::Digest;
+
+/// A regular file and its content digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedFile {
+    pub path: PathBuf,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// A folder: its files and subfolders by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StagedDir {
+    pub path: PathBuf,
+    pub files: BTreeMap<String, StagedFile>,
+    pub dirs: BTreeMap<String, StagedDir>,
+}
+
+impl StagedDir {
+    /// Every file below, with its path relative to this folder.
+    pub fn walk(&self) -> Vec<(String, &StagedFile)> {
+        let mut out = Vec::new();
+        self.walk_into("", &mut out);
+        out
+    }
+
+    fn walk_into<'a>(&'a self, prefix: &str, out: &mut Vec<(String, &'a StagedFile)>) {
+        for (n, f) in &self.files {
+            out.push((format!("{prefix}{n}"), f));
+        }
+        for (n, d) in &self.dirs {
+            d.walk_into(&format!("{prefix}{n}/"), out);
+        }
+    }
+
+    /// The file at a relative path (`a/b/c`).
+    pub fn file(&self, rel: &str) -> Option<&StagedFile> {
+        let (dirs, name) = match rel.rsplit_once('/') {
+            Some((d, n)) => (Some(d), n),
+            None => (None, rel),
+        };
+        let mut d = self;
+        if let Some(dirs) = dirs {
+            for c in dirs.split('/') {
+                d = d.dirs.get(c)?;
+            }
+        }
+        d.files.get(name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dirs.values().all(StagedDir::is_empty)
+    }
+}
+
+/// Hashes every regular file below `dir`. Files hard-linked to each other
+/// are hashed once. Symbolic links and special files are refused: an
+/// artifact holds bytes, and following a link could push a file from
+/// outside the folder.
+pub fn scan(dir: &Path) -> io::Result<StagedDir> {
+    let mut seen = HashMap::new();
+    scan_dir(dir, &mut seen)
+}
+
+fn scan_dir(dir: &Path, seen: &mut HashMap<(u64, u64), (Digest, u64)>) -> io::Result<StagedDir> {
+    let mut out = StagedDir {
+        path: dir.to_path_buf(),
+        ..StagedDir::default()
+    };
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        if name == META_DIR {
+            continue;
+        }
+        let name = name.to_str().map(str::to_string).ok_or_else(|| {
+            io::Error::other(format!("{}: file name is not UTF-8", e.path().display()))
+        })?;
+        let meta = fs::symlink_metadata(e.path())?;
+        if meta.is_dir() {
+            out.dirs.insert(name, scan_dir(&e.path(), seen)?);
+        } else if meta.is_file() {
+            let key = (meta.dev(), meta.ino());
+            let (digest, size) = match seen.get(&key) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = (hash_file(&e.path())?, meta.len());
+                    seen.insert(key, v.clone());
+                    v
+                }
+            };
+            out.files.insert(
+                name,
+                StagedFile {
+                    path: e.path(),
+                    digest,
+                    size,
+                },
+            );
+        } else {
+            return Err(io::Error::other(format!(
+                "{}: only regular files and folders can be committed (not links or devices)",
+                e.path().display()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+pub fn hash_file(p: &Path) -> io::Result<Digest> {
+    let mut f = fs::File::open(p)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Digest::from_hex(&hex::encode(h.finalize())).map_err(io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_and_hashes_once_per_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
+        fs::create_dir_all(dir.path().join(META_DIR)).unwrap();
+        fs::write(dir.path().join("a.txt"), b"hello").unwrap();
+        fs::write(dir.path().join("sub/deeper/b"), b"x").unwrap();
+        fs::hard_link(dir.path().join("a.txt"), dir.path().join("sub/link")).unwrap();
+        let s = scan(dir.path()).unwrap();
+        assert_eq!(s.files["a.txt"].digest, Digest::of(b"hello"));
+        assert_eq!(s.file("sub/link").unwrap().digest, Digest::of(b"hello"));
+        assert_eq!(s.file("sub/deeper/b").unwrap().size, 1);
+        assert!(!s.dirs.contains_key(META_DIR));
+        let names: Vec<String> = s.walk().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a.txt", "sub/link", "sub/deeper/b"]);
+    }
+
+    #[test]
+    fn refuses_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("pw")).unwrap();
+        assert!(scan(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("only regular files"));
+    }
+}

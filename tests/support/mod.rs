@@ -1,0 +1,25 @@
+//! Shared helpers for the integration tests (`mod support;` in
+//! tests/integration.rs): a real registry per test, a fault-injecting proxy,
+//! ORAS / skopeo / OCI-layout fixtures, a regfs mount helper, and command
+//! runners that fail loudly and never hang.
+//!
+//! External tools come from scripts/install-deps.sh: docker-registry,
+//! skopeo, fuse3 (fusermount3), apache2-utils (htpasswd), python3 + oras.
+#![allow(dead_code, unused_imports)]
+
+pub mod cmd;
+pub mod fixtures;
+pub mod http;
+pub mod mount;
+pub mod proxy;
+pub mod registry;
+
+pub use cmd::{
+    command_line, run, run_stdout, run_timeout, run_unchecked, run_unchecked_timeout, try_run,
+    wait_for, wait_until,
+};
+pub use fixtures::*;
+pub use http::{basic_auth, http_get, http_request, HttpResponse, MANIFEST_ACCEPT};
+pub use mount::{regfs, regfs_bin, Mount, MountFailure};
+pub use proxy::{FaultProxy, Mode, ProxyHandle, RequestRecord};
+pub use registry::Registry;

@@ -1,0 +1,179 @@
+//! Mounting the built `regfs` binary for a test, unmounting on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::cmd::{describe, run_unchecked_timeout, try_run};
+
+/// Bound on `regfs mount` returning (it returns once the mount is live).
+pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The built binary under test.
+pub fn regfs_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_regfs")
+}
+
+/// `Command` for the regfs binary, stdin from /dev/null.
+pub fn regfs() -> Command {
+    Command::new(regfs_bin())
+}
+
+/// A `regfs mount` that exited non-zero.
+#[derive(Debug)]
+pub struct MountFailure {
+    pub output: Output,
+    /// Command line, status, stdout and stderr, for messages.
+    pub report: String,
+}
+
+impl MountFailure {
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+}
+
+pub struct Mount {
+    // Declared before the tempdirs: unmount happens in Drop::drop, before
+    // the fields (and the directories) go away.
+    mountpoint: PathBuf,
+    cache_dir: PathBuf,
+    mounted: bool,
+    _mount_tmp: Option<TempDir>,
+    _cache_tmp: Option<TempDir>,
+    /// stdout+stderr of the `regfs mount` command.
+    pub mount_output: Output,
+}
+
+impl Mount {
+    /// `regfs mount SOURCE <tmp mountpoint> --cache-dir <tmp cache> EXTRA...`;
+    /// panics (with regfs's output) unless it exits 0.
+    pub fn new(source: &str, extra_args: &[&str]) -> Mount {
+        let cache = tempfile::Builder::new()
+            .prefix("regfs-cache-")
+            .tempdir()
+            .expect("cache tempdir");
+        let path = cache.path().to_path_buf();
+        let mut m = Self::with_cache(source, &path, extra_args);
+        m._cache_tmp = Some(cache);
+        m
+    }
+
+    /// Same, with a cache folder the caller owns (warm-cache remounts,
+    /// two mounts sharing a cache).
+    pub fn with_cache(source: &str, cache_dir: &Path, extra_args: &[&str]) -> Mount {
+        match Self::try_with_cache(source, cache_dir, extra_args) {
+            Ok(m) => m,
+            Err(f) => panic!("regfs mount failed\n{}", f.report),
+        }
+    }
+
+    /// Like [`Mount::with_cache`], but a failing mount returns its output
+    /// (to test error messages and exit codes) instead of panicking.
+    pub fn try_with_cache(
+        source: &str,
+        cache_dir: &Path,
+        extra_args: &[&str],
+    ) -> Result<Mount, MountFailure> {
+        let mnt = tempfile::Builder::new()
+            .prefix("regfs-mnt-")
+            .tempdir()
+            .expect("mountpoint tempdir");
+        let mut cmd = regfs();
+        cmd.arg("mount")
+            .arg(source)
+            .arg(mnt.path())
+            .arg("--cache-dir")
+            .arg(cache_dir)
+            .args(extra_args);
+        let out = run_unchecked_timeout(&mut cmd, MOUNT_TIMEOUT);
+        if !out.status.success() {
+            return Err(MountFailure {
+                report: describe(&cmd, &out),
+                output: out,
+            });
+        }
+        Ok(Mount {
+            mountpoint: mnt.path().to_path_buf(),
+            cache_dir: cache_dir.to_path_buf(),
+            mounted: true,
+            _mount_tmp: Some(mnt),
+            _cache_tmp: None,
+            mount_output: out,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// `self.path().join(rel)`
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.mountpoint.join(rel)
+    }
+
+    /// Whether the kernel lists this mountpoint in /proc/self/mountinfo.
+    pub fn is_mounted(&self) -> bool {
+        is_mountpoint(&self.mountpoint)
+    }
+
+    /// `fusermount3 -u`, asserting success (use in tests of unmounting; Drop
+    /// does it quietly otherwise).
+    pub fn unmount(&mut self) {
+        let mut cmd = Command::new("fusermount3");
+        cmd.arg("-u").arg(&self.mountpoint);
+        let out = run_unchecked_timeout(&mut cmd, Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "unmount failed\n{}",
+            describe(&cmd, &out)
+        );
+        self.mounted = false;
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if !self.mounted {
+            return;
+        }
+        let ok = try_run(
+            Command::new("fusermount3").arg("-u").arg(&self.mountpoint),
+            Duration::from_secs(30),
+        )
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+        if !ok && is_mountpoint(&self.mountpoint) {
+            let _ = try_run(
+                Command::new("umount").arg("-l").arg(&self.mountpoint),
+                Duration::from_secs(30),
+            );
+        }
+        if is_mountpoint(&self.mountpoint) {
+            // Leave the directory rather than recurse into a live mount.
+            eprintln!(
+                "warning: {} still mounted; leaving it",
+                self.mountpoint.display()
+            );
+            if let Some(t) = self._mount_tmp.take() {
+                let _ = t.keep();
+            }
+        }
+    }
+}
+
+/// Whether `path` is a mountpoint (per /proc/self/mountinfo).
+pub fn is_mountpoint(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
