@@ -28,6 +28,8 @@ pub enum ReferenceError {
     BadRepository(String),
     #[error("oci: source needs a path, e.g. oci:./layout")]
     EmptyLayoutPath,
+    #[error("{0:?} is not a target: expected HOST[:PORT]/REPO:TAG or oci:PATH:TAG")]
+    BadTarget(String),
 }
 
 impl FromStr for Source {
@@ -78,6 +80,35 @@ impl fmt::Display for Source {
             Source::Layout(p) => write!(f, "oci:{}", p.display()),
         }
     }
+}
+
+/// Where `commit --to` pushes: `HOST[:PORT]/REPO:TAG` or `oci:PATH:TAG`.
+pub fn parse_target(s: &str) -> Result<(Source, String, String), ReferenceError> {
+    let bad = || ReferenceError::BadTarget(s.to_string());
+    if let Some(rest) = s.strip_prefix("oci:") {
+        let (path, tag) = rest.rsplit_once(':').ok_or_else(bad)?;
+        if path.is_empty() || !is_tag(tag) {
+            return Err(bad());
+        }
+        return Ok((
+            Source::Layout(PathBuf::from(path)),
+            crate::registry::LAYOUT_REPOSITORY.to_string(),
+            tag.to_string(),
+        ));
+    }
+    let (host, rest) = s.split_once('/').ok_or_else(bad)?;
+    let (repo, tag) = rest.rsplit_once(':').ok_or_else(bad)?;
+    if !is_host(host) || !is_repository(repo) || !is_tag(tag) {
+        return Err(bad());
+    }
+    Ok((
+        Source::Registry {
+            host: host.to_string(),
+            prefix: None,
+        },
+        repo.to_string(),
+        tag.to_string(),
+    ))
 }
 
 /// host ::= domain-or-ipv4 [":" port]; domain components are alphanumerics and '-'.
@@ -230,6 +261,31 @@ mod tests {
             "", "A", "a/", "/a", "a..b", "a___b", "-a", "a-", "..", "a/../b", "a b",
         ] {
             assert!(!is_repository(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn targets() {
+        let (src, repo, tag) = parse_target("localhost:5000/org/app:v1").unwrap();
+        assert_eq!(
+            src,
+            Source::Registry {
+                host: "localhost:5000".into(),
+                prefix: None
+            }
+        );
+        assert_eq!((repo.as_str(), tag.as_str()), ("org/app", "v1"));
+        let (src, _, tag) = parse_target("oci:/tmp/lay:latest").unwrap();
+        assert_eq!(src, Source::Layout("/tmp/lay".into()));
+        assert_eq!(tag, "latest");
+        for bad in [
+            "localhost:5000/app",
+            "app:v1",
+            "localhost:5000/App:v1",
+            "oci::v1",
+            "h/r:bad/tag",
+        ] {
+            assert!(parse_target(bad).is_err(), "{bad}");
         }
     }
 

@@ -263,6 +263,20 @@ impl Cache {
         write_atomic(&self.root, &p, &bytes)
     }
 
+    /// Remembers that blob `d` was read from `repo` on `host`, so a commit
+    /// into another repository there can mount it instead of uploading.
+    pub fn put_origin(&self, host: &str, d: &Digest, repo: &str) {
+        let p = self.refs_dir(host, None).join("_origins").join(d.hex());
+        let _ = write_atomic(&self.root, &p, repo.as_bytes());
+    }
+
+    pub fn origin(&self, host: &str, d: &Digest) -> Option<String> {
+        let p = self.refs_dir(host, None).join("_origins").join(d.hex());
+        fs::read_to_string(p)
+            .ok()
+            .filter(|r| crate::reference::is_repository(r))
+    }
+
     /// Whether anything at all is cached for `host` (to mount offline).
     pub fn knows_host(&self, host: &str) -> bool {
         self.refs_dir(host, None).exists()

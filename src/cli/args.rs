@@ -30,7 +30,11 @@ pub enum Command {
     Mount(MountArgs),
     /// Unmount a regfs mount (fusermount3 -u works too).
     Umount(UmountArgs),
-    /// Show cache use and blobs being fetched, with bytes so far.
+    /// Push what is staged under PATH as manifests, indexes and tags.
+    Commit(CommitArgs),
+    /// Drop what is staged under PATH.
+    Discard(DiscardArgs),
+    /// Show staged changes, cache use, and blobs being fetched with bytes so far.
     Status(StatusArgs),
     /// Write the man pages to a folder (used to build man/).
     #[command(hide = true)]
@@ -59,6 +63,9 @@ pub struct MountArgs {
     /// Cache folder [default: $XDG_CACHE_HOME/regfs, else ~/.cache/regfs].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Where staged changes live [default: CACHE_DIR/staging].
+    #[arg(long, value_name = "DIR")]
+    pub staging_dir: Option<PathBuf>,
     /// Most bytes of blobs to keep in the cache (K, M, G, T suffixes).
     #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
     pub cache_size: u64,
@@ -96,9 +103,55 @@ pub struct UmountArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Cache folder [default: $XDG_CACHE_HOME/regfs].
+    /// A path inside a mount: show only what is staged below it.
+    pub path: Option<PathBuf>,
+    /// Cache folder to report on when no mount is given [default: $XDG_CACHE_HOME/regfs].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Folders inside a regfs mount (a tag, a repository, or the whole
+    /// mount), or with --to one plain folder laid out like a tag folder.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print the JSON that would be pushed; push nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the JSON that would be pushed to FILE (- for stdout); push nothing.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Commit a plain local folder to HOST[:PORT]/REPO:TAG or oci:PATH:TAG, without a mount.
+    #[arg(long, value_name = "REF")]
+    pub to: Option<String>,
+    /// ORAS annotation file: {"$manifest": {...}, "$config": {...}, "<title>": {...}}.
+    #[arg(long, value_name = "FILE")]
+    pub annotation_file: Option<PathBuf>,
+    /// artifactType of new manifests [default: application/vnd.unknown.artifact.v1].
+    #[arg(long, value_name = "TYPE")]
+    pub artifact_type: Option<String>,
+    /// Also point these tags at what is pushed (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// With --to: talk plain HTTP (the default for localhost and 127.0.0.1).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// With --to: skip TLS certificate verification.
+    #[arg(long)]
+    pub insecure: bool,
+    /// With --to: trust the CA certificates in this PEM file as well.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// With --to: seconds before a registry request is given up.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DiscardArgs {
+    /// A path inside a mount: a tag, a file, a repository, or the mount.
+    pub path: PathBuf,
 }
 
 /// Parses `10G`, `512M`, `1.5G`, `4096` into bytes (binary units).
@@ -162,6 +215,7 @@ impl MountArgs {
                 "foreground" => self.foreground = true,
                 "ca-file" => self.ca_file = Some(need(value)?.into()),
                 "cache-dir" => self.cache_dir = Some(need(value)?.into()),
+                "staging-dir" => self.staging_dir = Some(need(value)?.into()),
                 "log-file" => self.log_file = Some(need(value)?.into()),
                 "cache-size" => self.cache_size = parse_size(&need(value)?)?,
                 "repo" => self.repos.push(need(value)?),

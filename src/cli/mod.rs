@@ -1,8 +1,10 @@
 //! Commands: the wiring of each subcommand, and all user-facing output.
 
 pub mod args;
+mod commit;
 mod man;
 mod mount;
+pub mod records;
 mod status;
 
 use std::path::PathBuf;
@@ -11,13 +13,23 @@ pub use args::{Cli, Command};
 
 /// Subcommand names, so `regfs SOURCE MOUNTPOINT -o ...` (as mount.fuse3
 /// runs it for an fstab line) can be told from a subcommand.
-pub const SUBCOMMANDS: &[&str] = &["mount", "umount", "status", "generate-man", "help"];
+pub const SUBCOMMANDS: &[&str] = &[
+    "mount",
+    "umount",
+    "commit",
+    "discard",
+    "status",
+    "generate-man",
+    "help",
+];
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Mount(args) => mount::run(args, cli.verbose),
         Command::Umount(args) => mount::umount(&args.mountpoint),
+        Command::Commit(args) => commit::run(args),
+        Command::Discard(args) => commit::discard(args),
         Command::Status(args) => status::run(args),
         Command::GenerateMan { dir } => man::generate(&dir),
     }

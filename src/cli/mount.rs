@@ -20,6 +20,7 @@ use crate::cache::Cache;
 use crate::fs::{Fs, Options};
 use crate::reference::Source;
 use crate::registry::{self, layout::Layout, Backend, Client};
+use crate::stage::Staging;
 
 const DAEMON_ENV: &str = "REGFS_DAEMON";
 
@@ -209,11 +210,22 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         uid,
         gid,
     };
-    let fs = Arc::new(Fs::new(backend, cache, opts));
+    let staging_root = args
+        .staging_dir
+        .clone()
+        .unwrap_or_else(|| cache_dir.join("staging"))
+        .join(super::records::source_key(&source.to_string()));
+    let staging = Arc::new(Staging::open(&staging_root)?);
+    let fs = Arc::new(Fs::new(backend, cache, staging, opts));
     let settings = crate::fuse::Settings {
         op_timeout: timeout.saturating_mul(4) + Duration::from_secs(5),
-        ttl: Duration::from_secs(args.tag_ttl.clamp(1, 60)),
+        // Short: staged changes and commits by other processes show within a second.
+        ttl: Duration::from_secs(1),
     };
+    // Resolved before mounting: afterwards the path leads into ourselves.
+    let canonical_mountpoint =
+        std::fs::canonicalize(&args.mountpoint).unwrap_or_else(|_| args.mountpoint.clone());
+    let fs_for_signal = fs.clone();
     let mut mount = crate::fuse::mount(
         fs,
         rt.handle().clone(),
@@ -226,6 +238,32 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         },
     )
     .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
+    let record = super::records::Record {
+        mountpoint: canonical_mountpoint,
+        source: source.to_string(),
+        pid: std::process::id(),
+        cache_dir: cache_dir.clone(),
+        staging_root: staging_root.clone(),
+        plain_http: args.plain_http,
+        insecure: args.insecure,
+        ca_file: args.ca_file.clone(),
+        timeout: args.timeout,
+        read_only: args.read_only,
+    };
+    let record_path = record.write()?;
+    // `regfs commit` and `discard` run in other processes: SIGUSR1 tells us
+    // to forget tags and staged state we remember, so the tree shows theirs.
+    let refresh_fs = fs_for_signal.clone();
+    rt.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+            return;
+        };
+        while usr1.recv().await.is_some() {
+            tracing::info!("refreshing after a commit or discard");
+            refresh_fs.refresh();
+        }
+    });
     let mut unmounter = mount.unmounter();
     rt.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -253,7 +291,9 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         out.flush()?;
         detach_stdout();
     }
-    mount.run().context("the FUSE session failed")?;
+    let served = mount.run().context("the FUSE session failed");
+    let _ = std::fs::remove_file(&record_path);
+    served?;
     tracing::info!("unmounted");
     Ok(())
 }

@@ -5,7 +5,60 @@ use std::fs;
 use super::args::StatusArgs;
 
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let dir = args.cache_dir.unwrap_or_else(super::default_cache_dir);
+    let mounts = match &args.path {
+        Some(p) => vec![super::records::Record::find(p)?],
+        None => super::records::Record::all()
+            .into_iter()
+            .map(|r| (r, Vec::new()))
+            .collect(),
+    };
+    if mounts.is_empty() && args.path.is_none() {
+        println!("no regfs mounts");
+    }
+    for (rec, parts) in &mounts {
+        println!(
+            "mount {} ({}), pid {}",
+            rec.mountpoint.display(),
+            rec.source,
+            rec.pid
+        );
+        let staging = crate::stage::Staging::open(&rec.staging_root)?;
+        let source: crate::reference::Source = rec.source.parse()?;
+        let prefix = match &source {
+            crate::reference::Source::Registry { prefix, .. } => prefix.clone(),
+            crate::reference::Source::Layout(_) => {
+                Some(crate::registry::LAYOUT_REPOSITORY.to_string())
+            }
+        };
+        let jobs = super::commit::find_tags(&staging, prefix.as_deref(), &parts.join("/"))?;
+        if jobs.is_empty() {
+            println!("  staged: nothing");
+        }
+        let state = staging.state();
+        for j in jobs {
+            let mut files = 0u64;
+            let mut bytes = 0u64;
+            count(&staging.real(&j.rel), &mut files, &mut bytes);
+            let pre = format!("{}/", j.rel);
+            let removed = state.removed.iter().filter(|p| p.starts_with(&pre)).count();
+            let kind = if state.bases.contains_key(&j.rel) {
+                "changed"
+            } else {
+                "new"
+            };
+            println!(
+                "  staged {kind} {}:{}  {files} files ({}), {removed} removed",
+                j.repo,
+                j.tag,
+                human(bytes)
+            );
+        }
+    }
+    let dir = match (&args.cache_dir, mounts.first()) {
+        (Some(d), _) => d.clone(),
+        (None, Some((r, _))) => r.cache_dir.clone(),
+        (None, None) => super::default_cache_dir(),
+    };
     println!("cache: {}", dir.display());
     let (mut n, mut bytes) = (0u64, 0u64);
     if let Ok(rd) = fs::read_dir(dir.join("blobs/sha256")) {
@@ -35,6 +88,19 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn count(p: &std::path::Path, files: &mut u64, bytes: &mut u64) {
+    let Ok(rd) = fs::read_dir(p) else { return };
+    for e in rd.flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_dir() {
+            count(&e.path(), files, bytes);
+        } else {
+            *files += 1;
+            *bytes += m.len();
+        }
+    }
 }
 
 pub fn human(b: u64) -> String {

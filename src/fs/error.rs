@@ -20,6 +20,20 @@ pub enum Error {
     NoAttr,
     #[error("bad file handle")]
     BadHandle,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("not permitted: {0}")]
+    NotPermitted(&'static str),
+    #[error("already exists")]
+    Exists,
+    #[error("folder not empty")]
+    NotEmpty,
+    #[error("cannot move a registry entry; copy it instead")]
+    CrossDevice,
+    #[error("only user.oci.annotation.* and user.oci.artifactType can be set")]
+    Unsupported,
+    #[error(transparent)]
+    Stage(#[from] crate::stage::Error),
     #[error(transparent)]
     Registry(#[from] registry::Error),
     #[error(transparent)]
@@ -55,6 +69,12 @@ impl Error {
             Error::ReadOnly => libc::EROFS,
             Error::NoAttr => libc::ENODATA,
             Error::BadHandle => libc::EBADF,
+            Error::Invalid(_) => libc::EINVAL,
+            Error::NotPermitted(_) => libc::EPERM,
+            Error::Exists => libc::EEXIST,
+            Error::NotEmpty => libc::ENOTEMPTY,
+            Error::CrossDevice => libc::EXDEV,
+            Error::Unsupported => libc::ENOTSUP,
             Error::Registry(registry::Error::NotFound { .. }) => libc::ENOENT,
             Error::Registry(registry::Error::Denied { .. }) => libc::EACCES,
             Error::Shared(e) => e.errno(),

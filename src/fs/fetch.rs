@@ -155,6 +155,7 @@ async fn download(
     };
     match verifier.finish() {
         Ok(()) => {
+            cache.put_origin(registry.host(), &d, &repo);
             let c = cache.clone();
             let dd = d.clone();
             Ok(blocking(move || c.finish(partial, &dd)).await??)

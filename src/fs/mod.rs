@@ -8,6 +8,7 @@
 mod error;
 mod fetch;
 mod unpack;
+mod write;
 mod xattr;
 
 use std::collections::{BTreeSet, HashMap};
@@ -23,11 +24,14 @@ use lru::LruCache;
 
 pub use error::Error;
 pub use fetch::Inflight;
+use write::join_rel;
+pub use write::SetAttr;
 
 use crate::cache::{now_secs, Cache, TagRef};
 use crate::digest::Digest;
 use crate::reference::{is_repository, is_repository_component, is_tag};
 use crate::registry::{self, Backend};
+use crate::stage::{self, Staging};
 use crate::tree::view::{Desc, Entry, View};
 use crate::tree::{Ino, Inodes, Key, Node, Target};
 
@@ -80,7 +84,12 @@ enum Handle {
         file: Option<Arc<std::fs::File>>,
     },
     File(Arc<std::fs::File>),
+    /// A file of the staging area, open for reading and writing.
+    Staged(Arc<std::fs::File>),
 }
+
+/// A folder's entries: name, inode, node.
+pub(crate) type Children = Vec<(String, Ino, Arc<Node>)>;
 
 /// Where in a manifest view a folder's entries are being made.
 #[derive(Clone, Copy)]
@@ -114,6 +123,7 @@ pub struct Fs {
     next_fh: AtomicU64,
     inflight: Inflight,
     mount_time: i64,
+    staging: Arc<Staging>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -129,7 +139,12 @@ pub fn is_referrers_tag(t: &str) -> bool {
 }
 
 impl Fs {
-    pub fn new(registry: Arc<Backend>, cache: Arc<Cache>, opts: Options) -> Fs {
+    pub fn new(
+        registry: Arc<Backend>,
+        cache: Arc<Cache>,
+        staging: Arc<Staging>,
+        opts: Options,
+    ) -> Fs {
         let known: BTreeSet<String> = opts.repos.iter().cloned().collect();
         Fs {
             registry,
@@ -146,6 +161,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             inflight: Inflight::default(),
             mount_time: now_secs(),
+            staging,
             opts,
         }
     }
@@ -376,8 +392,15 @@ impl Fs {
 
     // ---- the tree -----------------------------------------------------------
 
-    fn intern(&self, key: Key, parent: Ino, node: Node, links: u32) -> (Ino, Arc<Node>) {
-        lock(&self.inodes).intern(key, parent, node, links)
+    fn intern(
+        &self,
+        key: Key,
+        parent: Ino,
+        name: &str,
+        node: Node,
+        links: u32,
+    ) -> (Ino, Arc<Node>) {
+        lock(&self.inodes).intern(key, parent, name, node, links)
     }
 
     fn child_key(parent: Ino, name: &str, version: Option<&Digest>) -> Key {
@@ -399,11 +422,7 @@ impl Fs {
 
     /// Children of a repository folder: its tags, then name components of
     /// repositories below it that are not also tags.
-    async fn repo_children(
-        &self,
-        ino: Ino,
-        path: &str,
-    ) -> Result<Vec<(String, Ino, Arc<Node>)>, Error> {
+    async fn repo_children(&self, ino: Ino, path: &str) -> Result<Children, Error> {
         let full = self.full_repo(path);
         let tags = if full.is_empty() {
             Arc::new(Vec::new())
@@ -416,7 +435,7 @@ impl Fs {
                 repo: full.clone(),
                 target: Target::Tag(t.clone()),
             };
-            let (i, n) = self.intern(Self::child_key(ino, t, None), ino, node, 1);
+            let (i, n) = self.intern(Self::child_key(ino, t, None), ino, t, node, 1);
             out.push((t.clone(), i, n));
         }
         let pre = if path.is_empty() {
@@ -439,7 +458,7 @@ impl Fs {
             let node = Node::Repo {
                 path: format!("{pre}{c}"),
             };
-            let (i, n) = self.intern(Self::child_key(ino, &c, None), ino, node, 1);
+            let (i, n) = self.intern(Self::child_key(ino, &c, None), ino, &c, node, 1);
             out.push((c, i, n));
         }
         Ok(out)
@@ -467,7 +486,7 @@ impl Fs {
                     size,
                     mtime,
                 };
-                self.intern(key, parent, node, 1)
+                self.intern(key, parent, name, node, 1)
             }
             Entry::Blob(i) => {
                 let desc = view.blobs.get(*i)?.clone();
@@ -477,7 +496,7 @@ impl Fs {
                     manifest: manifest.clone(),
                     blob: desc.digest.clone(),
                 };
-                self.intern(key, parent, Node::Blob { repo, desc, mtime }, links)
+                self.intern(key, parent, name, Node::Blob { repo, desc, mtime }, links)
             }
             Entry::Dir(_) => {
                 let mut p = path.to_vec();
@@ -489,7 +508,7 @@ impl Fs {
                     path: p,
                     mtime,
                 };
-                self.intern(key, parent, node, 1)
+                self.intern(key, parent, name, node, 1)
             }
             Entry::Unpacked(i) => {
                 let layer = view.blobs.get(*i)?.clone();
@@ -499,7 +518,7 @@ impl Fs {
                     path: Vec::new(),
                     mtime,
                 };
-                self.intern(key, parent, node, 1)
+                self.intern(key, parent, name, node, 1)
             }
             Entry::Child(i) => {
                 let c = view.children.get(*i)?;
@@ -507,7 +526,7 @@ impl Fs {
                     repo,
                     target: Target::Digest(c.digest.clone()),
                 };
-                self.intern(key, parent, node, 1)
+                self.intern(key, parent, name, node, 1)
             }
             Entry::Referrers => {
                 let node = Node::Referrers {
@@ -515,7 +534,7 @@ impl Fs {
                     subject: manifest.clone(),
                     mtime,
                 };
-                self.intern(key, parent, node, 1)
+                self.intern(key, parent, name, node, 1)
             }
         })
     }
@@ -529,7 +548,7 @@ impl Fs {
         manifest: &Digest,
         path: &[String],
         mtime: Option<i64>,
-    ) -> Result<Vec<(String, Ino, Arc<Node>)>, Error> {
+    ) -> Result<Children, Error> {
         let view = self.view(repo, manifest).await?;
         if path.is_empty() {
             // manifest.json's size comes from the cached bytes.
@@ -555,9 +574,11 @@ impl Fs {
         Ok(out)
     }
 
-    async fn children(&self, ino: Ino) -> Result<Vec<(String, Ino, Arc<Node>)>, Error> {
+    /// What the registry has in a folder (no staged changes).
+    async fn registry_children(&self, ino: Ino) -> Result<Children, Error> {
         let node = self.node(ino)?;
         match &*node {
+            Node::Staged { dir: true } => Ok(Vec::new()),
             Node::Root | Node::Repo { .. } => {
                 let path = Self::repo_path(&node).unwrap_or("");
                 self.repo_children(ino, path).await
@@ -596,7 +617,7 @@ impl Fs {
         ino: Ino,
         repo: &str,
         subject: &Digest,
-    ) -> Result<Vec<(String, Ino, Arc<Node>)>, Error> {
+    ) -> Result<Children, Error> {
         let key = format!("{repo}@{subject}");
         let fresh = lock(&self.tag_lists)
             .get(&key)
@@ -629,7 +650,7 @@ impl Fs {
                 repo: repo.to_string(),
                 target: Target::Digest(d),
             };
-            let (i, n) = self.intern(Self::child_key(ino, name, None), ino, node, 1);
+            let (i, n) = self.intern(Self::child_key(ino, name, None), ino, name, node, 1);
             out.push((name.clone(), i, n));
         }
         Ok(out)
@@ -655,12 +676,17 @@ impl Fs {
                     repo: full,
                     target: Target::Digest(d),
                 };
-                let (ino, node) = self.intern(Self::child_key(parent, name, None), parent, node, 1);
+                let (ino, node) =
+                    self.intern(Self::child_key(parent, name, None), parent, name, node, 1);
                 return self.attr_of(ino, &node).await;
             }
-            let children = self.repo_children(parent, path).await?;
+            let children = self.children(parent).await?;
             if let Some((_, ino, node)) = children.into_iter().find(|(n, _, _)| n == name) {
                 return self.attr_of(ino, &node).await;
+            }
+            let rel = stage::join(&self.rel_path(parent)?);
+            if self.staging.state().is_removed(&join_rel(&rel, name)) {
+                return Err(Error::NotFound);
             }
             return self.lookup_unlisted(parent, path, &full, name).await;
         }
@@ -690,7 +716,7 @@ impl Fs {
                         target,
                     };
                     let (ino, node) =
-                        self.intern(Self::child_key(parent, name, None), parent, node, 1);
+                        self.intern(Self::child_key(parent, name, None), parent, name, node, 1);
                     return self.attr_of(ino, &node).await;
                 }
                 Err(e) if e.errno() == libc::ENOENT => {}
@@ -714,6 +740,7 @@ impl Fs {
                     let (ino, node) = self.intern(
                         Self::child_key(parent, name, None),
                         parent,
+                        name,
                         Node::Repo { path: sub },
                         1,
                     );
@@ -736,7 +763,7 @@ impl Fs {
             ino,
             kind: Kind::Dir,
             size: 0,
-            perm: 0o555,
+            perm: if self.opts.read_only { 0o555 } else { 0o755 },
             nlink: 2,
             mtime,
             uid: self.opts.uid,
@@ -753,6 +780,11 @@ impl Fs {
             gid: self.opts.gid,
         };
         Ok(match node {
+            Node::Staged { .. } => match self.staged_attr(ino) {
+                // Committed or discarded by another process: what is there now?
+                Err(Error::NotFound) => return self.relookup(ino).await,
+                r => return r,
+            },
             Node::Root | Node::Repo { .. } => dir(self.mount_time),
             Node::Manifest { repo, target } => {
                 // A folder whose manifest is unusable still stats (so `ls`
@@ -804,10 +836,14 @@ impl Fs {
         &self,
         ino: Ino,
         write: bool,
+        truncate: bool,
     ) -> Result<(u64, Option<Arc<std::fs::File>>), Error> {
         let node = self.node(ino)?;
-        if write {
-            return Err(Error::ReadOnly);
+        if write || matches!(&*node, Node::Staged { .. }) {
+            let f = self.open_staged(ino, &node, write, truncate).await?;
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            lock(&self.handles).insert(fh, Handle::Staged(f));
+            return Ok((fh, None));
         }
         let handle = match &*node {
             Node::ManifestJson { repo, digest, .. } => {
@@ -834,7 +870,7 @@ impl Fs {
         let ready = match &handle {
             Handle::Blob { file, .. } => file.clone(),
             Handle::File(f) => Some(f.clone()),
-            Handle::Bytes(_) => None,
+            Handle::Bytes(_) | Handle::Staged(_) => None,
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles).insert(fh, handle);
@@ -850,7 +886,7 @@ impl Fs {
         let src = match lock(&self.handles).get(&fh) {
             None => return Err(Error::BadHandle),
             Some(Handle::Bytes(b)) => Src::Bytes(b.clone()),
-            Some(Handle::File(f)) => Src::File(f.clone()),
+            Some(Handle::File(f)) | Some(Handle::Staged(f)) => Src::File(f.clone()),
             Some(Handle::Blob { file: Some(f), .. }) => Src::File(f.clone()),
             Some(Handle::Blob {
                 repo,
@@ -939,7 +975,7 @@ impl Fs {
 
     pub async fn listxattr(&self, ino: Ino) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let node = self.node(ino)?;
-        Ok(match &*node {
+        let attrs = match &*node {
             Node::Manifest { repo, target } => {
                 let d = self.resolve(repo, target).await?;
                 let v = self.view(repo, &d).await?;
@@ -953,6 +989,11 @@ impl Fs {
             Node::Blob { desc, .. } => xattr::of_desc(desc),
             Node::UnpackedDir { layer, path, .. } if path.is_empty() => xattr::of_desc(layer),
             _ => Vec::new(),
+        };
+        Ok(if self.opts.read_only {
+            attrs
+        } else {
+            self.staged_xattrs(ino, attrs)
         })
     }
 

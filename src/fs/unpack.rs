@@ -5,9 +5,8 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use super::{Error, Fs};
+use super::{Children, Error, Fs};
 use crate::digest::Digest;
 use crate::tree::view::{is_safe_component, Desc};
 use crate::tree::{Ino, Node};
@@ -26,7 +25,12 @@ impl Fs {
         let blob = self.fetch_blob(repo, layer).await?;
         let (root, d) = (self.cache.root().to_path_buf(), layer.digest.clone());
         let dest2 = dest.clone();
-        tokio::task::spawn_blocking(move || unpack(&root, &blob, &dest2, &d))
+        let name = layer
+            .title()
+            .and_then(|t| t.rsplit('/').next())
+            .unwrap_or_default()
+            .to_string();
+        tokio::task::spawn_blocking(move || unpack(&root, &blob, &dest2, &d, &name))
             .await
             .map_err(|e| Error::Io {
                 what: "unpack task".into(),
@@ -53,7 +57,7 @@ impl Fs {
         layer: &Desc,
         path: &[String],
         mtime: i64,
-    ) -> Result<Vec<(String, Ino, Arc<Node>)>, Error> {
+    ) -> Result<Children, Error> {
         self.unpacked_root(repo, layer).await?;
         let dir = self.unpacked_path(&layer.digest, path)?;
         let rd = fs::read_dir(&dir).map_err(|source| Error::Io {
@@ -87,7 +91,7 @@ impl Fs {
                 }
             };
             let key = Self::child_key(ino, &name, Some(&layer.digest));
-            let (i, n) = self.intern(key, ino, node, 1);
+            let (i, n) = self.intern(key, ino, &name, node, 1);
             out.push((name, i, n));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -97,8 +101,16 @@ impl Fs {
 
 /// Unpacks a verified tar+gzip blob into `dest` through a temporary folder
 /// and a rename. Entries with unsafe paths and anything but regular files
-/// and folders are skipped, with a log line.
-fn unpack(cache_root: &Path, blob: &Path, dest: &Path, d: &Digest) -> Result<(), Error> {
+/// and folders are skipped, with a log line. ORAS writes a folder `name` as
+/// entries `name/...`: that leading folder is the layer's own, so its
+/// contents become `dest`.
+fn unpack(
+    cache_root: &Path,
+    blob: &Path,
+    dest: &Path,
+    d: &Digest,
+    name: &str,
+) -> Result<(), Error> {
     let fail = |reason: String| Error::Unpack {
         digest: d.clone(),
         reason,
@@ -152,13 +164,21 @@ fn unpack(cache_root: &Path, blob: &Path, dest: &Path, d: &Digest) -> Result<(),
         fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
     }
     let kept = tmp.keep();
-    if let Err(e) = fs::rename(&kept, dest) {
+    let inner = kept.join(name);
+    let only_inner = !name.is_empty()
+        && inner.is_dir()
+        && fs::read_dir(&kept)
+            .map(|rd| rd.count() == 1)
+            .unwrap_or(false);
+    let src = if only_inner { inner } else { kept.clone() };
+    if let Err(e) = fs::rename(&src, dest) {
         let _ = fs::remove_dir_all(&kept);
         // Another mount unpacked it first: theirs is as good as ours.
         if !dest.is_dir() {
             return Err(fail(e.to_string()));
         }
     }
+    let _ = fs::remove_dir_all(&kept);
     Ok(())
 }
 

@@ -192,14 +192,24 @@ impl Filesystem for FuseFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let truncate = flags.0 & libc::O_TRUNC != 0;
         let fs = self.fs.clone();
         self.spawn(
             "open",
             self.settings.op_timeout,
-            async move { fs.open(ino.0, write).await },
+            async move {
+                let node_is_staged = fs.is_staged(ino.0);
+                fs.open(ino.0, write, truncate)
+                    .await
+                    .map(|r| (r, write || node_is_staged))
+            },
             move |r| match r {
+                // Staged files change: let the kernel drop its cache on open.
+                Ok(((fh, _), true)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 // Blob bytes never change under a name: keep the page cache across opens.
-                Ok((fh, _ready)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+                Ok(((fh, _ready), false)) => {
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+                }
                 Err(e) => reply.error(e),
             },
         );
@@ -278,18 +288,18 @@ impl Filesystem for FuseFs {
         );
     }
 
-    // Writes: the staging area is not part of this version of the tree, so
-    // every change is refused as on a read-only filesystem.
+    // Writes go to the staging area through `fs`; nothing here touches the
+    // network except copying a registry file up before it is changed.
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
+        ino: INodeNo,
+        mode: Option<u32>,
         _uid: Option<u32>,
         _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<fuser::TimeOrNow>,
-        _mtime: Option<fuser::TimeOrNow>,
+        size: Option<u64>,
+        atime: Option<fuser::TimeOrNow>,
+        mtime: Option<fuser::TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -298,7 +308,30 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(Errno::EROFS);
+        let when = |t: Option<fuser::TimeOrNow>| {
+            t.map(|t| match t {
+                fuser::TimeOrNow::SpecificTime(t) => t,
+                fuser::TimeOrNow::Now => SystemTime::now(),
+            })
+        };
+        let set = fs::SetAttr {
+            size,
+            mode,
+            mtime: when(mtime),
+            atime: when(atime),
+        };
+        let fs = self.fs.clone();
+        let ttl = self.settings.ttl;
+        let this = self.attr_maker();
+        self.spawn(
+            "setattr",
+            self.read_limit(),
+            async move { fs.setattr(ino.0, set).await },
+            move |r| match r {
+                Ok(a) => reply.attr(&ttl, &this(&a)),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn mknod(
@@ -311,19 +344,65 @@ impl Filesystem for FuseFs {
         _r: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(Errno::EPERM);
     }
 
-    fn mkdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let fs = self.fs.clone();
+        let ttl = self.settings.ttl;
+        let this = self.attr_maker();
+        self.spawn(
+            "mkdir",
+            self.settings.op_timeout,
+            async move { fs.mkdir(parent.0, &name).await },
+            move |r| match r {
+                Ok(a) => reply.entry(&ttl, &this(&a), Generation(0)),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
-    fn unlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "unlink",
+            self.settings.op_timeout,
+            async move { fs.unlink(parent.0, &name).await },
+            move |r| match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
-    fn rmdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "rmdir",
+            self.settings.op_timeout,
+            async move { fs.rmdir(parent.0, &name).await },
+            move |r| match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn symlink(
@@ -334,54 +413,184 @@ impl Filesystem for FuseFs {
         _t: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        // An artifact holds bytes: links have no place in one.
+        reply.error(Errno::EPERM);
     }
 
     fn rename(
         &self,
         _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _np: INodeNo,
-        _nn: &OsStr,
-        _f: fuser::RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        if !flags.is_empty() {
+            return reply.error(Errno::EINVAL);
+        }
+        let (Some(name), Some(newname)) = (name_str(name), name_str(newname)) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "rename",
+            self.settings.op_timeout,
+            async move { fs.rename(parent.0, &name, newparent.0, &newname).await },
+            move |r| match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
-    fn link(&self, _req: &Request, _i: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let Some(newname) = name_str(newname) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let fs = self.fs.clone();
+        let ttl = self.settings.ttl;
+        let this = self.attr_maker();
+        self.spawn(
+            "link",
+            self.settings.op_timeout,
+            async move { fs.link(ino.0, newparent.0, &newname).await },
+            move |r| match r {
+                Ok(a) => reply.entry(&ttl, &this(&a), Generation(0)),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn create(
         &self,
         _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
-        _f: i32,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
         reply: fuser::ReplyCreate,
     ) {
-        reply.error(Errno::EROFS);
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let fs = self.fs.clone();
+        let ttl = self.settings.ttl;
+        let this = self.attr_maker();
+        self.spawn(
+            "create",
+            self.settings.op_timeout,
+            async move { fs.create(parent.0, &name, mode).await },
+            move |r| match r {
+                Ok((a, fh)) => reply.created(
+                    &ttl,
+                    &this(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: fuser::ReplyWrite,
+    ) {
+        // Staged files are on local disk: written here, in order, without
+        // a trip through the runtime.
+        match self.fs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => {
+                tracing::warn!(op = "write", "{e}");
+                reply.error(Errno::from_i32(e.errno()))
+            }
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.fsync(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(Errno::from_i32(e.errno())),
+        }
     }
 
     fn setxattr(
         &self,
         _req: &Request,
-        _i: INodeNo,
-        _n: &OsStr,
-        _v: &[u8],
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
         _f: i32,
         _p: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let value = value.to_vec();
+        let fs = self.fs.clone();
+        self.spawn(
+            "setxattr",
+            self.settings.op_timeout,
+            async move { fs.setxattr(ino.0, &name, &value).await },
+            move |r| match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
-    fn removexattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name_str(name) else {
+            return reply.error(Errno::ENODATA);
+        };
+        let fs = self.fs.clone();
+        self.spawn(
+            "removexattr",
+            self.settings.op_timeout,
+            async move { fs.removexattr(ino.0, &name).await },
+            move |r| match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
+        );
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

@@ -200,19 +200,16 @@ pub struct IoResolver {
     pub cache: Option<Arc<Cache>>,
     pub tmp: PathBuf,
     pub rt: tokio::runtime::Handle,
-    pub built: Vec<Tarball>,
 }
 
 impl Resolver for IoResolver {
     fn tarball(&mut self, dir: &StagedDir, name: &str) -> Result<Tarball, PlanError> {
-        let t = tarball::build(dir, name, &self.tmp).map_err(|e| {
+        tarball::build(dir, name, &self.tmp).map_err(|e| {
             PlanError::Resolve(format!(
                 "cannot build the layer for {}: {e}",
                 dir.path.display()
             ))
-        })?;
-        self.built.push(t.clone());
-        Ok(t)
+        })
     }
 
     fn manifest(&mut self, d: &Digest) -> Result<Base, PlanError> {
@@ -244,13 +241,5 @@ impl Resolver for IoResolver {
             )));
         }
         Ok(bytes)
-    }
-}
-
-impl Drop for IoResolver {
-    fn drop(&mut self) {
-        for t in &self.built {
-            let _ = std::fs::remove_file(&t.path);
-        }
     }
 }

@@ -69,6 +69,11 @@ pub enum Node {
         path: Vec<String>,
         mtime: i64,
     },
+    /// A folder or file of the staging area, at the path its names spell
+    /// from the root (so a rename moves it without touching the node).
+    Staged {
+        dir: bool,
+    },
     /// A file inside an unpacked directory layer.
     UnpackedFile {
         repo: String,
@@ -82,10 +87,11 @@ pub enum Node {
 
 impl Node {
     pub fn is_dir(&self) -> bool {
-        !matches!(
-            self,
-            Node::ManifestJson { .. } | Node::Blob { .. } | Node::UnpackedFile { .. }
-        )
+        match self {
+            Node::Staged { dir } => *dir,
+            Node::ManifestJson { .. } | Node::Blob { .. } | Node::UnpackedFile { .. } => false,
+            _ => true,
+        }
     }
 }
 
@@ -109,7 +115,9 @@ pub enum Key {
 
 struct Slot {
     node: Arc<Node>,
+    /// The folder and name it was last looked up under.
     parent: Ino,
+    name: String,
     /// Names under which the kernel knows this inode (for nlink).
     links: u32,
 }
@@ -135,6 +143,7 @@ impl Inodes {
             Slot {
                 node: Arc::new(Node::Root),
                 parent: ROOT_INO,
+                name: String::new(),
                 links: 1,
             },
         );
@@ -153,13 +162,29 @@ impl Inodes {
         self.slots.get(&ino).map(|s| s.parent).unwrap_or(ROOT_INO)
     }
 
-    /// The inode for `key`, made from `node` the first time. `links` is the
-    /// number of names the node has (2 for a titled blob).
-    pub fn intern(&mut self, key: Key, parent: Ino, node: Node, links: u32) -> (Ino, Arc<Node>) {
+    /// The inode for `key`, made from `node` the first time, found again
+    /// under `parent`/`name`. A key whose node changed (a staged folder
+    /// that became a tag after a commit) keeps its number with the new node.
+    /// `links` is the number of names the node has (2 for a titled blob).
+    pub fn intern(
+        &mut self,
+        key: Key,
+        parent: Ino,
+        name: &str,
+        node: Node,
+        links: u32,
+    ) -> (Ino, Arc<Node>) {
         if let Some(&ino) = self.by_key.get(&key) {
             if let Some(s) = self.slots.get_mut(&ino) {
                 // Link counts can only grow as more names of a blob are seen.
                 s.links = s.links.max(links);
+                s.parent = parent;
+                if s.name != name {
+                    s.name = name.to_string();
+                }
+                if *s.node != node {
+                    s.node = Arc::new(node);
+                }
                 return (ino, s.node.clone());
             }
         }
@@ -172,10 +197,50 @@ impl Inodes {
             Slot {
                 node: node.clone(),
                 parent,
+                name: name.to_string(),
                 links,
             },
         );
         (ino, node)
+    }
+
+    /// Gives `ino` a new node and key, keeping its number (a registry file
+    /// copied up into the staging area while the kernel holds it open).
+    pub fn rebind(&mut self, ino: Ino, key: Key, node: Node) {
+        self.by_key.retain(|_, v| *v != ino);
+        self.by_key.insert(key, ino);
+        if let Some(s) = self.slots.get_mut(&ino) {
+            s.node = Arc::new(node);
+            s.links = 1;
+        }
+    }
+
+    /// Moves the inode known as `parent`/`name` to `new_parent`/`new_name`.
+    pub fn rename(&mut self, from: Key, to: Key, new_parent: Ino, new_name: &str) {
+        if let Some(ino) = self.by_key.remove(&from) {
+            self.by_key.insert(to, ino);
+            if let Some(s) = self.slots.get_mut(&ino) {
+                s.parent = new_parent;
+                s.name = new_name.to_string();
+            }
+        }
+    }
+
+    /// The names from the root down to `ino` (empty for the root). `None`
+    /// when the chain is broken or loops.
+    pub fn path(&self, ino: Ino) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        let mut cur = ino;
+        for _ in 0..4096 {
+            if cur == ROOT_INO {
+                out.reverse();
+                return Some(out);
+            }
+            let s = self.slots.get(&cur)?;
+            out.push(s.name.clone());
+            cur = s.parent;
+        }
+        None
     }
 
     pub fn links(&self, ino: Ino) -> u32 {
@@ -203,31 +268,20 @@ mod tests {
             name: "repo".into(),
             version: None,
         };
-        let (a, _) = t.intern(
-            k.clone(),
-            ROOT_INO,
-            Node::Repo {
-                path: "repo".into(),
-            },
-            1,
-        );
-        let (b, _) = t.intern(
-            k,
-            ROOT_INO,
-            Node::Repo {
-                path: "other".into(),
-            },
-            1,
-        );
+        let repo = Node::Repo {
+            path: "repo".into(),
+        };
+        let (a, _) = t.intern(k.clone(), ROOT_INO, "repo", repo, 1);
+        let (b, _) = t.intern(k, ROOT_INO, "repo", Node::Staged { dir: true }, 1);
         assert_eq!(a, b);
         assert_ne!(a, ROOT_INO);
         assert_eq!(t.parent(a), ROOT_INO);
         assert_eq!(
             *t.get(a).unwrap(),
-            Node::Repo {
-                path: "repo".into()
-            }
+            Node::Staged { dir: true },
+            "a changed node is replaced"
         );
+        assert_eq!(t.path(a), Some(vec!["repo".to_string()]));
     }
 
     #[test]
@@ -239,9 +293,44 @@ mod tests {
             blob: Digest::of(b"b"),
         };
         let node = Node::Root;
-        let (a, _) = t.intern(key.clone(), 7, node.clone(), 1);
-        let (b, _) = t.intern(key, 9, node, 2);
+        let (a, _) = t.intern(key.clone(), 7, "title", node.clone(), 1);
+        let (b, _) = t.intern(key, 9, "hex", node, 2);
         assert_eq!(a, b);
         assert_eq!(t.links(a), 2);
+    }
+
+    #[test]
+    fn rename_moves_the_path() {
+        let mut t = Inodes::new();
+        let child = |p, n: &str| Key::Child {
+            parent: p,
+            name: n.into(),
+            version: None,
+        };
+        let (d, _) = t.intern(
+            child(ROOT_INO, "d"),
+            ROOT_INO,
+            "d",
+            Node::Staged { dir: true },
+            1,
+        );
+        let (f, _) = t.intern(
+            child(d, ".f.tmp"),
+            d,
+            ".f.tmp",
+            Node::Staged { dir: false },
+            1,
+        );
+        assert_eq!(t.path(f), Some(vec!["d".to_string(), ".f.tmp".to_string()]));
+        t.rename(child(d, ".f.tmp"), child(ROOT_INO, "f"), ROOT_INO, "f");
+        assert_eq!(t.path(f), Some(vec!["f".to_string()]));
+        let (again, _) = t.intern(
+            child(ROOT_INO, "f"),
+            ROOT_INO,
+            "f",
+            Node::Staged { dir: false },
+            1,
+        );
+        assert_eq!(again, f);
     }
 }

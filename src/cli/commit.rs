@@ -1,0 +1,564 @@
+//! `regfs commit` and `regfs discard`: push what is staged under a path
+//! (or a plain folder with `--to`), and drop it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+
+use super::args::{CommitArgs, DiscardArgs};
+use super::records::Record;
+use crate::cache::{now_secs, Cache};
+use crate::digest::Digest;
+use crate::reference::{parse_target, Source};
+use crate::registry::{self, layout::Layout, Backend, Client};
+use crate::stage::plan::{self, AnnotationFile, Input, Plan, Settings};
+use crate::stage::push::{push, Event, IoResolver};
+use crate::stage::scan::{scan, StagedDir};
+use crate::stage::{parse_platform, Staging, State};
+use crate::tree::view::{format_rfc3339, MANIFEST_JSON};
+
+/// Registry options, from a mount record or from the command line.
+struct Conn {
+    plain_http: bool,
+    insecure: bool,
+    ca_file: Option<PathBuf>,
+    timeout: u64,
+}
+
+fn backend(source: &Source, c: &Conn) -> anyhow::Result<(Backend, Option<String>)> {
+    Ok(match source {
+        Source::Registry { host, prefix } => {
+            let mut cfg = registry::Config::new(host);
+            cfg.plain_http = c.plain_http;
+            cfg.insecure = c.insecure;
+            cfg.ca_file = c.ca_file.clone();
+            cfg.timeout = Duration::from_secs(c.timeout.max(1));
+            (Backend::Registry(Client::new(cfg)?), prefix.clone())
+        }
+        Source::Layout(p) => (
+            Backend::Layout(Layout::open(p)?),
+            Some(registry::LAYOUT_REPOSITORY.to_string()),
+        ),
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn settings(args: &CommitArgs) -> anyhow::Result<Settings> {
+    let annotations: AnnotationFile = match &args.annotation_file {
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{}: not an annotation file (a JSON object of objects: \"$manifest\", \"$config\", titles)",
+                    p.display()
+                )
+            })?
+        }
+        None => AnnotationFile::new(),
+    };
+    Ok(Settings {
+        created: format_rfc3339(now_secs()),
+        artifact_type: args.artifact_type.clone(),
+        annotations,
+    })
+}
+
+pub fn run(args: CommitArgs) -> anyhow::Result<()> {
+    for t in &args.tags {
+        if !crate::reference::is_tag(t) {
+            bail!("--tag {t:?} is not a valid tag");
+        }
+    }
+    let rt = runtime()?;
+    if let Some(target) = &args.to {
+        let [path] = args.paths.as_slice() else {
+            bail!("--to takes exactly one folder");
+        };
+        return rt.block_on(commit_plain(&args, path, target));
+    }
+    for path in &args.paths {
+        rt.block_on(commit_in_mount(&args, path))?;
+    }
+    Ok(())
+}
+
+/// One tag folder to commit.
+pub(super) struct TagJob {
+    /// Mount-relative path of the tag folder.
+    pub rel: String,
+    pub repo: String,
+    pub tag: String,
+}
+
+async fn commit_in_mount(args: &CommitArgs, path: &Path) -> anyhow::Result<()> {
+    let (rec, parts) = Record::find(path)?;
+    if rec.read_only {
+        bail!(
+            "{} is mounted --read-only: nothing can be staged there",
+            rec.mountpoint.display()
+        );
+    }
+    let source: Source = rec.source.parse()?;
+    let conn = Conn {
+        plain_http: rec.plain_http,
+        insecure: rec.insecure,
+        ca_file: rec.ca_file.clone(),
+        timeout: rec.timeout,
+    };
+    let (backend, prefix) = backend(&source, &conn)?;
+    let backend = Arc::new(backend);
+    let staging = Staging::open(&rec.staging_root)?;
+    let cache = Cache::open(&rec.cache_dir, u64::MAX).ok().map(Arc::new);
+    let rel = parts.join("/");
+    let jobs = find_tags(&staging, prefix.as_deref(), &rel)?;
+    if jobs.is_empty() {
+        println!("Nothing staged under {}", path.display());
+        return Ok(());
+    }
+    let settings = settings(args)?;
+    let state = staging.state();
+    let mut failed = None;
+    for job in jobs {
+        let r = commit_tag(
+            args,
+            &backend,
+            &staging,
+            &state,
+            cache.clone(),
+            &settings,
+            &job,
+        )
+        .await;
+        if let Err(e) = r {
+            eprintln!("regfs: {}:{}: {e:#}", job.repo, job.tag);
+            failed = Some(e);
+        }
+    }
+    rec.refresh_daemon();
+    match failed {
+        Some(e) => Err(e.context("commit failed: no tag was moved for the failed folder, and its staged changes are kept")),
+        None => Ok(()),
+    }
+}
+
+/// The tag folders staged at or below `rel` (or the one `rel` is inside).
+pub(super) fn find_tags(
+    staging: &Staging,
+    prefix: Option<&str>,
+    rel: &str,
+) -> anyhow::Result<Vec<TagJob>> {
+    let state = staging.state();
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    // `rel` inside a tag: commit that tag.
+    for n in 1..=parts.len() {
+        let p = parts[..n].join("/");
+        if is_tag_dir(staging, &state, &p) {
+            return Ok(job_for(prefix, &p).into_iter().collect());
+        }
+    }
+    let mut out = Vec::new();
+    walk(staging, &state, prefix, rel, &mut out);
+    // In-place changes whose tag folder holds no staged file (only removals).
+    for p in state.bases.keys() {
+        let under = rel.is_empty() || p == rel || p.starts_with(&format!("{rel}/"));
+        if under && !out.iter().any(|j| j.rel == *p) {
+            out.extend(job_for(prefix, p));
+        }
+    }
+    Ok(out)
+}
+
+fn is_tag_dir(staging: &Staging, state: &State, rel: &str) -> bool {
+    if state.bases.contains_key(rel) {
+        return true;
+    }
+    let Ok(rd) = std::fs::read_dir(staging.real(rel)) else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().to_string();
+        name != crate::stage::META_DIR
+            && e.file_type()
+                .is_ok_and(|t| t.is_file() || (t.is_dir() && parse_platform(&name).is_some()))
+    })
+}
+
+fn walk(staging: &Staging, state: &State, prefix: Option<&str>, rel: &str, out: &mut Vec<TagJob>) {
+    if !rel.is_empty() && is_tag_dir(staging, state, rel) {
+        out.extend(job_for(prefix, rel));
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(staging.real(rel)) else {
+        return;
+    };
+    let mut names: Vec<String> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n != crate::stage::META_DIR)
+        .collect();
+    names.sort();
+    for n in names {
+        let child = if rel.is_empty() {
+            n
+        } else {
+            format!("{rel}/{n}")
+        };
+        walk(staging, state, prefix, &child, out);
+    }
+}
+
+/// The repository and tag of a tag folder at `rel` (its parent path, under the prefix).
+fn job_for(prefix: Option<&str>, rel: &str) -> Option<TagJob> {
+    let (parent, tag) = match rel.rsplit_once('/') {
+        Some((p, t)) => (p, t),
+        None => ("", rel),
+    };
+    let repo = match (prefix, parent.is_empty()) {
+        (Some(p), true) => p.to_string(),
+        (Some(p), false) => format!("{p}/{parent}"),
+        (None, _) => parent.to_string(),
+    };
+    if repo.is_empty() || !crate::reference::is_repository(&repo) || !crate::reference::is_tag(tag)
+    {
+        eprintln!("regfs: {rel}: not a tag folder inside a repository; skipped");
+        return None;
+    }
+    Some(TagJob {
+        rel: rel.to_string(),
+        repo,
+        tag: tag.to_string(),
+    })
+}
+
+fn below(map_keys: impl Iterator<Item = String>, rel: &str) -> Vec<(String, String)> {
+    let pre = format!("{rel}/");
+    map_keys
+        .filter_map(|k| {
+            if k == rel {
+                Some((k, String::new()))
+            } else {
+                k.strip_prefix(&pre).map(|r| (k.clone(), r.to_string()))
+            }
+        })
+        .collect()
+}
+
+async fn commit_tag(
+    args: &CommitArgs,
+    backend: &Arc<Backend>,
+    staging: &Staging,
+    state: &State,
+    cache: Option<Arc<Cache>>,
+    settings: &Settings,
+    job: &TagJob,
+) -> anyhow::Result<()> {
+    let real = staging.real(&job.rel);
+    let dir = if real.is_dir() {
+        scan(&real).with_context(|| format!("cannot read {}", real.display()))?
+    } else {
+        StagedDir::default()
+    };
+    let removed: BTreeSet<String> = below(state.removed.iter().cloned(), &job.rel)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    let xattrs: BTreeMap<String, BTreeMap<String, String>> =
+        below(state.xattrs.keys().cloned(), &job.rel)
+            .into_iter()
+            .filter_map(|(k, r)| state.xattrs.get(&k).map(|v| (r, v.clone())))
+            .collect();
+    let base_digest = state.bases.get(&job.rel).cloned();
+    // Directory layers are built here and removed once pushed (or failed).
+    let tmp = staging
+        .root()
+        .join(crate::stage::META_DIR)
+        .join(format!("tmp-{}", std::process::id()));
+    let result = commit_tag_with(
+        args,
+        backend,
+        staging,
+        cache,
+        &job.rel,
+        &job.repo,
+        &job.tag,
+        tmp.clone(),
+        dir,
+        base_digest,
+        removed,
+        xattrs,
+        settings,
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn commit_tag_with(
+    args: &CommitArgs,
+    backend: &Arc<Backend>,
+    staging: &Staging,
+    cache: Option<Arc<Cache>>,
+    rel: &str,
+    repo: &str,
+    tag: &str,
+    tmp: PathBuf,
+    dir: StagedDir,
+    base_digest: Option<Digest>,
+    removed: BTreeSet<String>,
+    xattrs: BTreeMap<String, BTreeMap<String, String>>,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let job = TagJob {
+        rel: rel.to_string(),
+        repo: repo.to_string(),
+        tag: tag.to_string(),
+    };
+    let plan = build_plan(
+        backend.clone(),
+        &job.repo,
+        cache.clone(),
+        tmp,
+        dir,
+        base_digest,
+        removed,
+        xattrs,
+        settings.clone(),
+    )
+    .await?;
+    let reference = format!("{}/{}:{}", backend.host(), job.repo, job.tag);
+    if args.dry_run || args.output.is_some() {
+        return write_output(args, &reference, &plan);
+    }
+    let mut tags = vec![job.tag.clone()];
+    tags.extend(args.tags.iter().cloned());
+    let origins: Vec<String> = match &cache {
+        Some(c) => plan
+            .blobs
+            .iter()
+            .filter_map(|b| c.origin(backend.host(), &b.digest))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        None => Vec::new(),
+    };
+    let digest = push_with_output(backend, &job.repo, &plan, &tags, &origins).await?;
+    staging
+        .discard(&job.rel)
+        .with_context(|| format!("pushed, but cannot clear the staged copy of {}", job.rel))?;
+    println!("Pushed [registry] {reference}");
+    println!("Digest: {digest}");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build_plan(
+    backend: Arc<Backend>,
+    repo: &str,
+    cache: Option<Arc<Cache>>,
+    tmp: PathBuf,
+    dir: StagedDir,
+    base_digest: Option<Digest>,
+    removed: BTreeSet<String>,
+    xattrs: BTreeMap<String, BTreeMap<String, String>>,
+    settings: Settings,
+) -> anyhow::Result<Plan> {
+    let repo = repo.to_string();
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut resolver = IoResolver {
+            backend,
+            repo,
+            cache,
+            tmp,
+            rt,
+        };
+        let base = match base_digest {
+            Some(d) => Some(plan::Resolver::manifest(&mut resolver, &d)?),
+            None => None,
+        };
+        let input = Input {
+            dir: &dir,
+            base,
+            removed,
+            xattrs,
+        };
+        plan::plan(&input, &settings, &mut resolver)
+    })
+    .await
+    .map_err(|e| anyhow!("planning failed: {e}"))?
+    .map_err(|e| anyhow!("{e}"))
+}
+
+fn write_output(args: &CommitArgs, reference: &str, plan: &Plan) -> anyhow::Result<()> {
+    let manifests: Vec<serde_json::Value> = plan
+        .manifests
+        .iter()
+        .filter(|m| !m.existing)
+        .map(|m| {
+            serde_json::json!({
+                "path": m.path,
+                "digest": m.digest.to_string(),
+                "mediaType": m.media_type,
+                "manifest": serde_json::from_slice::<serde_json::Value>(&m.bytes).unwrap_or_default(),
+            })
+        })
+        .collect();
+    let blobs: Vec<serde_json::Value> = plan
+        .blobs
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "name": b.name,
+                "digest": b.digest.to_string(),
+                "size": b.size,
+                "source": match &b.source {
+                    plan::Source::File(p) => format!("file:{}", p.display()),
+                    plan::Source::Bytes(_) => "generated".to_string(),
+                    plan::Source::Registry => "registry".to_string(),
+                },
+            })
+        })
+        .collect();
+    let top = plan.top().ok_or_else(|| anyhow!("nothing to push"))?;
+    let doc = serde_json::json!({
+        "reference": reference,
+        "digest": top.digest.to_string(),
+        "mediaType": top.media_type,
+        "manifests": manifests,
+        "blobs": blobs,
+    });
+    let mut text = serde_json::to_string_pretty(&doc)?;
+    text.push('\n');
+    match args.output.as_deref() {
+        Some(p) if p != Path::new("-") => {
+            std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?;
+        }
+        _ => std::io::stdout().write_all(text.as_bytes())?,
+    }
+    Ok(())
+}
+
+async fn push_with_output(
+    backend: &Backend,
+    repo: &str,
+    plan: &Plan,
+    tags: &[String],
+    origins: &[String],
+) -> anyhow::Result<Digest> {
+    let bars = std::io::stderr().is_terminal();
+    let on = move |e: Event<'_>| match e {
+        Event::Exists(b) => println!("Exists    {}", b.name),
+        Event::Mounted(b, from) => println!("Mounted   {} from {from}", b.name),
+        Event::Uploading(b, sent) => {
+            if bars && b.size > 1 << 20 {
+                let bar = indicatif::ProgressBar::new(b.size);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg:30!} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar.set_message(b.name.clone());
+                let size = b.size;
+                std::thread::spawn(move || loop {
+                    let n = sent.load(Ordering::Relaxed);
+                    bar.set_position(n);
+                    if n >= size || Arc::strong_count(&sent) == 1 {
+                        bar.finish_and_clear();
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                });
+            }
+        }
+        Event::Uploaded(b) => println!("Uploaded  {} ({} bytes)", b.name, b.size),
+        Event::ManifestExists(m) => println!("Exists    {} {}", m.media_type, m.digest),
+        Event::ManifestPushed(m) => println!("Uploaded  {} {}", m.media_type, m.digest),
+        Event::Tagged(t, _) => println!("Tagged    {t}"),
+    };
+    Ok(push(backend, repo, plan, tags, origins, &on).await?)
+}
+
+/// `commit DIR --to REF`: a plain folder laid out like a tag folder.
+async fn commit_plain(args: &CommitArgs, path: &Path, target: &str) -> anyhow::Result<()> {
+    let (source, repo, tag) = parse_target(target)?;
+    let conn = Conn {
+        plain_http: args.plain_http,
+        insecure: args.insecure,
+        ca_file: args.ca_file.clone(),
+        timeout: args.timeout,
+    };
+    let (backend, _) = backend(&source, &conn)?;
+    let backend = Arc::new(backend);
+    if !path.is_dir() {
+        bail!("{} is not a folder", path.display());
+    }
+    let dir = scan(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !dir.files.contains_key(MANIFEST_JSON) && dir.is_empty() {
+        bail!("{} is empty: nothing to commit", path.display());
+    }
+    let settings = settings(args)?;
+    let tmp = std::env::temp_dir().join(format!("regfs-commit-{}", std::process::id()));
+    let plan = build_plan(
+        backend.clone(),
+        &repo,
+        None,
+        tmp.clone(),
+        dir,
+        None,
+        BTreeSet::new(),
+        BTreeMap::new(),
+        settings,
+    )
+    .await;
+    let result = async {
+        let plan = plan?;
+        let reference = format!("{}/{repo}:{tag}", backend.host());
+        if args.dry_run || args.output.is_some() {
+            return write_output(args, &reference, &plan);
+        }
+        let mut tags = vec![tag.clone()];
+        tags.extend(args.tags.iter().cloned());
+        let digest = push_with_output(&backend, &repo, &plan, &tags, &[]).await?;
+        println!("Pushed [registry] {reference}");
+        println!("Digest: {digest}");
+        Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+pub fn discard(args: DiscardArgs) -> anyhow::Result<()> {
+    let (rec, parts) = Record::find(&args.path)?;
+    let staging = Staging::open(&rec.staging_root)?;
+    let rel = parts.join("/");
+    if !staging.has_changes_below(&rel)
+        && !staging
+            .state()
+            .bases
+            .keys()
+            .any(|k| k == &rel || k.starts_with(&format!("{rel}/")))
+    {
+        println!("Nothing staged under {}", args.path.display());
+        return Ok(());
+    }
+    staging.discard(&rel)?;
+    rec.refresh_daemon();
+    println!("Discarded staged changes under {}", args.path.display());
+    Ok(())
+}
