@@ -6,6 +6,14 @@ use regfs::cli::{self, Cli};
 fn main() -> ExitCode {
     let args = cli::normalize_args(std::env::args().collect());
     let cli = Cli::parse_from(args);
+    if !matches!(cli.command, cli::Command::Mount(_)) {
+        // `regfs status | head` should end quietly, as other tools do. (The
+        // mount daemon keeps ignoring SIGPIPE: it must never die of one.)
+        // SAFETY: restoring the default disposition of a signal.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_tracing(cli.verbose);
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -766,3 +766,11 @@ fn proxy_ignore_range_slow_and_stall() {
 // ======================================================================
 // Section 2: regfs tests
 // ======================================================================
+
+// Read path: tree, bytes, metadata, cache, faults, peers (tests/it/read.rs).
+#[path = "it/read.rs"]
+mod read;
+
+// Write path: staging, commit, status, discard, mirroring (tests/it/write.rs).
+#[path = "it/write.rs"]
+mod write;

@@ -114,6 +114,7 @@ impl Cache {
     pub fn open_blob(&self, d: &Digest) -> Option<File> {
         let p = self.blob_file(d);
         let f = File::open(&p).ok()?;
+        // (The size is checked against the descriptor by the caller.)
         // mtime is the LRU clock; failing to set it only makes eviction less fair.
         let _ = f.set_modified(SystemTime::now());
         *self.lock_open().entry(d.clone()).or_insert(0) += 1;
@@ -181,6 +182,49 @@ impl Cache {
             tracing::warn!("cache eviction failed: {e}");
         }
         Ok(dest)
+    }
+
+    /// Moves a verified file (a finished chunked download) into place.
+    pub fn adopt(&self, from: &Path, d: &Digest) -> Result<PathBuf, Error> {
+        let dest = self.blob_file(d);
+        fs::rename(from, &dest).map_err(err(&dest))?;
+        if let Err(e) = self.evict() {
+            tracing::warn!("cache eviction failed: {e}");
+        }
+        Ok(dest)
+    }
+
+    /// Puts a local file whose digest should be `d` into the cache (a blob
+    /// just pushed from the staging area), so reading it back needs no
+    /// download. Linked where it can be, copied where not, and hashed again
+    /// before it is renamed into place: only verified bytes get there.
+    pub fn insert_file(&self, src: &Path, d: &Digest) -> Result<(), Error> {
+        if self.blob(d).is_some() {
+            return Ok(());
+        }
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("insert-{}-{}", d.hex(), std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        if fs::hard_link(src, &tmp).is_err() {
+            fs::copy(src, &tmp).map_err(err(&tmp))?;
+        }
+        let mut v = Verifier::new(d.clone());
+        let mut f = File::open(&tmp).map_err(err(&tmp))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(err(&tmp))?;
+            if n == 0 {
+                break;
+            }
+            v.update(&buf[..n]);
+        }
+        if v.finish().is_err() {
+            let _ = fs::remove_file(&tmp);
+            return Ok(());
+        }
+        self.adopt(&tmp, d).map(|_| ())
     }
 
     /// Drops a download whose bytes did not verify.
@@ -372,9 +416,8 @@ impl Partial {
     }
 
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        use std::io::{Seek, SeekFrom};
-        self.file.seek(SeekFrom::Start(self.len))?;
-        self.file.write_all(bytes)?;
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(bytes, self.len)?;
         self.len += bytes.len() as u64;
         Ok(())
     }
@@ -440,6 +483,21 @@ mod tests {
         let path = c.finish(p, &d).unwrap();
         assert_eq!(fs::read(path).unwrap(), b"hello world");
         assert!(c.blob(&d).is_some());
+    }
+
+    #[test]
+    fn insert_file_only_takes_matching_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(&dir.path().join("c"), 1 << 30).unwrap();
+        let src = dir.path().join("f");
+        fs::write(&src, b"pushed").unwrap();
+        c.insert_file(&src, &Digest::of(b"other")).unwrap();
+        assert!(c.blob(&Digest::of(b"other")).is_none());
+        c.insert_file(&src, &Digest::of(b"pushed")).unwrap();
+        assert_eq!(
+            fs::read(c.blob(&Digest::of(b"pushed")).unwrap()).unwrap(),
+            b"pushed"
+        );
     }
 
     #[test]

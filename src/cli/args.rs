@@ -75,6 +75,15 @@ pub struct MountArgs {
     /// Seconds a tag's resolution (and a listing) is trusted before it is checked again.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub tag_ttl: u64,
+    /// strict: no byte of a blob before all of it matched its digest; lazy:
+    /// large blobs read by Range on demand, the end-of-file read waits for the check.
+    #[arg(long, value_enum, default_value = "strict")]
+    pub verify: crate::fs::Verify,
+    /// With --verify strict, fetch large blobs as 8 concurrent 4 MiB Range
+    /// requests instead of one streaming GET (for high-latency links; on
+    /// loopback one GET is faster).
+    #[arg(long)]
+    pub parallel_ranges: bool,
     /// Let other users see the mount (FUSE allow_other).
     #[arg(long)]
     pub allow_other: bool,
@@ -210,6 +219,7 @@ impl MountArgs {
             match key.as_str() {
                 "plain-http" => self.plain_http = true,
                 "insecure" => self.insecure = true,
+                "parallel-ranges" => self.parallel_ranges = true,
                 "allow-other" => self.allow_other = true,
                 "ro" | "read-only" => self.read_only = true,
                 "foreground" => self.foreground = true,
@@ -220,6 +230,13 @@ impl MountArgs {
                 "cache-size" => self.cache_size = parse_size(&need(value)?)?,
                 "repo" => self.repos.push(need(value)?),
                 "tag-ttl" => self.tag_ttl = num(value)?,
+                "verify" => {
+                    self.verify = match need(value)?.as_str() {
+                        "strict" => crate::fs::Verify::Strict,
+                        "lazy" => crate::fs::Verify::Lazy,
+                        v => return Err(format!("-o verify={v}: expected strict or lazy")),
+                    }
+                }
                 "timeout" => self.timeout = num(value)?,
                 _ => return Err(format!("unknown mount option {opt:?}")),
             }

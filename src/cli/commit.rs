@@ -30,7 +30,11 @@ struct Conn {
     timeout: u64,
 }
 
-fn backend(source: &Source, c: &Conn) -> anyhow::Result<(Backend, Option<String>)> {
+fn backend(
+    source: &Source,
+    c: &Conn,
+    create_layout: bool,
+) -> anyhow::Result<(Backend, Option<String>)> {
     Ok(match source {
         Source::Registry { host, prefix } => {
             let mut cfg = registry::Config::new(host);
@@ -41,7 +45,11 @@ fn backend(source: &Source, c: &Conn) -> anyhow::Result<(Backend, Option<String>
             (Backend::Registry(Client::new(cfg)?), prefix.clone())
         }
         Source::Layout(p) => (
-            Backend::Layout(Layout::open(p)?),
+            Backend::Layout(if create_layout {
+                Layout::create(p)?
+            } else {
+                Layout::open(p)?
+            }),
             Some(registry::LAYOUT_REPOSITORY.to_string()),
         ),
     })
@@ -117,7 +125,7 @@ async fn commit_in_mount(args: &CommitArgs, path: &Path) -> anyhow::Result<()> {
         ca_file: rec.ca_file.clone(),
         timeout: rec.timeout,
     };
-    let (backend, prefix) = backend(&source, &conn)?;
+    let (backend, prefix) = backend(&source, &conn, false)?;
     let backend = Arc::new(backend);
     let staging = Staging::open(&rec.staging_root)?;
     let cache = Cache::open(&rec.cache_dir, u64::MAX).ok().map(Arc::new);
@@ -127,21 +135,18 @@ async fn commit_in_mount(args: &CommitArgs, path: &Path) -> anyhow::Result<()> {
         println!("Nothing staged under {}", path.display());
         return Ok(());
     }
-    let settings = settings(args)?;
+    let refresh = || rec.refresh_daemon();
+    let run = Run {
+        args,
+        backend,
+        cache,
+        settings: settings(args)?,
+        refresh: &refresh,
+    };
     let state = staging.state();
     let mut failed = None;
     for job in jobs {
-        let r = commit_tag(
-            args,
-            &backend,
-            &staging,
-            &state,
-            cache.clone(),
-            &settings,
-            &job,
-        )
-        .await;
-        if let Err(e) = r {
+        if let Err(e) = commit_tag(&run, &staging, &state, &job).await {
             eprintln!("regfs: {}:{}: {e:#}", job.repo, job.tag);
             failed = Some(e);
         }
@@ -256,145 +261,132 @@ fn below(map_keys: impl Iterator<Item = String>, rel: &str) -> Vec<(String, Stri
         .collect()
 }
 
-async fn commit_tag(
-    args: &CommitArgs,
-    backend: &Arc<Backend>,
-    staging: &Staging,
-    state: &State,
+/// What one commit run shares between its tags.
+struct Run<'a> {
+    args: &'a CommitArgs,
+    backend: Arc<Backend>,
     cache: Option<Arc<Cache>>,
-    settings: &Settings,
-    job: &TagJob,
-) -> anyhow::Result<()> {
-    let real = staging.real(&job.rel);
-    let dir = if real.is_dir() {
-        scan(&real).with_context(|| format!("cannot read {}", real.display()))?
-    } else {
-        StagedDir::default()
-    };
-    let removed: BTreeSet<String> = below(state.removed.iter().cloned(), &job.rel)
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
-    let xattrs: BTreeMap<String, BTreeMap<String, String>> =
-        below(state.xattrs.keys().cloned(), &job.rel)
-            .into_iter()
-            .filter_map(|(k, r)| state.xattrs.get(&k).map(|v| (r, v.clone())))
-            .collect();
-    let base_digest = state.bases.get(&job.rel).cloned();
-    // Directory layers are built here and removed once pushed (or failed).
-    let tmp = staging
-        .root()
-        .join(crate::stage::META_DIR)
-        .join(format!("tmp-{}", std::process::id()));
-    let result = commit_tag_with(
-        args,
-        backend,
-        staging,
-        cache,
-        &job.rel,
-        &job.repo,
-        &job.tag,
-        tmp.clone(),
-        dir,
-        base_digest,
-        removed,
-        xattrs,
-        settings,
-    )
-    .await;
-    let _ = std::fs::remove_dir_all(&tmp);
-    result
+    settings: Settings,
+    /// Tells the mount daemon to show the registry's new state.
+    refresh: &'a (dyn Fn() + Sync),
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn commit_tag_with(
-    args: &CommitArgs,
-    backend: &Arc<Backend>,
-    staging: &Staging,
-    cache: Option<Arc<Cache>>,
-    rel: &str,
-    repo: &str,
-    tag: &str,
-    tmp: PathBuf,
+/// A tag's staged change, read off the staging area.
+struct Change {
     dir: StagedDir,
-    base_digest: Option<Digest>,
+    base: Option<Digest>,
     removed: BTreeSet<String>,
     xattrs: BTreeMap<String, BTreeMap<String, String>>,
-    settings: &Settings,
+}
+
+impl Change {
+    fn read(staging: &Staging, state: &State, rel: &str) -> anyhow::Result<Change> {
+        let real = staging.real(rel);
+        let dir = if real.is_dir() {
+            scan(&real).with_context(|| format!("cannot read {}", real.display()))?
+        } else {
+            StagedDir::default()
+        };
+        Ok(Change {
+            dir,
+            base: state.bases.get(rel).cloned(),
+            removed: below(state.removed.iter().cloned(), rel)
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect(),
+            xattrs: below(state.xattrs.keys().cloned(), rel)
+                .into_iter()
+                .filter_map(|(k, r)| state.xattrs.get(&k).map(|v| (r, v.clone())))
+                .collect(),
+        })
+    }
+}
+
+/// Removes a folder when dropped (directory layers built for one commit).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn commit_tag(
+    run: &Run<'_>,
+    staging: &Staging,
+    state: &State,
+    job: &TagJob,
 ) -> anyhow::Result<()> {
-    let job = TagJob {
-        rel: rel.to_string(),
-        repo: repo.to_string(),
-        tag: tag.to_string(),
-    };
-    let plan = build_plan(
-        backend.clone(),
-        &job.repo,
-        cache.clone(),
-        tmp,
-        dir,
-        base_digest,
-        removed,
-        xattrs,
-        settings.clone(),
-    )
-    .await?;
-    let reference = format!("{}/{}:{}", backend.host(), job.repo, job.tag);
-    if args.dry_run || args.output.is_some() {
-        return write_output(args, &reference, &plan);
+    let change = Change::read(staging, state, &job.rel)?;
+    let tmp = TempDir(
+        staging
+            .root()
+            .join(crate::stage::META_DIR)
+            .join(format!("tmp-{}", std::process::id())),
+    );
+    let plan = build_plan(run, &job.repo, tmp.0.clone(), change).await?;
+    let reference = format!("{}/{}:{}", run.backend.host(), job.repo, job.tag);
+    if run.args.dry_run || run.args.output.is_some() {
+        return write_output(run.args, &reference, &plan);
     }
     let mut tags = vec![job.tag.clone()];
-    tags.extend(args.tags.iter().cloned());
-    let origins: Vec<String> = match &cache {
+    tags.extend(run.args.tags.iter().cloned());
+    let origins: Vec<String> = match &run.cache {
         Some(c) => plan
             .blobs
             .iter()
-            .filter_map(|b| c.origin(backend.host(), &b.digest))
+            .filter_map(|b| c.origin(run.backend.host(), &b.digest))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect(),
         None => Vec::new(),
     };
-    let digest = push_with_output(backend, &job.repo, &plan, &tags, &origins).await?;
+    let digest = push_with_output(&run.backend, &job.repo, &plan, &tags, &origins).await?;
+    // What was just pushed from here reads back without a download.
+    if let Some(c) = &run.cache {
+        for b in &plan.blobs {
+            if let plan::Source::File(p) = &b.source {
+                if let Err(e) = c.insert_file(p, &b.digest) {
+                    tracing::debug!("{e}");
+                }
+            }
+        }
+    }
+    // The daemon learns the new tag before the staged copy goes, so no
+    // moment shows neither.
+    (run.refresh)();
     staging
         .discard(&job.rel)
         .with_context(|| format!("pushed, but cannot clear the staged copy of {}", job.rel))?;
-    println!("Pushed [registry] {reference}");
+    println!("Pushed {}", run.backend.describe(&job.repo, &job.tag));
     println!("Digest: {digest}");
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn build_plan(
-    backend: Arc<Backend>,
+    run: &Run<'_>,
     repo: &str,
-    cache: Option<Arc<Cache>>,
     tmp: PathBuf,
-    dir: StagedDir,
-    base_digest: Option<Digest>,
-    removed: BTreeSet<String>,
-    xattrs: BTreeMap<String, BTreeMap<String, String>>,
-    settings: Settings,
+    change: Change,
 ) -> anyhow::Result<Plan> {
-    let repo = repo.to_string();
-    let rt = tokio::runtime::Handle::current();
+    let mut resolver = IoResolver {
+        backend: run.backend.clone(),
+        repo: repo.to_string(),
+        cache: run.cache.clone(),
+        tmp,
+        rt: tokio::runtime::Handle::current(),
+    };
+    let settings = run.settings.clone();
     tokio::task::spawn_blocking(move || {
-        let mut resolver = IoResolver {
-            backend,
-            repo,
-            cache,
-            tmp,
-            rt,
-        };
-        let base = match base_digest {
-            Some(d) => Some(plan::Resolver::manifest(&mut resolver, &d)?),
+        let base = match &change.base {
+            Some(d) => Some(plan::Resolver::manifest(&mut resolver, d)?),
             None => None,
         };
         let input = Input {
-            dir: &dir,
+            dir: &change.dir,
             base,
-            removed,
-            xattrs,
+            removed: change.removed,
+            xattrs: change.xattrs,
         };
         plan::plan(&input, &settings, &mut resolver)
     })
@@ -502,7 +494,7 @@ async fn commit_plain(args: &CommitArgs, path: &Path, target: &str) -> anyhow::R
         ca_file: args.ca_file.clone(),
         timeout: args.timeout,
     };
-    let (backend, _) = backend(&source, &conn)?;
+    let (backend, _) = backend(&source, &conn, true)?;
     let backend = Arc::new(backend);
     if !path.is_dir() {
         bail!("{} is not a folder", path.display());
@@ -511,36 +503,31 @@ async fn commit_plain(args: &CommitArgs, path: &Path, target: &str) -> anyhow::R
     if !dir.files.contains_key(MANIFEST_JSON) && dir.is_empty() {
         bail!("{} is empty: nothing to commit", path.display());
     }
-    let settings = settings(args)?;
-    let tmp = std::env::temp_dir().join(format!("regfs-commit-{}", std::process::id()));
-    let plan = build_plan(
-        backend.clone(),
-        &repo,
-        None,
-        tmp.clone(),
+    let run = Run {
+        args,
+        backend,
+        cache: None,
+        settings: settings(args)?,
+        refresh: &|| {},
+    };
+    let tmp = TempDir(std::env::temp_dir().join(format!("regfs-commit-{}", std::process::id())));
+    let change = Change {
         dir,
-        None,
-        BTreeSet::new(),
-        BTreeMap::new(),
-        settings,
-    )
-    .await;
-    let result = async {
-        let plan = plan?;
-        let reference = format!("{}/{repo}:{tag}", backend.host());
-        if args.dry_run || args.output.is_some() {
-            return write_output(args, &reference, &plan);
-        }
-        let mut tags = vec![tag.clone()];
-        tags.extend(args.tags.iter().cloned());
-        let digest = push_with_output(&backend, &repo, &plan, &tags, &[]).await?;
-        println!("Pushed [registry] {reference}");
-        println!("Digest: {digest}");
-        Ok(())
+        base: None,
+        removed: BTreeSet::new(),
+        xattrs: BTreeMap::new(),
+    };
+    let plan = build_plan(&run, &repo, tmp.0.clone(), change).await?;
+    let reference = format!("{}/{repo}:{tag}", run.backend.host());
+    if args.dry_run || args.output.is_some() {
+        return write_output(args, &reference, &plan);
     }
-    .await;
-    let _ = std::fs::remove_dir_all(&tmp);
-    result
+    let mut tags = vec![tag.clone()];
+    tags.extend(args.tags.iter().cloned());
+    let digest = push_with_output(&run.backend, &repo, &plan, &tags, &[]).await?;
+    println!("Pushed {}", run.backend.describe(&repo, &tag));
+    println!("Digest: {digest}");
+    Ok(())
 }
 
 pub fn discard(args: DiscardArgs) -> anyhow::Result<()> {

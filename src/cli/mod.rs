@@ -47,9 +47,16 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// Puts `mount` in front of `SOURCE MOUNTPOINT ...` when no subcommand is named.
+/// Only words that look like a source count (`host:port`, `a.b`, `oci:..`,
+/// `host/prefix`, `localhost`), so a mistyped subcommand is an error, not a mount.
 pub fn normalize_args(mut args: Vec<String>) -> Vec<String> {
     if let Some(first) = args.get(1) {
-        if !first.starts_with('-') && !SUBCOMMANDS.contains(&first.as_str()) && args.len() >= 3 {
+        let looks_like_source = first.contains([':', '.', '/']) || first == "localhost";
+        if looks_like_source
+            && !first.starts_with('-')
+            && !SUBCOMMANDS.contains(&first.as_str())
+            && args.len() >= 3
+        {
             args.insert(1, "mount".to_string());
         }
     }

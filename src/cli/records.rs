@@ -56,6 +56,11 @@ fn record_file(mountpoint: &Path) -> PathBuf {
         .join(format!("{}.json", &d.hex()[..16]))
 }
 
+/// Where a daemon acknowledges a refresh (a counter).
+pub fn ack_file(record: &Path) -> PathBuf {
+    record.with_extension("refreshed")
+}
+
 impl Record {
     pub fn write(&self) -> anyhow::Result<PathBuf> {
         let path = record_file(&self.mountpoint);
@@ -120,12 +125,22 @@ impl Record {
         }
     }
 
-    /// Asks the daemon to forget what it remembers of tags and staged state.
+    /// Asks the daemon to forget what it remembers of tags and staged
+    /// state, and waits (a little) until it says it has.
     pub fn refresh_daemon(&self) {
+        let ack = ack_file(&record_file(&self.mountpoint));
+        let before = std::fs::read_to_string(&ack).ok();
         // SAFETY: kill with a signal number has no memory effects; a stale
         // PID at worst gets a signal it ignores (checked alive above).
         unsafe {
             libc::kill(self.pid as libc::pid_t, libc::SIGUSR1);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if std::fs::read_to_string(&ack).ok() != before {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 }

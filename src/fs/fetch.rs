@@ -130,12 +130,22 @@ async fn download(
         (partial, verifier) = (p, v);
     }
     let mut sink = Some(Sink { partial, verifier });
+    // Resume as long as each attempt makes progress; a registry that sends
+    // nothing at all gets one more try (the request itself was already
+    // retried), so a dead registry fails fast.
     let mut attempt = 0;
+    let mut stalled = 0;
     loop {
+        let before = sink.as_ref().map_or(0, |s| s.partial.len);
         match pump(&registry, &repo, &desc, &mut sink).await {
             Ok(()) => break,
-            Err(e) if attempt < RESUMES && is_transient(&e) && sink.is_some() => {
+            Err(e) if attempt < RESUMES && stalled < 1 && is_transient(&e) && sink.is_some() => {
                 tracing::warn!(digest = %d, "transfer broke ({e}); resuming");
+                if sink.as_ref().map_or(0, |s| s.partial.len) == before {
+                    stalled += 1;
+                } else {
+                    stalled = 0;
+                }
                 tokio::time::sleep(backoff(attempt)).await;
                 attempt += 1;
             }
@@ -216,8 +226,29 @@ async fn pump(
             s.verifier = Verifier::new(desc.digest.clone());
         }
     }
+    // The network is read here while a blocking thread writes and hashes
+    // the previous batches: receiving and hashing overlap.
+    let Some(mut sink) = slot.take() else {
+        return Err(lost());
+    };
+    // Batches travel as the received pieces themselves: no copy on the way.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(4);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut r = Ok(());
+        'batches: while let Some(batch) = rx.blocking_recv() {
+            for piece in batch {
+                if let Err(e) = sink.partial.append(&piece) {
+                    r = Err(e);
+                    break 'batches;
+                }
+                sink.verifier.update(&piece);
+            }
+        }
+        (sink, r)
+    });
     let mut received = stream.start;
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+    let mut batch: Vec<bytes::Bytes> = Vec::new();
+    let mut batched = 0usize;
     let result = loop {
         match stream.chunk().await {
             Ok(Some(c)) => {
@@ -231,10 +262,13 @@ async fn pump(
                         ),
                     });
                 }
-                buf.extend_from_slice(&c);
-                if buf.len() >= WRITE_BATCH {
-                    write(slot, std::mem::take(&mut buf)).await?;
-                    buf.reserve(WRITE_BATCH);
+                batched += c.len();
+                batch.push(c);
+                if batched >= WRITE_BATCH {
+                    batched = 0;
+                    if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                        break Err(lost());
+                    }
                 }
             }
             Ok(None) if received < desc.size => {
@@ -247,29 +281,23 @@ async fn pump(
             Err(e) => break Err(e.into()),
         }
     };
-    if !buf.is_empty() && !matches!(result, Err(Error::Blob { .. })) {
-        write(slot, buf).await?;
+    if !batch.is_empty() && !matches!(result, Err(Error::Blob { .. })) {
+        let _ = tx.send(batch).await;
     }
+    drop(tx);
+    let (sink, written) = writer.await.map_err(|e| Error::Io {
+        what: "download writer".into(),
+        source: std::io::Error::other(e),
+    })?;
+    let written = written.map_err(|e| io(&sink.partial, e));
+    *slot = Some(sink);
+    written?;
     result
 }
 
-/// Appends and hashes a batch on a blocking thread.
-async fn write(slot: &mut Option<Sink>, buf: Vec<u8>) -> Result<(), Error> {
-    let Some(mut sink) = slot.take() else {
-        return Err(Error::Io {
-            what: "download".into(),
-            source: std::io::Error::other("download state lost"),
-        });
-    };
-    let (sink, r) = blocking(move || {
-        let r = sink.partial.append(&buf);
-        if r.is_ok() {
-            sink.verifier.update(&buf);
-        }
-        (sink, r)
-    })
-    .await?;
-    let r = r.map_err(|e| io(&sink.partial, e));
-    *slot = Some(sink);
-    r
+fn lost() -> Error {
+    Error::Io {
+        what: "download".into(),
+        source: std::io::Error::other("download state lost"),
+    }
 }

@@ -5,6 +5,7 @@
 //! Locks here are std mutexes held only for map updates, never across an
 //! `.await`.
 
+mod chunks;
 mod error;
 mod fetch;
 mod unpack;
@@ -44,8 +45,21 @@ pub struct Options {
     pub repos: Vec<String>,
     pub tag_ttl: Duration,
     pub read_only: bool,
+    pub verify: Verify,
+    /// Strict mode: large blobs by concurrent Range requests, not one GET.
+    pub parallel_ranges: bool,
     pub uid: u32,
     pub gid: u32,
+}
+
+/// When blob bytes may be served (SPEC section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Verify {
+    /// No byte before the whole blob arrived and matched its digest.
+    #[default]
+    Strict,
+    /// Large blobs by Range on demand; the read reaching the end waits for the check.
+    Lazy,
 }
 
 /// Kind of a node, for the kernel.
@@ -122,9 +136,15 @@ pub struct Fs {
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     inflight: Inflight,
+    chunked: Mutex<HashMap<Digest, Arc<chunks::Chunked>>>,
+    /// Bumped by `refresh`: what was fetched before it is not cached after it.
+    generation: AtomicU64,
     mount_time: i64,
     staging: Arc<Staging>,
 }
+
+/// Chunks read ahead of a sequential lazy reader.
+const LAZY_READ_AHEAD: usize = 4;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Our critical sections only insert or read map entries; a panic inside
@@ -160,6 +180,8 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             inflight: Inflight::default(),
+            chunked: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
             mount_time: now_secs(),
             staging,
             opts,
@@ -258,12 +280,18 @@ impl Fs {
                 lock(&self.known_repos).insert(repo.to_string());
                 t
             }
-            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) if e.is_not_found() => {
+                // Only a path prefix of other repositories: remember that too,
+                // so the folder lists offline.
+                let _ = self.cache.put_listing(self.host(), Some(repo), &[]);
+                Vec::new()
+            }
             Err(e) if e.is_unreachable() => match self.cache.listing(self.host(), Some(repo)) {
                 Some(t) => {
                     tracing::warn!("{e}; using the last known tags of {repo}");
                     t
                 }
+                None if self.is_known_prefix(repo) => Vec::new(),
                 None => return Err(e.into()),
             },
             Err(e) => return Err(e.into()),
@@ -285,6 +313,16 @@ impl Fs {
         Ok(names)
     }
 
+    /// Whether the last known catalog has repositories below `repo` but not
+    /// `repo` itself (a folder of repositories, with no tags of its own).
+    fn is_known_prefix(&self, repo: &str) -> bool {
+        let pre = format!("{repo}/");
+        let known = lock(&self.known_repos).clone();
+        let catalog = self.cache.listing(self.host(), None).unwrap_or_default();
+        let all: Vec<&String> = catalog.iter().chain(known.iter()).collect();
+        all.iter().any(|n| n.starts_with(&pre)) && !all.iter().any(|n| n.as_str() == repo)
+    }
+
     // ---- manifests --------------------------------------------------------
 
     /// What a tag points at, trusting a resolution for `--tag-ttl`, and the
@@ -300,10 +338,21 @@ impl Fs {
                 return Ok(d.clone());
             }
         }
+        // A refresh while we ask (a commit just moved the tag) makes our
+        // answer too old to remember.
+        let generation = self.generation.load(Ordering::SeqCst);
+        let known = lock(&self.tags)
+            .get(&key)
+            .map(|(d, _)| d.clone())
+            .or_else(|| self.cache.tag_ref(self.host(), repo, tag).map(|r| r.digest));
         let fetched = async {
-            if let Some(d) = self.registry.head_manifest(repo, tag).await? {
-                if self.cache.manifest(&d).is_some() {
-                    return Ok::<_, registry::Error>(d);
+            // Where we have a manifest this tag pointed at, a HEAD says
+            // whether it still does; otherwise one GET gives both answers.
+            if known.is_some_and(|d| self.cache.manifest(&d).is_some()) {
+                if let Some(d) = self.registry.head_manifest(repo, tag).await? {
+                    if self.cache.manifest(&d).is_some() {
+                        return Ok::<_, registry::Error>(d);
+                    }
                 }
             }
             let m = self.registry.manifest(repo, tag).await?;
@@ -337,7 +386,9 @@ impl Fs {
             }
             Err(e) => return Err(e.into()),
         };
-        lock(&self.tags).insert(key, (digest.clone(), Instant::now()));
+        if self.generation.load(Ordering::SeqCst) == generation {
+            lock(&self.tags).insert(key, (digest.clone(), Instant::now()));
+        }
         Ok(digest)
     }
 
@@ -838,7 +889,12 @@ impl Fs {
         write: bool,
         truncate: bool,
     ) -> Result<(u64, Option<Arc<std::fs::File>>), Error> {
-        let node = self.node(ino)?;
+        let mut node = self.node(ino)?;
+        if matches!(&*node, Node::Staged { .. }) && self.staged_attr(ino).is_err() {
+            // Committed or discarded since the kernel looked it up.
+            self.relookup(ino).await?;
+            node = self.node(ino)?;
+        }
         if write || matches!(&*node, Node::Staged { .. }) {
             let f = self.open_staged(ino, &node, write, truncate).await?;
             let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -850,7 +906,24 @@ impl Fs {
                 Handle::Bytes(self.manifest_bytes(repo, digest).await?.0)
             }
             Node::Blob { repo, desc, .. } => {
-                let file = self.cache.open_blob(&desc.digest).map(Arc::new);
+                // Strict reads wait for the whole verified blob anyway: fetch
+                // it at open, so every read goes to the verified file (and
+                // the kernel can pass reads through to it). Lazy large blobs
+                // are fetched by the reads themselves.
+                let lazy = self.opts.verify == Verify::Lazy
+                    && self.registry.is_remote()
+                    && desc.size >= chunks::RANGE_THRESHOLD;
+                if !lazy && self.cache.blob(&desc.digest).is_none() {
+                    if self.opts.parallel_ranges
+                        && self.registry.is_remote()
+                        && desc.size >= chunks::RANGE_THRESHOLD
+                    {
+                        self.finish_chunked(repo, desc).await?;
+                    } else {
+                        self.fetch_blob(repo, desc).await?;
+                    }
+                }
+                let file = self.open_verified(desc)?.map(Arc::new);
                 Handle::Blob {
                     repo: repo.clone(),
                     desc: desc.clone(),
@@ -902,14 +975,21 @@ impl Fs {
             }
             Src::File(f) => f,
             Src::Fetch(repo, desc) => {
-                self.fetch_blob(&repo, &desc).await?;
-                let f = self
-                    .cache
-                    .open_blob(&desc.digest)
-                    .ok_or_else(|| Error::Blob {
-                        digest: desc.digest.clone(),
-                        reason: "evicted from the cache right after download; retry".into(),
-                    })?;
+                let ranged = self.registry.is_remote() && desc.size >= chunks::RANGE_THRESHOLD;
+                let lazy = ranged && self.opts.verify == Verify::Lazy;
+                let at_end = offset.saturating_add(size as u64) >= desc.size;
+                if lazy && !at_end {
+                    return self.read_lazy(&repo, &desc, offset, size).await;
+                }
+                if lazy || (ranged && self.opts.parallel_ranges) {
+                    self.finish_chunked(&repo, &desc).await?;
+                } else {
+                    self.fetch_blob(&repo, &desc).await?;
+                }
+                let f = self.open_verified(&desc)?.ok_or_else(|| Error::Blob {
+                    digest: desc.digest.clone(),
+                    reason: "evicted from the cache right after download; retry".into(),
+                })?;
                 let f = Arc::new(f);
                 if let Some(Handle::Blob { file, .. }) = lock(&self.handles).get_mut(&fh) {
                     if file.is_none() {
@@ -956,6 +1036,68 @@ impl Fs {
         {
             self.cache.release(&desc.digest);
         }
+    }
+
+    /// The cached blob of `desc`, if any, checked against the size the
+    /// descriptor claims (the digest matched, but a descriptor can lie).
+    fn open_verified(&self, desc: &Desc) -> Result<Option<std::fs::File>, Error> {
+        let Some(f) = self.cache.open_blob(&desc.digest) else {
+            return Ok(None);
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len != desc.size {
+            self.cache.release(&desc.digest);
+            return Err(Error::Blob {
+                digest: desc.digest.clone(),
+                reason: format!(
+                    "the descriptor says {} bytes but the blob has {len}",
+                    desc.size
+                ),
+            });
+        }
+        Ok(Some(f))
+    }
+
+    fn chunked(&self, repo: &str, desc: &Desc) -> Result<Arc<chunks::Chunked>, Error> {
+        let mut map = lock(&self.chunked);
+        if let Some(c) = map.get(&desc.digest) {
+            return Ok(c.clone());
+        }
+        let c = chunks::Chunked::open(self.registry.clone(), self.cache.clone(), repo, desc)?;
+        map.insert(desc.digest.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// A large blob by Range: every chunk fetched (several at a time) and
+    /// the whole blob checked before it is served.
+    async fn finish_chunked(&self, repo: &str, desc: &Desc) -> Result<PathBuf, Error> {
+        if let Some(p) = self.cache.blob(&desc.digest) {
+            return Ok(p);
+        }
+        let c = self.chunked(repo, desc)?;
+        let r = c.finish().await;
+        lock(&self.chunked).remove(&desc.digest);
+        r
+    }
+
+    /// `--verify lazy`: the chunks this read needs (and read-ahead for a
+    /// sequential reader), served before the whole blob is checked.
+    async fn read_lazy(
+        &self,
+        repo: &str,
+        desc: &Desc,
+        offset: u64,
+        size: u32,
+    ) -> Result<Bytes, Error> {
+        let c = self.chunked(repo, desc)?;
+        let need = c.chunks_for(offset, size as u64);
+        let ahead_end = (need.end + LAZY_READ_AHEAD).min(c.chunks_for(0, c.size()).end);
+        if need.start > 0 {
+            // Not the first chunk: a sequential reader, most likely.
+            c.prefetch(need.end..ahead_end);
+        }
+        c.ensure(need).await?;
+        c.read_at(offset, size).await
     }
 
     /// Downloads and verifies a blob into the cache (one download however

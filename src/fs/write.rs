@@ -64,10 +64,15 @@ impl Fs {
     /// A folder's listing: the registry's entries not removed, with staged
     /// entries laid over them (a staged file replaces; folders merge).
     pub(super) async fn children(&self, ino: Ino) -> Result<Children, Error> {
-        if self.is_staged(ino) && self.staged_attr(ino).is_err() {
-            // The staged folder went away (committed, discarded): the name
-            // may now be a registry entry.
-            self.relookup(ino).await?;
+        if self.is_staged(ino) {
+            // A staged folder may have become a registry entry (committed:
+            // a new repository or tag), or gone (discarded): look its name
+            // up again so the node says what it is now.
+            match self.relookup(ino).await {
+                Ok(_) => {}
+                Err(e) if self.staged_attr(ino).is_err() => return Err(e),
+                Err(_) => {}
+            }
         }
         let mut out = self.registry_children(ino).await?;
         if self.opts.read_only {
@@ -108,12 +113,26 @@ impl Fs {
         if parent == ino {
             return Err(Error::NotFound);
         }
-        let children = self.children_boxed(parent).await?;
+        let mut children;
+        loop {
+            let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+            children = self.children_boxed(parent).await?;
+            // Listed across a refresh: the listing may predate the commit.
+            if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+                break;
+            }
+        }
         match children.into_iter().find(|(n, _, _)| *n == name) {
             Some((_, i, node)) if i == ino && !matches!(&*node, Node::Staged { .. }) => {
                 Box::pin(self.attr_of(i, &node)).await
             }
             Some((_, i, _)) if i == ino => self.staged_attr(ino),
+            Some((_, i, node)) if !matches!(&*node, Node::Staged { .. }) => {
+                // The kernel still holds `ino` for this name (a staged file
+                // that was just committed): let `ino` stand for the entry.
+                lock(&self.inodes).merge_into(i, ino);
+                Box::pin(self.attr_of(ino, &node)).await
+            }
             _ => Err(Error::NotFound),
         }
     }
@@ -537,6 +556,19 @@ impl Fs {
 
     pub async fn setxattr(&self, ino: Ino, name: &str, value: &[u8]) -> Result<(), Error> {
         self.writable()?;
+        // `cp -a` and `mv` copy every user.* attribute. The ones regfs
+        // derives (digest, media type, platform) and the title (a file's
+        // title is its name) are accepted and ignored, so a copy neither
+        // fails nor carries the old name along.
+        const DERIVED: [&str; 3] = ["user.oci.digest", "user.oci.mediaType", "user.oci.platform"];
+        let title = format!(
+            "{}{}",
+            stage::plan::ANNOTATION_XATTR,
+            crate::tree::view::TITLE_ANNOTATION
+        );
+        if DERIVED.contains(&name) || name == title {
+            return Ok(());
+        }
         if name != stage::plan::ARTIFACT_TYPE_XATTR
             && !name.starts_with(stage::plan::ANNOTATION_XATTR)
         {
@@ -590,12 +622,20 @@ impl Fs {
     /// Drops what this process remembers of tags and listings, and re-reads
     /// the staging state (after a commit or discard by another process).
     pub fn refresh(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         lock(&self.tags).clear();
         lock(&self.tag_lists).clear();
         *lock(&self.catalog) = None;
         if let Err(e) = self.staging.reload() {
             tracing::warn!("{e}");
         }
+    }
+
+    /// Whether the kernel may keep its cached pages of `ino` across opens:
+    /// its bytes never changed under it.
+    pub fn keeps_cache(&self, ino: Ino) -> bool {
+        !lock(&self.inodes).changed(ino)
     }
 
     pub fn is_staged(&self, ino: Ino) -> bool {

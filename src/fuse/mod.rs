@@ -31,11 +31,98 @@ pub struct FuseFs {
     fs: Arc<Fs>,
     rt: tokio::runtime::Handle,
     settings: Settings,
+    passthrough: Arc<Passthrough>,
+}
+
+/// A backing id, the (dev, ino) of the file behind it, and its handle count.
+type Backing = (fuser::BackingId, (u64, u64), usize);
+
+/// Kernel passthrough of reads to verified cache files (kernel >= 6.9, root).
+/// The kernel wants one backing id per inode for all its open handles.
+#[derive(Default)]
+struct Passthrough {
+    enabled: std::sync::atomic::AtomicBool,
+    /// Per inode: the backing id, the (dev, ino) of the file behind it, and
+    /// how many handles use it.
+    backing: std::sync::Mutex<std::collections::HashMap<u64, Backing>>,
+    handles: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+}
+
+impl Passthrough {
+    fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replies to an open with passthrough when it can, plainly otherwise.
+    fn reply_open(
+        &self,
+        reply: ReplyOpen,
+        ino: u64,
+        fh: u64,
+        file: Option<Arc<std::fs::File>>,
+        flags: FopenFlags,
+    ) {
+        use std::sync::atomic::Ordering;
+        let Some(file) = file.filter(|_| self.enabled.load(Ordering::Relaxed)) else {
+            return reply.opened(FileHandle(fh), flags);
+        };
+        // Passthrough reads come from the backing file's own page cache; the
+        // kernel fails them when KEEP_CACHE is asked for as well.
+        let flags = flags - FopenFlags::FOPEN_KEEP_CACHE;
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = file.metadata() else {
+            return reply.opened(FileHandle(fh), flags);
+        };
+        let identity = (meta.dev(), meta.ino());
+        let mut backing = Self::lock(&self.backing);
+        match backing.get_mut(&ino) {
+            Some((id, same, n)) if *same == identity => {
+                *n += 1;
+                Self::lock(&self.handles).insert(fh, ino);
+                return reply.opened_passthrough(FileHandle(fh), flags, id);
+            }
+            // The inode now stands for other bytes (a staged file that was
+            // committed) while a handle on the old ones is open: the kernel
+            // wants one backing file per inode, so serve this one ourselves.
+            Some(_) => return reply.opened(FileHandle(fh), flags),
+            None => {}
+        }
+        match reply.open_backing(&*file) {
+            Ok(id) => {
+                reply.opened_passthrough(FileHandle(fh), flags, &id);
+                backing.insert(ino, (id, identity, 1));
+                Self::lock(&self.handles).insert(fh, ino);
+            }
+            Err(e) => {
+                tracing::info!("passthrough unavailable ({e}); serving reads ourselves");
+                self.enabled.store(false, Ordering::Relaxed);
+                reply.opened(FileHandle(fh), flags);
+            }
+        }
+    }
+
+    fn release(&self, fh: u64) {
+        let Some(ino) = Self::lock(&self.handles).remove(&fh) else {
+            return;
+        };
+        let mut backing = Self::lock(&self.backing);
+        if let Some((_, _, n)) = backing.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                backing.remove(&ino);
+            }
+        }
+    }
 }
 
 impl FuseFs {
     pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle, settings: Settings) -> FuseFs {
-        FuseFs { fs, rt, settings }
+        FuseFs {
+            fs,
+            rt,
+            settings,
+            passthrough: Arc::new(Passthrough::default()),
+        }
     }
 
     /// Runs `fut` on the runtime with `limit`, then hands the result (or the
@@ -59,6 +146,30 @@ impl FuseFs {
                 }
                 Errno::from_i32(e.errno())
             }));
+        });
+    }
+
+    /// `spawn` for operations that answer with nothing but success.
+    fn spawn_empty<F>(&self, op: &'static str, fut: F, reply: ReplyEmpty)
+    where
+        F: Future<Output = Result<(), fs::Error>> + Send + 'static,
+    {
+        self.spawn(op, self.settings.op_timeout, fut, move |r| match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        });
+    }
+
+    /// `spawn` for operations that answer with a directory entry.
+    fn spawn_entry<F>(&self, op: &'static str, fut: F, reply: ReplyEntry)
+    where
+        F: Future<Output = Result<Attr, fs::Error>> + Send + 'static,
+    {
+        let ttl = self.settings.ttl;
+        let this = self.attr_maker();
+        self.spawn(op, self.settings.op_timeout, fut, move |r| match r {
+            Ok(a) => reply.entry(&ttl, &this(&a), Generation(0)),
+            Err(e) => reply.error(e),
         });
     }
 
@@ -115,6 +226,14 @@ impl Filesystem for FuseFs {
             .or_else(|max| config.set_max_readahead(max));
         let _ = config.set_max_background(64);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Reads of verified cache files can bypass us entirely.
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok()
+        {
+            self.passthrough
+                .enabled
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -123,16 +242,10 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
-        let ttl = self.settings.ttl;
-        let this = self.attr_maker();
-        self.spawn(
+        self.spawn_entry(
             "lookup",
-            self.settings.op_timeout,
             async move { fs.lookup(parent.0, &name).await },
-            move |r| match r {
-                Ok(a) => reply.entry(&ttl, &this(&a), Generation(0)),
-                Err(e) => reply.error(e),
-            },
+            reply,
         );
     }
 
@@ -194,21 +307,28 @@ impl Filesystem for FuseFs {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         let fs = self.fs.clone();
+        let pt = self.passthrough.clone();
         self.spawn(
             "open",
-            self.settings.op_timeout,
+            self.read_limit(),
             async move {
-                let node_is_staged = fs.is_staged(ino.0);
-                fs.open(ino.0, write, truncate)
-                    .await
-                    .map(|r| (r, write || node_is_staged))
+                let opened = fs.open(ino.0, write, truncate).await?;
+                let volatile = write || fs.is_staged(ino.0);
+                Ok((opened, volatile, fs.keeps_cache(ino.0)))
             },
             move |r| match r {
                 // Staged files change: let the kernel drop its cache on open.
-                Ok(((fh, _), true)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                // Blob bytes never change under a name: keep the page cache across opens.
-                Ok(((fh, _ready), false)) => {
-                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+                Ok(((fh, _), true, _)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                // Blob bytes never change under a name: keep the page cache
+                // across opens (unless this inode stood for other bytes
+                // before), and pass reads of verified files through.
+                Ok(((fh, ready), false, keep)) => {
+                    let flags = if keep {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    pt.reply_open(reply, ino.0, fh, ready, flags)
                 }
                 Err(e) => reply.error(e),
             },
@@ -249,6 +369,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
+        self.passthrough.release(fh.0);
         reply.ok();
     }
 
@@ -360,16 +481,10 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::EINVAL);
         };
         let fs = self.fs.clone();
-        let ttl = self.settings.ttl;
-        let this = self.attr_maker();
-        self.spawn(
+        self.spawn_entry(
             "mkdir",
-            self.settings.op_timeout,
             async move { fs.mkdir(parent.0, &name).await },
-            move |r| match r {
-                Ok(a) => reply.entry(&ttl, &this(&a), Generation(0)),
-                Err(e) => reply.error(e),
-            },
+            reply,
         );
     }
 
@@ -378,14 +493,10 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
-        self.spawn(
+        self.spawn_empty(
             "unlink",
-            self.settings.op_timeout,
             async move { fs.unlink(parent.0, &name).await },
-            move |r| match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            },
+            reply,
         );
     }
 
@@ -394,14 +505,10 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
-        self.spawn(
+        self.spawn_empty(
             "rmdir",
-            self.settings.op_timeout,
             async move { fs.rmdir(parent.0, &name).await },
-            move |r| match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            },
+            reply,
         );
     }
 
@@ -434,14 +541,10 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
-        self.spawn(
+        self.spawn_empty(
             "rename",
-            self.settings.op_timeout,
             async move { fs.rename(parent.0, &name, newparent.0, &newname).await },
-            move |r| match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            },
+            reply,
         );
     }
 
@@ -457,16 +560,10 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::EINVAL);
         };
         let fs = self.fs.clone();
-        let ttl = self.settings.ttl;
-        let this = self.attr_maker();
-        self.spawn(
+        self.spawn_entry(
             "link",
-            self.settings.op_timeout,
             async move { fs.link(ino.0, newparent.0, &newname).await },
-            move |r| match r {
-                Ok(a) => reply.entry(&ttl, &this(&a), Generation(0)),
-                Err(e) => reply.error(e),
-            },
+            reply,
         );
     }
 
@@ -566,14 +663,10 @@ impl Filesystem for FuseFs {
         };
         let value = value.to_vec();
         let fs = self.fs.clone();
-        self.spawn(
+        self.spawn_empty(
             "setxattr",
-            self.settings.op_timeout,
             async move { fs.setxattr(ino.0, &name, &value).await },
-            move |r| match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            },
+            reply,
         );
     }
 
@@ -582,14 +675,10 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENODATA);
         };
         let fs = self.fs.clone();
-        self.spawn(
+        self.spawn_empty(
             "removexattr",
-            self.settings.op_timeout,
             async move { fs.removexattr(ino.0, &name).await },
-            move |r| match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            },
+            reply,
         );
     }
 
@@ -608,6 +697,7 @@ impl FuseFs {
             fs: self.fs.clone(),
             rt: self.rt.clone(),
             settings: self.settings.clone(),
+            passthrough: self.passthrough.clone(),
         };
         move |a| proto.file_attr(a)
     }

@@ -52,6 +52,31 @@ impl Layout {
         Ok(Layout { root, name })
     }
 
+    /// Opens a layout, creating an empty one first where there is none
+    /// (as `oras push --oci-layout` and `skopeo copy oci:` do).
+    pub fn create(root: &Path) -> Result<Layout, Error> {
+        let io = |source| Error::Io {
+            what: root.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(root.join("blobs/sha256")).map_err(io)?;
+        if !root.join("oci-layout").exists() {
+            std::fs::write(
+                root.join("oci-layout"),
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+            )
+            .map_err(io)?;
+        }
+        if !root.join("index.json").exists() {
+            std::fs::write(
+                root.join("index.json"),
+                br#"{"schemaVersion":2,"manifests":[]}"#,
+            )
+            .map_err(io)?;
+        }
+        Layout::open(root)
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

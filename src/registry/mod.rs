@@ -286,19 +286,25 @@ impl Client {
         Ok(header_str(resp.headers(), "docker-content-digest").and_then(|d| d.parse().ok()))
     }
 
-    /// Starts a blob download at `offset`. The answer is either 206 from
-    /// `offset` on, or 200 with the whole blob (Range is optional): `BlobStream::start`
-    /// says which.
-    pub async fn blob(
+    /// Bytes `offset..end` of a blob (to its end when `end` is None). The
+    /// answer is 206 from `offset`, or 200 with the whole blob (Range is
+    /// optional): `BlobStream::start` says which.
+    pub async fn blob_range(
         &self,
         repo: &str,
         digest: &Digest,
         offset: u64,
+        end: Option<u64>,
     ) -> Result<BlobStream, Error> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
         let mut headers = HeaderMap::new();
-        if offset > 0 {
-            if let Ok(v) = format!("bytes={offset}-").parse() {
+        let range = match end {
+            Some(e) => Some(format!("bytes={offset}-{}", e.saturating_sub(1))),
+            None if offset > 0 => Some(format!("bytes={offset}-")),
+            None => None,
+        };
+        if let Some(r) = range {
+            if let Ok(v) = r.parse() {
                 headers.insert(RANGE, v);
             }
         }
@@ -324,6 +330,7 @@ impl Client {
             body: Body::Http(Box::new(resp)),
             start,
             url,
+            remaining: None,
         })
     }
 
@@ -474,6 +481,8 @@ pub struct BlobStream {
     /// The offset of the first byte of the body in the blob.
     pub start: u64,
     url: String,
+    /// For a file body: bytes left to send (a range's end).
+    remaining: Option<u64>,
 }
 
 enum Body {
@@ -487,6 +496,7 @@ impl BlobStream {
             body: Body::File(f),
             start,
             url,
+            remaining: None,
         }
     }
 
@@ -499,12 +509,19 @@ impl BlobStream {
             }),
             Body::File(f) => {
                 use tokio::io::AsyncReadExt;
-                let mut buf = vec![0u8; 1 << 20];
+                let want = self.remaining.map_or(1 << 20, |r| r.min(1 << 20) as usize);
+                if want == 0 {
+                    return Ok(None);
+                }
+                let mut buf = vec![0u8; want];
                 let n = f.read(&mut buf).await.map_err(|source| Error::Io {
                     what: self.url.clone(),
                     source,
                 })?;
                 buf.truncate(n);
+                if let Some(r) = self.remaining.as_mut() {
+                    *r -= n as u64;
+                }
                 Ok((n > 0).then(|| Bytes::from(buf)))
             }
         }
@@ -571,16 +588,46 @@ impl Backend {
         }
     }
 
+    /// Bytes from `offset` to the end of a blob (see `Client::blob_range`).
     pub async fn blob(
         &self,
         repo: &str,
         digest: &Digest,
         offset: u64,
     ) -> Result<BlobStream, Error> {
+        self.blob_range(repo, digest, offset, None).await
+    }
+
+    /// Bytes `offset..end` (see `Client::blob_range`).
+    pub async fn blob_range(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        offset: u64,
+        end: Option<u64>,
+    ) -> Result<BlobStream, Error> {
         match self {
-            Backend::Registry(c) => c.blob(repo, digest, offset).await,
-            Backend::Layout(l) => l.blob(digest, offset).await,
+            Backend::Registry(c) => c.blob_range(repo, digest, offset, end).await,
+            Backend::Layout(l) => {
+                let mut s = l.blob(digest, offset).await?;
+                s.remaining = end.map(|e| e.saturating_sub(offset));
+                Ok(s)
+            }
         }
+    }
+
+    /// How output names `repo:tag` here: `[registry] host/repo:tag` or
+    /// `[oci-layout] DIR:tag`, as ORAS prints them.
+    pub fn describe(&self, repo: &str, tag: &str) -> String {
+        match self {
+            Backend::Registry(c) => format!("[registry] {}/{repo}:{tag}", c.host()),
+            Backend::Layout(l) => format!("[oci-layout] {}:{tag}", l.root().display()),
+        }
+    }
+
+    /// Whether partial reads are cheap here (a registry; a layout is a local file).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Backend::Registry(_))
     }
 
     /// Manifests whose subject is `subject`, as descriptors: the referrers

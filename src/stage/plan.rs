@@ -522,10 +522,14 @@ impl<R: Resolver> Planner<'_, R> {
         if layers.is_empty() {
             return Err(invalid(path, "nothing to commit: the folder has no files"));
         }
-        let explicit_type = self
-            .artifact_type_of(path)
-            .or_else(|| self.settings.artifact_type.clone());
-        let (config, artifact_type) = match &platform {
+        // ORAS sets the default artifactType whenever none is given, for
+        // --artifact-platform manifests as well.
+        let artifact_type = Some(
+            self.artifact_type_of(path)
+                .or_else(|| self.settings.artifact_type.clone())
+                .unwrap_or_else(|| DEFAULT_ARTIFACT_TYPE.to_string()),
+        );
+        let mut config = match &platform {
             Some((os, arch, variant)) => {
                 let mut c = Map::new();
                 c.insert("architecture".into(), Value::String(arch.clone()));
@@ -542,13 +546,7 @@ impl<R: Resolver> Planner<'_, R> {
                     source: Source::Bytes(bytes),
                     name: IMAGE_CONFIG_MEDIA_TYPE.into(),
                 });
-                let mut cd = json!({"mediaType": IMAGE_CONFIG_MEDIA_TYPE, "digest": d.to_string(), "size": size});
-                if let (Some(a), Value::Object(o)) =
-                    (self.settings.annotations.get("$config"), &mut cd)
-                {
-                    set_annotations(o, a);
-                }
-                (cd, explicit_type)
+                json!({"mediaType": IMAGE_CONFIG_MEDIA_TYPE, "digest": d.to_string(), "size": size})
             }
             None => {
                 self.plan.add_blob(Blob {
@@ -559,13 +557,13 @@ impl<R: Resolver> Planner<'_, R> {
                     source: Source::Bytes(b"{}".to_vec()),
                     name: EMPTY_CONFIG_MEDIA_TYPE.into(),
                 });
-                let cd = json!({"mediaType": EMPTY_CONFIG_MEDIA_TYPE, "digest": EMPTY_JSON_DIGEST, "size": 2, "data": "e30="});
-                (
-                    cd,
-                    Some(explicit_type.unwrap_or_else(|| DEFAULT_ARTIFACT_TYPE.to_string())),
-                )
+                json!({"mediaType": EMPTY_CONFIG_MEDIA_TYPE, "digest": EMPTY_JSON_DIGEST, "size": 2, "data": "e30="})
             }
         };
+        if let (Some(a), Value::Object(o)) = (self.settings.annotations.get("$config"), &mut config)
+        {
+            set_annotations(o, a);
+        }
         let mut m = Map::new();
         m.insert("schemaVersion".into(), json!(2));
         m.insert("mediaType".into(), json!(MANIFEST_MEDIA_TYPE));
@@ -1086,7 +1084,10 @@ mod tests {
         );
         let child: Value = serde_json::from_slice(&p.manifests[1].bytes).unwrap();
         assert_eq!(child["config"]["mediaType"], IMAGE_CONFIG_MEDIA_TYPE);
-        assert!(child.get("artifactType").is_none());
+        assert_eq!(
+            child["artifactType"], DEFAULT_ARTIFACT_TYPE,
+            "as oras push --artifact-platform"
+        );
         let config = p
             .blobs
             .iter()
@@ -1209,12 +1210,17 @@ mod tests {
             "$manifest".into(),
             [("from.file".to_string(), "1".to_string())].into(),
         );
+        s.annotations.insert(
+            "$config".into(),
+            [("c".to_string(), "2".to_string())].into(),
+        );
         let p = plan(&inp, &s, &mut Fake::default()).unwrap();
         let m = top_json(&p);
         assert_eq!(m["artifactType"], "application/x-mine");
         assert_eq!(m["annotations"]["org.example.k"], "v");
         assert_eq!(m["annotations"]["from.file"], "1");
         assert_eq!(m["layers"][0]["annotations"]["layer.k"], "lv");
+        assert_eq!(m["config"]["annotations"]["c"], "2");
     }
 
     #[test]

@@ -120,6 +120,9 @@ struct Slot {
     name: String,
     /// Names under which the kernel knows this inode (for nlink).
     links: u32,
+    /// The node was replaced at some point: the kernel's cached pages for
+    /// this inode may hold other bytes.
+    changed: bool,
 }
 
 /// The inode table: stable numbers for keys, and the node behind each.
@@ -145,6 +148,7 @@ impl Inodes {
                 parent: ROOT_INO,
                 name: String::new(),
                 links: 1,
+                changed: false,
             },
         );
         Inodes {
@@ -184,6 +188,7 @@ impl Inodes {
                 }
                 if *s.node != node {
                     s.node = Arc::new(node);
+                    s.changed = true;
                 }
                 return (ino, s.node.clone());
             }
@@ -199,6 +204,7 @@ impl Inodes {
                 parent,
                 name: name.to_string(),
                 links,
+                changed: false,
             },
         );
         (ino, node)
@@ -212,6 +218,28 @@ impl Inodes {
         if let Some(s) = self.slots.get_mut(&ino) {
             s.node = Arc::new(node);
             s.links = 1;
+            s.changed = true;
+        }
+    }
+
+    /// Makes `into` stand for what `from` stands for: every key of `from`
+    /// now finds `into`, with `from`'s node and links.
+    pub fn merge_into(&mut self, from: Ino, into: Ino) {
+        if from == into {
+            return;
+        }
+        for v in self.by_key.values_mut() {
+            if *v == from {
+                *v = into;
+            }
+        }
+        self.by_key.retain(|_, v| *v != from || *v == into);
+        if let Some(src) = self.slots.get(&from).map(|s| (s.node.clone(), s.links)) {
+            if let Some(dst) = self.slots.get_mut(&into) {
+                dst.node = src.0;
+                dst.links = src.1;
+                dst.changed = true;
+            }
         }
     }
 
@@ -241,6 +269,11 @@ impl Inodes {
             cur = s.parent;
         }
         None
+    }
+
+    /// Whether the node behind `ino` was ever replaced.
+    pub fn changed(&self, ino: Ino) -> bool {
+        self.slots.get(&ino).is_some_and(|s| s.changed)
     }
 
     pub fn links(&self, ino: Ino) -> u32 {

@@ -153,18 +153,54 @@ impl View {
         } else {
             return Err(ViewError::UnknownKind(media_type));
         };
-        match kind {
+        // A layer (or child) we cannot address is skipped, not fatal: the
+        // rest of the artifact stays readable. Weed them out before the
+        // strict oci-spec types see the list.
+        let list = if kind == Kind::Manifest {
+            "layers"
+        } else {
+            "manifests"
+        };
+        let mut value = value;
+        let mut skipped = Vec::new();
+        if let Some(items) = value.get_mut(list).and_then(|v| v.as_array_mut()) {
+            let mut i = 0;
+            items.retain(|item| {
+                let field = format!("{list}[{i}]");
+                i += 1;
+                let ok = serde_json::from_value::<Descriptor>(item.clone())
+                    .map_err(|e| ViewError::BadDescriptor {
+                        field: field.clone(),
+                        reason: format!(
+                            "{e} (digest {})",
+                            item.get("digest").unwrap_or(&serde_json::Value::Null)
+                        ),
+                    })
+                    .and_then(|d| desc(&d, &field));
+                match ok {
+                    Ok(_) => true,
+                    Err(e) => {
+                        skipped.push(e.to_string());
+                        false
+                    }
+                }
+            });
+        }
+        let mut view = match kind {
             Kind::Manifest => {
                 let m: ImageManifest = serde_json::from_value(value)
                     .map_err(|e| ViewError::Malformed(e.to_string()))?;
-                View::of_manifest(&m, media_type)
+                View::of_manifest(&m, media_type)?
             }
             Kind::Index => {
                 let i: ImageIndex = serde_json::from_value(value)
                     .map_err(|e| ViewError::Malformed(e.to_string()))?;
-                View::of_index(&i, media_type)
+                View::of_index(&i, media_type)?
             }
-        }
+        };
+        skipped.append(&mut view.skipped);
+        view.skipped = skipped;
+        Ok(view)
     }
 
     fn of_manifest(m: &ImageManifest, media_type: String) -> Result<View, ViewError> {
@@ -719,6 +755,24 @@ mod tests {
         assert!(v.root.contains_key(CONFIG_JSON));
         let list = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#;
         assert_eq!(View::parse(list, None).unwrap().kind, Kind::Index);
+    }
+
+    #[test]
+    fn unaddressable_layers_are_skipped_not_fatal() {
+        let mut good = layer(1, Some("fine.txt"), false);
+        good["size"] = 5.into();
+        let bad1 = serde_json::json!({"mediaType": "x", "digest": "sha256:zz", "size": 1,
+            "annotations": {TITLE_ANNOTATION: "bad.txt"}});
+        let bad2 = serde_json::json!({"mediaType": "x", "digest": "sha256:../../../../etc/passwd", "size": 1});
+        let bad3 = serde_json::json!({"mediaType": "x", "digest": d(9), "size": -5});
+        let bytes = manifest(
+            "application/vnd.oci.image.config.v1+json",
+            vec![bad1, good, bad2, bad3],
+        );
+        let v = View::parse(&bytes, None).unwrap();
+        assert_eq!(v.root.get("fine.txt"), Some(&Entry::Blob(1)));
+        assert!(!v.root.contains_key("bad.txt"));
+        assert_eq!(v.skipped.len(), 3, "{:?}", v.skipped);
     }
 
     #[test]

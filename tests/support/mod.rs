@@ -20,6 +20,6 @@ pub use cmd::{
 };
 pub use fixtures::*;
 pub use http::{basic_auth, http_get, http_request, HttpResponse, MANIFEST_ACCEPT};
-pub use mount::{regfs, regfs_bin, Mount, MountFailure};
-pub use proxy::{FaultProxy, Mode, ProxyHandle, RequestRecord};
+pub use mount::{daemon_pids, finish, regfs, regfs_bin, wait_daemon_gone, Mount, MountFailure};
+pub use proxy::{FaultProxy, Mode, ProxyHandle, RequestRecord, Rule, RuleAction};
 pub use registry::Registry;

@@ -177,3 +177,52 @@ pub fn is_mountpoint(path: &Path) -> bool {
     info.lines()
         .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
+
+/// Processes running the regfs binary with `mnt` among their arguments.
+pub fn daemon_pids(mnt: &Path) -> Vec<u32> {
+    let want = mnt.as_os_str().as_encoded_bytes().to_vec();
+    let mut pids = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_regfs = args
+            .first()
+            .is_some_and(|a| a.ends_with(b"/regfs") || *a == b"regfs");
+        if is_regfs && args.contains(&want.as_slice()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Waits (bounded) until no regfs daemon serves `mnt`.
+pub fn wait_daemon_gone(mnt: &Path) {
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(20) {
+        if daemon_pids(mnt).is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "regfs daemon for {} still running after unmount: pids {:?}",
+        mnt.display(),
+        daemon_pids(mnt)
+    );
+}
+
+/// Unmounts `m` (Mount's Drop) and checks that its daemon exited.
+pub fn finish(m: Mount) {
+    let p = m.path().to_path_buf();
+    drop(m);
+    assert!(!is_mountpoint(&p), "{} still mounted", p.display());
+    wait_daemon_gone(&p);
+}

@@ -83,11 +83,51 @@ struct Counters {
     connections: AtomicU64,
 }
 
+/// A fault aimed at some requests only (set with [`FaultProxy::set_rule`]),
+/// applied before the [`Mode`]: every request whose method equals `method`
+/// (empty: any) and whose path contains `path_contains` gets `action`, until
+/// the rule is cleared. Matching requests do not use up `Fail5xx` counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub method: String,
+    pub path_contains: String,
+    pub action: RuleAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleAction {
+    /// Answer with this status (no upstream contact), as `Fail5xx` does.
+    Fail(u16),
+    /// Close the connection without an answer, as `Dead` does.
+    Close,
+    /// Never answer (read and discard what the client sends), as `Blackhole`.
+    Hang,
+    /// Forward, but pass the request body on at about this many bytes per
+    /// second (a slow upload).
+    SlowBody(u64),
+}
+
+impl Rule {
+    pub fn new(method: &str, path_contains: &str, action: RuleAction) -> Rule {
+        Rule {
+            method: method.to_string(),
+            path_contains: path_contains.to_string(),
+            action,
+        }
+    }
+
+    fn matches(&self, method: &str, path: &str) -> bool {
+        (self.method.is_empty() || self.method.eq_ignore_ascii_case(method))
+            && path.contains(&self.path_contains)
+    }
+}
+
 struct Shared {
     upstream: String,
     mode: Mutex<Mode>,
     counters: Counters,
     log: Mutex<Vec<RequestRecord>>,
+    rule: Mutex<Option<Rule>>,
 }
 
 impl Shared {
@@ -128,6 +168,7 @@ impl FaultProxy {
             mode: Mutex::new(mode),
             counters: Counters::default(),
             log: Mutex::new(Vec::new()),
+            rule: Mutex::new(None),
         });
         let listener = {
             let _guard = rt.enter();
@@ -162,6 +203,11 @@ impl FaultProxy {
 
     pub fn set_mode(&self, mode: Mode) {
         self.handle().set_mode(mode)
+    }
+
+    /// Sets (or with `None` clears) the per-request [`Rule`].
+    pub fn set_rule(&self, rule: Option<Rule>) {
+        self.handle().set_rule(rule)
     }
 
     pub fn mode(&self) -> Mode {
@@ -218,6 +264,9 @@ impl FaultProxy {
 impl ProxyHandle {
     pub fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().unwrap() = mode;
+    }
+    pub fn set_rule(&self, rule: Option<Rule>) {
+        *self.shared.rule.lock().unwrap() = rule;
     }
     pub fn mode(&self) -> Mode {
         self.shared.mode()
@@ -459,6 +508,32 @@ where
     }
 }
 
+/// Copies `n` body bytes at about `bps` bytes per second.
+async fn copy_slowly<R, W>(n: u64, bps: u64, r: &mut R, w: &mut W) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let chunk = (bps / 20).clamp(1, 256 * 1024) as usize;
+    let mut buf = vec![0u8; chunk];
+    let mut left = n;
+    while left > 0 {
+        let want = (left as usize).min(chunk);
+        let got = r.read(&mut buf[..want]).await?;
+        if got == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "short body",
+            ));
+        }
+        w.write_all(&buf[..got]).await?;
+        w.flush().await?;
+        left -= got as u64;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// What to do with one request, decided when its head arrives.
 enum Action {
     Close,
@@ -554,7 +629,23 @@ async fn handle_conn(client: TcpStream, shared: Arc<Shared>) {
         let method = parts.next().unwrap_or("").to_string();
         let path = parts.next().unwrap_or("").to_string();
         let idx = record(&shared, &method, &path, head.get("Range"));
-        let (action, mode) = decide(&shared);
+        let rule = shared
+            .rule
+            .lock()
+            .unwrap()
+            .clone()
+            .filter(|r| r.matches(&method, &path));
+        let mut slow_body = None;
+        let (action, mode) = match rule.map(|r| r.action) {
+            Some(RuleAction::Fail(st)) => (Action::Fail(st), shared.mode()),
+            Some(RuleAction::Close) => (Action::Close, shared.mode()),
+            Some(RuleAction::Hang) => (Action::Hang, shared.mode()),
+            Some(RuleAction::SlowBody(bps)) => {
+                slow_body = Some(bps);
+                decide(&shared)
+            }
+            None => decide(&shared),
+        };
         let expect_continue = head.has_token("Expect", "100-continue");
         let req_body = head.body_kind();
         match action {
@@ -649,7 +740,11 @@ async fn handle_conn(client: TcpStream, shared: Arc<Shared>) {
         {
             return;
         }
-        if copy_body(req_body, &mut cr, &mut uw).await.is_err() {
+        let copied = match (slow_body, req_body) {
+            (Some(bps), BodyKind::Length(n)) => copy_slowly(n, bps, &mut cr, &mut uw).await,
+            _ => copy_body(req_body, &mut cr, &mut uw).await,
+        };
+        if copied.is_err() {
             return;
         }
         let _ = uw.flush().await;

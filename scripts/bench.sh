@@ -1,0 +1,592 @@
+#!/usr/bin/env bash
+# regfs benchmark (issue 5): every figure is a ratio against a public tool,
+# measured in the same run on the same data, on a private docker-registry on
+# loopback. It reports; it does not gate: exit 0 when goals are missed,
+# non-zero on a real error (a failed mount or command, a wrong byte).
+#
+#   scripts/bench.sh                                   # full size (~6 min on 2 cores)
+#   BENCH_SMALL_MB=64 BENCH_LARGE_MB=256 BENCH_REPOS=20 scripts/bench.sh   # quick
+#
+# Environment (all optional):
+#   BENCH_SMALL_MB=256   size of the "small" blob (measurements 1, 3a)
+#   BENCH_LARGE_MB=2048  size of the "large" blob (measurements 2, 3b, 4)
+#   BENCH_COMMIT_MB      size of the committed file (6, 7) [default: BENCH_SMALL_MB]
+#   BENCH_REPOS=100 BENCH_TAGS=10          the many-tiny-artifacts registry (5)
+#   BENCH_SYNC_TAGS=10 BENCH_SYNC_MB=8     the rsync repository (8): per tag an
+#                                          8 KiB, a ~1 MiB and a BENCH_SYNC_MB file
+#   BENCH_CMD_TIMEOUT=900  seconds any single timed command may take
+#   BENCH_TMPDIR=/tmp      where the work folder goes (needs ~4x LARGE free)
+#   BENCH_RESULTS_DIR=scripts/bench-results  where the table is saved ("" = don't)
+#   BENCH_ONLY="1 2 3 4 5 6 7 8"  run only these measurements (3 needs 1 and 2,
+#                        4 needs 2, 7 needs 6: they are added); data nobody needs is not made
+#   REGFS_BIN            use this binary instead of `cargo build --release`
+#
+# Needs: cargo, curl, skopeo, rsync, python3 with `oras` and `requests`,
+# /usr/bin/docker-registry, fusermount3. Root is needed to drop the page
+# cache before cold runs (skipped, and said so, when not permitted).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HELPER="$ROOT/scripts/bench_helpers.py"
+
+SMALL_MB=${BENCH_SMALL_MB:-256}
+LARGE_MB=${BENCH_LARGE_MB:-2048}
+COMMIT_MB=${BENCH_COMMIT_MB:-$SMALL_MB}
+REPOS=${BENCH_REPOS:-100}
+TAGS=${BENCH_TAGS:-10}
+SYNC_TAGS=${BENCH_SYNC_TAGS:-10}
+SYNC_MB=${BENCH_SYNC_MB:-8}
+CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-900}
+RESULTS_DIR=${BENCH_RESULTS_DIR-$ROOT/scripts/bench-results}
+ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6 7 8} "
+[[ "$ONLY" == *" 3 "* ]] && ONLY+="1 2 "
+[[ "$ONLY" == *" 4 "* ]] && ONLY+="2 "
+[[ "$ONLY" == *" 7 "* ]] && ONLY+="6 "
+want() { [[ "$ONLY" == *" $1 "* ]]; }
+
+# ------------------------------------------------------------------ state
+WORK=""
+REG_PID=""
+MOUNTS=()         # mountpoints we mounted (unmounted by the trap too)
+DAEMONS=()        # regfs daemon PIDs we saw (killed by PID if still alive)
+ROWS=()           # table rows, tab-separated
+NOTES=()
+DROP_OK=1
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+# ------------------------------------------------------------------ cleanup
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    local m p i
+    for m in "${MOUNTS[@]}"; do
+        if mountpoint -q "$m" 2>/dev/null; then
+            timeout 20 fusermount3 -u "$m" 2>/dev/null || timeout 20 umount -l "$m" 2>/dev/null
+        fi
+    done
+    for p in "${DAEMONS[@]}"; do
+        for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$p" 2>/dev/null; then
+            log "regfs daemon $p still running after unmount: killing it"
+            kill "$p" 2>/dev/null; sleep 1; kill -9 "$p" 2>/dev/null
+        fi
+    done
+    if [[ -n "$REG_PID" ]] && kill -0 "$REG_PID" 2>/dev/null; then
+        kill "$REG_PID" 2>/dev/null
+        for i in $(seq 50); do kill -0 "$REG_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$REG_PID" 2>/dev/null
+    fi
+    if [[ $rc -ne 0 && ${#ROWS[@]} -gt 0 ]]; then
+        log "results so far:"
+        print_table >&2
+    fi
+    if [[ -n "$WORK" && -d "$WORK" ]]; then
+        # Never delete through a live mount.
+        if grep -qF " $WORK/" /proc/mounts; then
+            log "a mount under $WORK is still live; leaving $WORK in place"
+        else
+            rm -rf "$WORK"
+        fi
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------------ helpers
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "inf" }'; }
+le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
+mib() { awk -v a="$1" 'BEGIN { printf "%.1f", a / 1048576 }'; }
+py() { python3 "$HELPER" "$@"; }
+run() { timeout -k 10 "$CMD_TIMEOUT" "$@"; }
+
+dropcache() {
+    sync
+    if [[ $DROP_OK -eq 1 ]] && ! { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
+        DROP_OK=0
+        NOTES+=("page cache could not be dropped (not root?): cold runs may be partly warm")
+    fi
+}
+
+# Registry access-log accounting: mark before, summarise after.
+reg_mark() { wc -l <"$WORK/registry-access.log"; }
+reg_since() { py access "$WORK/registry-access.log" "$1" "$WORK/storage"; }
+jget() { py jget "$1" "$2"; }
+
+# mount_fresh MNT CACHE: mount the registry, record the daemon's PID in DPID.
+DPID=""
+mount_regfs() {
+    local mnt=$1 cache=$2
+    shift 2
+    mkdir -p "$mnt" "$cache"
+    local out
+    if ! out=$(timeout -k 5 120 "$REGFS" mount "$HOST" "$mnt" --cache-dir "$cache" "$@" 2>&1); then
+        die "regfs mount $HOST $mnt failed: $out (log: $cache/regfs.log: $(tail -n 5 "$cache/regfs.log" 2>/dev/null))"
+    fi
+    MOUNTS+=("$mnt")
+    mountpoint -q "$mnt" || die "regfs mount returned but $mnt is not a mountpoint"
+    DPID=""
+    local i
+    for i in $(seq 50); do
+        DPID=$(py daemon-pid "$mnt") && break
+        sleep 0.1
+    done
+    [[ -n "$DPID" ]] || die "cannot find the regfs daemon serving $mnt"
+    DAEMONS+=("$DPID")
+}
+
+# Peak RSS (VmHWM) of the daemon, and the CPU time it has used since it
+# started (user + system; each measurement has its own fresh daemon).
+CLK_TCK=$(getconf CLK_TCK)
+peak_rss() {
+    local kb cpu
+    kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null) || true
+    [[ -n "$kb" ]] || { echo "?"; return; }
+    # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends comm.
+    cpu=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk -v t="$CLK_TCK" '{ printf "%.1f", ($12 + $13) / t }') || true
+    awk -v k="$kb" -v c="${cpu:-?}" 'BEGIN { printf "%.0f MiB, %s s CPU", k / 1024, c }'
+}
+
+umount_regfs() {
+    local mnt=$1 pid=$2 i
+    if ! timeout -k 5 60 "$REGFS" umount "$mnt" >/dev/null 2>&1; then
+        log "regfs umount $mnt failed; trying fusermount3 -u / umount -l"
+        timeout 20 fusermount3 -u "$mnt" 2>/dev/null || timeout 20 umount -l "$mnt" || die "cannot unmount $mnt"
+    fi
+    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+        NOTES+=("daemon $pid did not exit within 10 s of unmounting $mnt (killed)")
+        kill "$pid" 2>/dev/null || true
+    fi
+}
+
+# Scan a cache's daemon log for warnings and errors worth reporting.
+check_log() {
+    local cache=$1 what=$2 n
+    [[ -f "$cache/regfs.log" ]] || return 0
+    n=$(grep -ciE 'error|warn|panic' "$cache/regfs.log" || true)
+    if [[ "$n" -gt 0 ]]; then
+        NOTES+=("$what: $n error/warning line(s) in regfs.log, e.g.: $(grep -iE 'error|warn|panic' "$cache/regfs.log" | head -n 2 | tr '\n' ' ' | cut -c1-300)")
+    fi
+}
+
+# row ID NAME REGFS BASE RATIO GOAL RESULT RSS REQS
+row() {
+    local IFS=$'\t'
+    ROWS+=("$*")
+    printf '  => %s\n' "$(printf '%s | ' "$@")" >&2
+}
+
+# A timed measurement with a ratio goal.
+goal_row() {
+    local id=$1 name=$2 r=$3 b=$4 goal=$5 rss=$6 reqs=$7 q res
+    q=$(ratio "$r" "$b")
+    if le "$q" "$goal"; then res=met; else res=MISSED; fi
+    row "$id" "$name" "$r" "$b" "$q" "<= $goal" "$res" "$rss" "$reqs"
+}
+
+print_table() {
+    local header=$'#\tmeasurement\tregfs s\tbaseline s\tratio\tgoal\tresult\tdaemon peak RSS, CPU\tregistry reqs (regfs/baseline)'
+    { echo "$header"; printf '%s\n' "${ROWS[@]}"; } | column -t -s $'\t'
+}
+
+verify_sha() { # FILE HEX WHAT
+    local got
+    got=$(run python3 "$HELPER" sha256 "$1") || die "cannot read $1 to verify it"
+    [[ "$got" == "$2" ]] || die "WRONG BYTES: $3: sha256 $got, expected $2"
+    log "verified $3: sha256 matches the digest"
+}
+
+# ------------------------------------------------------------------ setup
+for t in curl skopeo rsync fusermount3 python3 /usr/bin/docker-registry column awk timeout; do
+    command -v "$t" >/dev/null || die "missing tool: $t"
+done
+python3 -c 'import oras.client, requests' 2>/dev/null || die "python3 needs the oras and requests packages (pip install oras)"
+
+echo "== machine"
+echo "nproc: $(nproc)   memory: $(free -h | awk '/^Mem:/ { print $2 }')   kernel: $(uname -r)   cpu: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
+echo "sizes: small ${SMALL_MB} MiB, large ${LARGE_MB} MiB, commit ${COMMIT_MB} MiB, ${REPOS}x${TAGS} tiny artifacts, sync repo ${SYNC_TAGS} tags (8 KiB + ~1 MiB + ${SYNC_MB} MiB each)"
+
+if [[ -n "${REGFS_BIN:-}" ]]; then
+    REGFS=$(realpath "$REGFS_BIN")
+    log "using REGFS_BIN=$REGFS (not building)"
+else
+    log "cargo build --release"
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    REGFS="$ROOT/target/release/regfs"
+fi
+[[ -x "$REGFS" ]] || die "no regfs binary at $REGFS"
+echo "regfs: $REGFS ($("$REGFS" --version 2>/dev/null || echo '?'))"
+
+WORK=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/regfs-bench.XXXXXX")
+log "work folder $WORK"
+mkdir -p "$WORK"/{data,storage,out}
+
+# Feature detection.
+HAVE_LAZY=0
+if "$REGFS" mount --help 2>/dev/null | grep -q -- '--verify' &&
+    "$REGFS" mount --help 2>/dev/null | grep -A3 -- '--verify' | grep -q lazy; then
+    HAVE_LAZY=1
+fi
+HAVE_COMMIT=0
+# `regfs commit --help` alone is not proof: a CLI that takes `regfs SOURCE
+# MNT` (fstab style) may read `commit` as a SOURCE and print mount's help.
+if "$REGFS" --help 2>/dev/null | grep -qE '^\s+commit\s' &&
+    "$REGFS" commit --help >/dev/null 2>&1; then
+    HAVE_COMMIT=1
+fi
+echo "features: verify lazy: $([[ $HAVE_LAZY -eq 1 ]] && echo yes || echo 'no (lazy mode not available)'), commit: $([[ $HAVE_COMMIT -eq 1 ]] && echo yes || echo 'no (regfs commit not available)')"
+
+# ---- registry
+PORT=$(py freeport)
+HOST="127.0.0.1:$PORT"
+cat >"$WORK/registry.yml" <<EOF
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $WORK/storage
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$PORT
+EOF
+/usr/bin/docker-registry serve "$WORK/registry.yml" >"$WORK/registry-access.log" 2>"$WORK/registry-error.log" &
+REG_PID=$!
+for i in $(seq 100); do
+    curl -sf -o /dev/null "http://$HOST/v2/" && break
+    kill -0 "$REG_PID" 2>/dev/null || die "docker-registry exited: $(cat "$WORK/registry-error.log")"
+    sleep 0.1
+done
+curl -sf -o /dev/null "http://$HOST/v2/" || die "docker-registry did not answer on $HOST within 10 s"
+log "docker-registry $(/usr/bin/docker-registry --version 2>/dev/null | awk '{print $NF}') on $HOST (pid $REG_PID)"
+
+# ---- data
+DATA=$WORK/data
+t0=$(now)
+mkdir -p "$DATA/small" "$DATA/large" "$DATA/commit-regfs" "$DATA/commit-oras" "$DATA/sync"
+if want 1; then
+    py randfile "$DATA/small/small.bin" $((SMALL_MB << 20))
+    SMALL_HEX=$(py sha256 "$DATA/small/small.bin")
+    (cd "$DATA/small" && py oras-push "$HOST" bench/small:v1 small.bin >/dev/null) || die "ORAS push of small.bin failed"
+    log "pushed bench/small:v1 (${SMALL_MB} MiB) in $(since "$t0") s"
+fi
+if want 2; then
+    t0=$(now)
+    py randfile "$DATA/large/large.bin" $((LARGE_MB << 20))
+    LARGE_HEX=$(py sha256 "$DATA/large/large.bin")
+    (cd "$DATA/large" && py oras-push "$HOST" bench/large:v1 large.bin >/dev/null) || die "ORAS push of large.bin failed"
+    log "pushed bench/large:v1 (${LARGE_MB} MiB) in $(since "$t0") s"
+fi
+if want 5; then
+    t0=$(now)
+    py populate-many "$HOST" many "$REPOS" "$TAGS" >/dev/null || die "populating the ${REPOS}x${TAGS} registry failed"
+    log "pushed ${REPOS} repositories x ${TAGS} tags under many/ in $(since "$t0") s"
+fi
+if want 8; then
+    t0=$(now)
+    py populate-sync "$HOST" bench/sync "$SYNC_TAGS" "$SYNC_MB" "$DATA/sync" >/dev/null || die "populating bench/sync failed"
+    log "pushed bench/sync (${SYNC_TAGS} tags) in $(since "$t0") s"
+fi
+
+# A repository to commit into (an existing one, so only the tag is new).
+if [[ $HAVE_COMMIT -eq 1 ]] && want 6; then
+    echo seed >"$DATA/commit-regfs/seed.txt"
+    (cd "$DATA/commit-regfs" && py oras-push "$HOST" bench/commit:seed seed.txt >/dev/null) || die "seeding bench/commit failed"
+    rm -f "$DATA/commit-regfs/seed.txt"
+    py randfile "$DATA/commit-regfs/payload.bin" $((COMMIT_MB << 20))
+    py randfile "$DATA/commit-oras/payload.bin" $((COMMIT_MB << 20))
+fi
+
+# ------------------------------------------------------------------ measurements
+# Cold whole read: curl of the blob vs cat through a fresh mount.
+cold_read() { # ID NAME REPO FILE HEX [MOUNT-OPTION...] -> sets COLD_REGFS; cache in $WORK/cache-ID
+    local id=$1 name=$2 repo=$3 file=$4 hex=$5
+    shift 5
+    local mnt=$WORK/mnt-$id cache=$WORK/cache-$id t0 tb tr mark acc reqs_b reqs_r rss
+    dropcache
+    mark=$(reg_mark)
+    t0=$(now)
+    run curl -sf -o /dev/null "http://$HOST/v2/bench/$repo/blobs/sha256:$hex" || die "curl of $repo blob failed"
+    tb=$(since "$t0")
+    reqs_b=$(jget "$(reg_since "$mark")" requests)
+
+    mount_regfs "$mnt" "$cache" "$@"
+    dropcache
+    mark=$(reg_mark)
+    t0=$(now)
+    run cat "$mnt/bench/$repo/v1/$file" >/dev/null || die "cat $file through regfs failed (see $cache/regfs.log)"
+    tr=$(since "$t0")
+    acc=$(reg_since "$mark")
+    reqs_r=$(jget "$acc" requests)
+    NOTES+=("$id: regfs requests $(jget "$acc" methods), $(mib "$(jget "$acc" served)") MiB served")
+    rss=$(peak_rss "$DPID")
+    verify_sha "$mnt/bench/$repo/v1/$file" "$hex" "$file read through regfs"
+    verify_sha "$mnt/bench/$repo/v1/blobs/sha256/$hex" "$hex" "blobs/sha256/${hex:0:12}... through regfs"
+    umount_regfs "$mnt" "$DPID"
+    check_log "$cache" "$name"
+    goal_row "$id" "$name" "$tr" "$tb" 1.0 "$rss" "$reqs_r/$reqs_b"
+    COLD_REGFS=$tr
+}
+
+# Warm re-read through a new mount on the same cache vs cat of a local copy.
+warm_read() { # ID NAME REPO FILE LOCAL CACHE
+    local id=$1 name=$2 repo=$3 file=$4 local=$5 cache=$6
+    local mnt=$WORK/mnt-$id t0 tb tr mark acc reqs_r rss
+    cat "$local" >/dev/null # warm the local copy's page cache
+    t0=$(now)
+    run cat "$local" >/dev/null || die "cat $local failed"
+    tb=$(since "$t0")
+
+    mount_regfs "$mnt" "$cache"
+    mark=$(reg_mark)
+    t0=$(now)
+    run cat "$mnt/bench/$repo/v1/$file" >/dev/null || die "warm cat $file through regfs failed (see $cache/regfs.log)"
+    tr=$(since "$t0")
+    acc=$(reg_since "$mark")
+    reqs_r=$(jget "$acc" requests)
+    NOTES+=("$id: regfs requests $(jget "$acc" methods), $(mib "$(jget "$acc" served)") MiB served")
+    rss=$(peak_rss "$DPID")
+    umount_regfs "$mnt" "$DPID"
+    check_log "$cache" "$name"
+    goal_row "$id" "$name" "$tr" "$tb" 1.05 "$rss" "$reqs_r/0"
+}
+
+echo
+echo "== measurements"
+# Rows 1L and 2L (extra, when the mount has --verify lazy): the same cold
+# read in lazy mode, where bytes can stream before the whole blob is checked.
+if want 1; then
+    cold_read 1 "cold cat ${SMALL_MB} MiB vs curl" small small.bin "$SMALL_HEX"
+    want 3 && warm_read 3a "warm cat ${SMALL_MB} MiB (new mount, same cache) vs cat local" small small.bin "$DATA/small/small.bin" "$WORK/cache-1"
+    rm -rf "$WORK/cache-1"
+    if [[ $HAVE_LAZY -eq 1 ]]; then
+        cold_read 1L "cold cat ${SMALL_MB} MiB, --verify lazy, vs curl (extra)" small small.bin "$SMALL_HEX" --verify lazy
+        rm -rf "$WORK/cache-1L"
+    fi
+fi
+if want 2; then
+    cold_read 2 "cold cat ${LARGE_MB} MiB vs curl" large large.bin "$LARGE_HEX"
+    COLD_LARGE=$COLD_REGFS
+    want 3 && warm_read 3b "warm cat ${LARGE_MB} MiB (new mount, same cache) vs cat local" large large.bin "$DATA/large/large.bin" "$WORK/cache-2"
+    rm -rf "$WORK/cache-2"
+    if [[ $HAVE_LAZY -eq 1 ]]; then
+        cold_read 2L "cold cat ${LARGE_MB} MiB, --verify lazy, vs curl (extra)" large large.bin "$LARGE_HEX" --verify lazy
+        rm -rf "$WORK/cache-2L"
+    fi
+fi
+
+# 4. First 4 KiB of the large blob through a fresh mount vs its cold whole read.
+m4() {
+    local mnt=$WORK/mnt-4 cache=$WORK/cache-4 t0 tr mark acc reqs_r served rss name extra=()
+    if [[ $HAVE_LAZY -eq 1 ]]; then
+        extra=(--verify lazy)
+        name="head -c 4096 of ${LARGE_MB} MiB, --verify lazy, vs cold cat"
+    else
+        name="head -c 4096 of ${LARGE_MB} MiB, strict (lazy mode not available), vs cold cat"
+        NOTES+=("4: lazy mode not available (regfs mount --help lists no --verify lazy): measured the strict default")
+    fi
+    mount_regfs "$mnt" "$cache" "${extra[@]}"
+    dropcache
+    mark=$(reg_mark)
+    t0=$(now)
+    run head -c 4096 "$mnt/bench/large/v1/large.bin" >"$WORK/out/head.bin" || die "head -c 4096 through regfs failed (see $cache/regfs.log)"
+    tr=$(since "$t0")
+    acc=$(reg_since "$mark")
+    reqs_r=$(jget "$acc" requests)
+    served=$(jget "$acc" served)
+    rss=$(peak_rss "$DPID")
+    head -c 4096 "$DATA/large/large.bin" | cmp -s - "$WORK/out/head.bin" || die "WRONG BYTES: head -c 4096 through regfs differs from the blob"
+    log "verified the first 4096 bytes"
+    NOTES+=("4: registry served $(mib "$served") MiB to regfs for a 4 KiB head (by the time head returned); regfs requests $(jget "$acc" methods)")
+    umount_regfs "$mnt" "$DPID"
+    check_log "$cache" "4"
+    rm -rf "$cache"
+    goal_row 4 "$name" "$tr" "$COLD_LARGE" 0.02 "$rss" "$reqs_r/-"
+}
+if want 4; then m4; fi
+
+# 5. ls -R of the many-repository registry vs skopeo list-tags + inspect --raw.
+m5() {
+    local mnt=$WORK/mnt-5 cache=$WORK/cache-5 t0 tb tr mark acc reqs_b reqs_r rss n r t tags
+    mark=$(reg_mark)
+    t0=$(now)
+    for ((r = 0; r < REPOS; r++)); do
+        repo=$(printf 'many/r%03d' "$r")
+        tags=$(run skopeo list-tags --tls-verify=false "docker://$HOST/$repo" | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["Tags"]))') ||
+            die "skopeo list-tags $repo failed"
+        for t in $tags; do
+            run skopeo inspect --raw --tls-verify=false "docker://$HOST/$repo:$t" >/dev/null || die "skopeo inspect $repo:$t failed"
+        done
+    done
+    tb=$(since "$t0")
+    reqs_b=$(jget "$(reg_since "$mark")" requests)
+
+    mount_regfs "$mnt" "$cache"
+    mark=$(reg_mark)
+    t0=$(now)
+    run ls -R "$mnt/many" >"$WORK/out/ls-R.txt" || die "ls -R through regfs failed (see $cache/regfs.log)"
+    tr=$(since "$t0")
+    acc=$(reg_since "$mark")
+    reqs_r=$(jget "$acc" requests)
+    rss=$(peak_rss "$DPID")
+    n=$(grep -cx 'manifest.json' "$WORK/out/ls-R.txt" || true)
+    [[ "$n" -eq $((REPOS * TAGS)) ]] || die "ls -R listed $n manifest.json files, expected $((REPOS * TAGS))"
+    n=$(grep -c '^file-t[0-9]*\.txt$' "$WORK/out/ls-R.txt" || true)
+    [[ "$n" -eq $((REPOS * TAGS)) ]] || die "ls -R listed $n titled files, expected $((REPOS * TAGS))"
+    NOTES+=("5: ls -R printed $(wc -l <"$WORK/out/ls-R.txt") lines; registry requests: regfs $reqs_r $(jget "$acc" methods), skopeo $reqs_b")
+    umount_regfs "$mnt" "$DPID"
+    check_log "$cache" "5"
+    rm -rf "$cache"
+    goal_row 5 "ls -R ${REPOS}x${TAGS} vs skopeo list-tags+inspect" "$tr" "$tb" 0.5 "$rss" "$reqs_r/$reqs_b"
+}
+if want 5; then m5; fi
+
+# 8. rsync out of a fresh mount vs skopeo sync to a dir.
+m8() { # ID FLAGS
+    local id=$1 flags=$2 mnt=$WORK/mnt-8$1 cache=$WORK/cache-8$1 dest=$WORK/out/rsync$1 t0 tb tr mark reqs_b reqs_r rss t bytes
+    local sdest=$WORK/out/skopeo$1 acc
+    dropcache
+    mark=$(reg_mark)
+    t0=$(now)
+    run skopeo sync --src docker --dest dir --src-tls-verify=false "$HOST/bench/sync" "$sdest" >/dev/null 2>"$WORK/out/skopeo-sync.err" ||
+        die "skopeo sync failed: $(tail -n 3 "$WORK/out/skopeo-sync.err")"
+    tb=$(since "$t0")
+    reqs_b=$(jget "$(reg_since "$mark")" requests)
+
+    mount_regfs "$mnt" "$cache"
+    dropcache
+    mark=$(reg_mark)
+    t0=$(now)
+    # shellcheck disable=SC2086
+    run rsync $flags "$mnt/bench/sync/" "$dest/" || die "rsync $flags out of regfs failed (see $cache/regfs.log)"
+    tr=$(since "$t0")
+    acc=$(reg_since "$mark")
+    reqs_r=$(jget "$acc" requests)
+    rss=$(peak_rss "$DPID")
+    umount_regfs "$mnt" "$DPID"
+    for ((t = 0; t < SYNC_TAGS; t++)); do
+        local tag
+        tag=$(printf 'v%02d' "$t")
+        for f in notes.txt medium.bin large.bin; do
+            cmp -s "$DATA/sync/$tag/$f" "$dest/$tag/$f" || die "WRONG BYTES: rsync copy of $tag/$f differs from what was pushed"
+        done
+    done
+    log "verified the rsync copy against the pushed files"
+    bytes=$(du -sb "$dest" | cut -f1)
+    NOTES+=("8$id: rsync $flags copied $(mib "$bytes") MiB, skopeo sync wrote $(mib "$(du -sb "$sdest" | cut -f1)") MiB; regfs requests $(jget "$acc" methods)")
+    check_log "$cache" "8$id"
+    rm -rf "$cache" "$dest" "$sdest"
+    goal_row "8$id" "rsync $flags of ${SYNC_TAGS} tags vs skopeo sync to dir" "$tr" "$tb" 1.0 "$rss" "$reqs_r/$reqs_b"
+}
+if want 8; then
+    m8 "" "-a"
+    m8 b "-aH"
+fi
+
+# 6, 7. commit vs ORAS push; re-commit of an unchanged tag.
+# recommit_row ID WHAT MNT: run `regfs commit` on the tag, report what reached the registry.
+recommit_row() {
+    local id=$1 what=$2 mnt=$3 mark t0 tr acc out up writes res
+    mark=$(reg_mark)
+    t0=$(now)
+    if ! out=$(run "$REGFS" commit "$mnt/bench/commit/v1" 2>&1); then
+        die "regfs re-commit ($what) failed: $out"
+    fi
+    tr=$(since "$t0")
+    acc=$(reg_since "$mark")
+    up=$(jget "$acc" uploaded)
+    writes=$(jget "$acc" writes)
+    if [[ "$up" -eq 0 ]]; then res=met; else res=MISSED; fi
+    NOTES+=("$id: re-commit ($what) took $tr s; registry requests $(jget "$acc" methods); $writes write request(s); $up blob bytes uploaded; regfs said: $(printf '%s' "$out" | tr '\n' '|' | cut -c1-300)")
+    row "$id" "re-commit, $what: blob bytes uploaded ($writes write reqs)" "$up B" "-" "-" "0 B" "$res" "$(peak_rss "$DPID")" "$(jget "$acc" requests)/-"
+}
+
+m67() {
+    local mnt=$WORK/mnt-6 cache=$WORK/cache-6 t0 tb tr tcp tc mark acc reqs_b reqs_r rss hex out
+    hex=$(py sha256 "$DATA/commit-regfs/payload.bin")
+    mark=$(reg_mark)
+    t0=$(now)
+    (cd "$DATA/commit-oras" && run python3 "$HELPER" oras-push "$HOST" bench/orascommit:v1 payload.bin >/dev/null) || die "ORAS push of payload.bin failed"
+    tb=$(since "$t0")
+    reqs_b=$(jget "$(reg_since "$mark")" requests)
+
+    mount_regfs "$mnt" "$cache"
+    mark=$(reg_mark)
+    t0=$(now)
+    mkdir "$mnt/bench/commit/v1" || die "mkdir of a new tag folder in regfs failed"
+    run cp "$DATA/commit-regfs/payload.bin" "$mnt/bench/commit/v1/" || die "cp into regfs failed"
+    tcp=$(since "$t0")
+    if ! out=$(run "$REGFS" commit "$mnt/bench/commit/v1" 2>&1); then
+        die "regfs commit failed: $out"
+    fi
+    tr=$(since "$t0")
+    tc=$(awk -v a="$tr" -v b="$tcp" 'BEGIN { printf "%.3f", a - b }')
+    acc=$(reg_since "$mark")
+    reqs_r=$(jget "$acc" requests)
+    rss=$(peak_rss "$DPID")
+    # The registry must now hold the tag, with the file's digest as a layer.
+    curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$HOST/v2/bench/commit/manifests/v1" |
+        grep -q "sha256:$hex" || die "after regfs commit, bench/commit:v1 does not reference sha256:$hex"
+    curl -sfI -o /dev/null "http://$HOST/v2/bench/commit/blobs/sha256:$hex" || die "after regfs commit, the blob sha256:$hex is missing"
+    mark=$(reg_mark)
+    verify_sha "$mnt/bench/commit/v1/payload.bin" "$hex" "payload.bin read back through regfs after commit"
+    NOTES+=("6: reading payload.bin back through the mount after the commit made the registry serve $(mib "$(jget "$(reg_since "$mark")" served)") MiB")
+    NOTES+=("6: regfs time is mkdir+cp ${tcp} s + commit ${tc} s; registry requests $(jget "$acc" methods); regfs said: $(printf '%s' "$out" | tr '\n' '|' | cut -c1-300)")
+    goal_row 6 "mkdir+cp+commit ${COMMIT_MB} MiB vs ORAS push" "$tr" "$tb" 1.0 "$rss" "$reqs_r/$reqs_b"
+
+    # 7a: commit again with nothing staged.
+    recommit_row 7a "nothing staged" "$mnt"
+    # 7b: copy the same bytes over the file again, then commit: the tag's
+    # content is unchanged, so nothing should be uploaded.
+    if run cp "$DATA/commit-regfs/payload.bin" "$mnt/bench/commit/v1/payload.bin" 2>"$WORK/out/recp.err" ||
+        { rm -f "$mnt/bench/commit/v1/payload.bin" && run cp "$DATA/commit-regfs/payload.bin" "$mnt/bench/commit/v1/payload.bin"; } 2>>"$WORK/out/recp.err"; then
+        recommit_row 7b "same bytes copied over the file" "$mnt"
+    else
+        NOTES+=("7b: could not copy the same file over the committed one: $(tr '\n' ' ' <"$WORK/out/recp.err" | cut -c1-200)")
+        row 7b "re-commit, same bytes copied over: not measured (cp refused)" "-" "-" "-" "0 B" "not measured" "-" "-"
+    fi
+    umount_regfs "$mnt" "$DPID"
+    check_log "$cache" "6/7"
+}
+if ! want 6; then
+    :
+elif [[ $HAVE_COMMIT -eq 1 ]]; then
+    m67
+else
+    row 6 "not measured: regfs commit not available" "-" "-" "-" "<= 1.0" "not measured" "-" "-"
+    want 7 && row 7 "re-commit of unchanged tag: not measured: regfs commit not available" "-" "-" "-" "0 B" "not measured" "-" "-"
+fi
+
+# ------------------------------------------------------------------ report
+echo
+echo "== results (ratio = regfs / baseline; goals from issue 5)"
+print_table
+if [[ ${#NOTES[@]} -gt 0 ]]; then
+    echo
+    echo "== notes"
+    printf -- '- %s\n' "${NOTES[@]}"
+fi
+if [[ -n "$RESULTS_DIR" ]]; then
+    mkdir -p "$RESULTS_DIR"
+    f="$RESULTS_DIR/bench-$(date +%Y%m%d-%H%M%S)-${SMALL_MB}M-${LARGE_MB}M.txt"
+    {
+        echo "nproc: $(nproc)   memory: $(free -h | awk '/^Mem:/ { print $2 }')   kernel: $(uname -r)"
+        echo "regfs: $("$REGFS" --version 2>/dev/null || echo '?') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo '+dirty'))"
+        echo "sizes: small ${SMALL_MB} MiB, large ${LARGE_MB} MiB, commit ${COMMIT_MB} MiB, ${REPOS}x${TAGS}, sync ${SYNC_TAGS} tags x (8 KiB + ~1 MiB + ${SYNC_MB} MiB)"
+        print_table
+        printf -- '- %s\n' "${NOTES[@]}"
+    } >"$f"
+    log "table saved to $f"
+fi
+exit 0
