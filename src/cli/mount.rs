@@ -190,6 +190,9 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(4)
+        // Disk reads and writes run on blocking threads; a few suffice, and
+        // every extra thread keeps its own allocator arena (resident memory).
+        .max_blocking_threads(16)
         .thread_name("regfs-worker")
         .build()
         .context("cannot start the async runtime")?;

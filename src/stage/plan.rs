@@ -267,6 +267,30 @@ impl<R: Resolver> Planner<'_, R> {
             .unwrap_or_default()
     }
 
+    /// Annotations of a manifest or index made at `path`: the created time
+    /// (for a new one), the annotation file's `$manifest` (for the tag
+    /// itself), and xattrs set on the folder.
+    fn manifest_annotations(&self, path: &str, new: bool) -> BTreeMap<String, String> {
+        let mut ann = BTreeMap::new();
+        if new {
+            ann.insert(
+                CREATED_ANNOTATION.to_string(),
+                self.settings.created.clone(),
+            );
+        }
+        if path.is_empty() {
+            ann.extend(
+                self.settings
+                    .annotations
+                    .get("$manifest")
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        ann.extend(self.xattr_annotations(path));
+        ann
+    }
+
     fn artifact_type_of(&self, path: &str) -> Option<String> {
         self.input
             .xattrs
@@ -572,21 +596,7 @@ impl<R: Resolver> Planner<'_, R> {
         }
         m.insert("config".into(), config);
         m.insert("layers".into(), Value::Array(layers));
-        let mut ann = BTreeMap::new();
-        ann.insert(
-            CREATED_ANNOTATION.to_string(),
-            self.settings.created.clone(),
-        );
-        if path.is_empty() {
-            ann.extend(
-                self.settings
-                    .annotations
-                    .get("$manifest")
-                    .cloned()
-                    .unwrap_or_default(),
-            );
-        }
-        ann.extend(self.xattr_annotations(path));
+        let ann = self.manifest_annotations(path, true);
         set_annotations(&mut m, &ann);
         Ok(self.emit(path, m, MANIFEST_MEDIA_TYPE, artifact_type))
     }
@@ -660,23 +670,7 @@ impl<R: Resolver> Planner<'_, R> {
             m
         });
         m.insert("manifests".into(), Value::Array(manifests));
-        let mut ann = BTreeMap::new();
-        if is_new {
-            ann.insert(
-                CREATED_ANNOTATION.to_string(),
-                self.settings.created.clone(),
-            );
-        }
-        if path.is_empty() {
-            ann.extend(
-                self.settings
-                    .annotations
-                    .get("$manifest")
-                    .cloned()
-                    .unwrap_or_default(),
-            );
-        }
-        ann.extend(self.xattr_annotations(path));
+        let ann = self.manifest_annotations(path, is_new);
         set_annotations(&mut m, &ann);
         let artifact_type = self.artifact_type_of(path);
         if let Some(t) = &artifact_type {

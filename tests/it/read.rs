@@ -31,7 +31,6 @@ const EACCES: i32 = 13;
 const EROFS: i32 = 30;
 
 /// Bound on one filesystem call against a healthy registry.
-const OP: Duration = Duration::from_secs(60);
 /// Bound on a call that has to fail because the registry is gone (the
 /// mounts of those tests use `--timeout 2`).
 const DEAD_BOUND: Duration = Duration::from_secs(60);
@@ -46,59 +45,6 @@ const ARTIFACT_TYPE_DEFAULT: &str = "application/vnd.unknown.artifact.v1";
 // ====================================================================
 // helpers
 // ====================================================================
-
-/// Runs `f` on its own thread; `None` unless it returns within `limit`
-/// (the thread is then left behind, stuck in the kernel). A panic inside
-/// `f` is passed on.
-fn try_bounded<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let (tx, rx) = mpsc::channel();
-    let h = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => Some(v),
-        Err(mpsc::RecvTimeoutError::Timeout) => None,
-        Err(mpsc::RecvTimeoutError::Disconnected) => match h.join() {
-            Err(p) => std::panic::resume_unwind(p),
-            Ok(()) => panic!("{what}: thread ended without a result"),
-        },
-    }
-}
-
-/// [`try_bounded`], panicking (naming `what`) on timeout.
-fn bounded<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    try_bounded(what, limit, f)
-        .unwrap_or_else(|| panic!("{what}: no answer within {limit:?} (hung mount?)"))
-}
-
-fn errno(e: &std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(-1)
-}
-
-/// Sorted names in `dir` (without `.` and `..`).
-fn try_ls(dir: &Path) -> std::io::Result<Vec<String>> {
-    let d = dir.to_path_buf();
-    bounded(&format!("readdir {}", dir.display()), OP, move || {
-        let mut v = Vec::new();
-        for e in fs::read_dir(&d)? {
-            v.push(e?.file_name().to_string_lossy().into_owned());
-        }
-        v.sort();
-        Ok(v)
-    })
-}
-
-fn ls(dir: &Path) -> Vec<String> {
-    try_ls(dir).unwrap_or_else(|e| panic!("readdir {}: {e}", dir.display()))
-}
 
 /// A failed read: the error and how many bytes had been returned before it.
 #[derive(Debug)]
@@ -237,10 +183,6 @@ fn assert_xattrs_include(path: &Path, want: &[(&str, &str)]) {
     }
 }
 
-fn hex(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").unwrap_or(digest)
-}
-
 fn regfs_log(cache_dir: &Path) -> String {
     fs::read_to_string(cache_dir.join("regfs.log")).unwrap_or_default()
 }
@@ -368,25 +310,6 @@ fn finish_raw(m: RawMount) {
     drop(m);
     assert!(!is_mountpoint(&p), "{} still mounted", p.display());
     wait_daemon_gone(&p);
-}
-
-/// Every regular file under `root`, relative paths, sorted.
-fn walk_files(root: &Path) -> Vec<String> {
-    fn go(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        for name in ls(dir) {
-            let p = dir.join(&name);
-            let md = fs::symlink_metadata(&p).unwrap();
-            if md.is_dir() {
-                go(base, &p, out);
-            } else {
-                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    go(root, root, &mut out);
-    out.sort();
-    out
 }
 
 /// `(digest, size)` of the config and every layer of an image manifest.
@@ -2199,4 +2122,100 @@ fn regfs_umount_fusermount_and_fstab_form() {
     let d = tmpdir();
     let out = run_unchecked_timeout(regfs().arg("umount").arg(d.path()), Duration::from_secs(30));
     assert_one_line_error(&out, "umount of a folder that is not mounted");
+}
+
+// ====================================================================
+// the cache: its bound, and two mounts sharing it
+// ====================================================================
+
+#[test]
+fn cache_size_bound_evicts_least_recently_used() {
+    let reg = Registry::start();
+    let w = tmpdir();
+    for (name, seed) in [("a.bin", 1), ("b.bin", 2), ("c.bin", 3)] {
+        make_random_file(w.path().join(name), 600 * 1024, seed);
+    }
+    oras_push(
+        &reg.host(),
+        "ev/x:v1",
+        &["a.bin", "b.bin", "c.bin"],
+        w.path(),
+    );
+    let cache = tmpdir();
+    // Room for two 600 KiB blobs, not three.
+    let args = ["--timeout", "5", "--cache-size", "1300K"];
+    let m = Mount::with_cache(&reg.host(), cache.path(), &args);
+    let blobs = |names: &[&str]| -> Vec<bool> {
+        names
+            .iter()
+            .map(|n| {
+                let d = sha256_file(w.path().join(n));
+                cache.path().join("blobs/sha256").join(hex(&d)).exists()
+            })
+            .collect()
+    };
+    for n in ["a.bin", "b.bin", "c.bin"] {
+        let got = fs::read(m.join("ev/x/v1").join(n)).unwrap();
+        assert_eq!(got, fs::read(w.path().join(n)).unwrap(), "{n}");
+        // Distinct use times for the LRU order (mtime has 1 s resolution on some filesystems).
+        thread::sleep(Duration::from_millis(1100));
+    }
+    assert_eq!(
+        blobs(&["a.bin", "b.bin", "c.bin"]),
+        [false, true, true],
+        "the oldest blob goes"
+    );
+    // Read again (from the registry) after eviction: still right.
+    assert_eq!(
+        fs::read(m.join("ev/x/v1/a.bin")).unwrap(),
+        fs::read(w.path().join("a.bin")).unwrap()
+    );
+    let total: u64 = fs::read_dir(cache.path().join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(total <= 1300 * 1024, "cache holds {total} bytes");
+    finish(m);
+}
+
+#[test]
+fn two_mounts_sharing_a_cache_read_one_blob_concurrently() {
+    let reg = Registry::start();
+    let w = tmpdir();
+    make_random_file(w.path().join("big.bin"), 24 << 20, 7);
+    oras_push(&reg.host(), "share/x:v1", &["big.bin"], w.path());
+    let want = sha256_file(w.path().join("big.bin"));
+    let proxy = FaultProxy::start(&reg.host(), Mode::Pass);
+    let cache = tmpdir();
+    let m1 = Mount::with_cache(&proxy.host(), cache.path(), MOUNT_ARGS);
+    let m2 = Mount::with_cache(&proxy.host(), cache.path(), MOUNT_ARGS);
+    let readers: Vec<_> = [m1.join("share/x/v1/big.bin"), m2.join("share/x/v1/big.bin")]
+        .into_iter()
+        .flat_map(|p| [p.clone(), p])
+        .map(|p| thread::spawn(move || sha256_bytes(&fs::read(p).unwrap())))
+        .collect();
+    for r in readers {
+        assert_eq!(r.join().unwrap(), want);
+    }
+    let cached = cache.path().join("blobs/sha256").join(hex(&want));
+    assert_eq!(
+        sha256_file(&cached),
+        want,
+        "the shared cache holds the verified blob"
+    );
+    // Each mount downloads at most once (the second may find it cached).
+    assert!(proxy.blob_gets() <= 2, "blob GETs: {}", proxy.blob_gets());
+    let leftovers: Vec<_> = fs::read_dir(cache.path().join("partial/sha256"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "partial downloads left: {leftovers:?}"
+    );
+    finish(m1);
+    finish(m2);
 }

@@ -12,7 +12,6 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,6 @@ const EXDEV: i32 = 18;
 const EROFS: i32 = 30;
 
 /// Bound on one filesystem call or small command.
-const OP: Duration = Duration::from_secs(60);
 /// Bound on one `regfs commit`.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long the mount may take to show what a commit pushed (the README
@@ -46,33 +44,6 @@ const CREATED: &str = "2024-05-06T07:08:09Z";
 // ====================================================================
 // helpers
 // ====================================================================
-
-/// Runs `f` on its own thread; panics (naming `what`) unless it returns
-/// within `limit`. A panic inside `f` is passed on.
-fn bounded<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    let h = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(v) => v,
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what}: no answer within {limit:?} (hung mount?)")
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match h.join() {
-            Err(p) => std::panic::resume_unwind(p),
-            Ok(()) => panic!("{what}: thread ended without a result"),
-        },
-    }
-}
-
-fn errno(e: &std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(-1)
-}
 
 fn try_mkdir(p: &Path) -> std::io::Result<()> {
     let q = p.to_path_buf();
@@ -112,22 +83,6 @@ fn try_read(p: &Path) -> std::io::Result<Vec<u8>> {
 
 fn read(p: &Path) -> Vec<u8> {
     try_read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-}
-
-fn try_ls(dir: &Path) -> std::io::Result<Vec<String>> {
-    let d = dir.to_path_buf();
-    bounded(&format!("readdir {}", dir.display()), OP, move || {
-        let mut v = Vec::new();
-        for e in fs::read_dir(&d)? {
-            v.push(e?.file_name().to_string_lossy().into_owned());
-        }
-        v.sort();
-        Ok(v)
-    })
-}
-
-fn ls(dir: &Path) -> Vec<String> {
-    try_ls(dir).unwrap_or_else(|e| panic!("readdir {}: {e}", dir.display()))
 }
 
 fn try_meta(p: &Path) -> std::io::Result<fs::Metadata> {
@@ -340,25 +295,6 @@ fn gunzip(blob: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Every regular file under `root`, relative paths, sorted.
-fn walk_files(root: &Path) -> Vec<String> {
-    fn go(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        for name in ls(dir) {
-            let p = dir.join(&name);
-            let md = try_meta(&p).unwrap();
-            if md.is_dir() {
-                go(base, &p, out);
-            } else {
-                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    go(root, root, &mut out);
-    out.sort();
-    out
-}
-
 /// Blob upload requests the proxy saw, as (digest, status): the PUT that
 /// completes an upload session (`.../blobs/uploads/...?digest=sha256:...`),
 /// or a one-shot POST with `digest=`.
@@ -393,10 +329,6 @@ fn upload_traffic(proxy: &FaultProxy) -> Vec<String> {
         })
         .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
         .collect()
-}
-
-fn hex(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").unwrap_or(digest)
 }
 
 /// HEAD /v2/REPO/blobs/DIGEST straight at the registry.

@@ -9,6 +9,7 @@
 
 pub mod cmd;
 pub mod fixtures;
+pub mod fsops;
 pub mod http;
 pub mod mount;
 pub mod proxy;
@@ -19,6 +20,7 @@ pub use cmd::{
     wait_for, wait_until,
 };
 pub use fixtures::*;
+pub use fsops::*;
 pub use http::{basic_auth, http_get, http_request, HttpResponse, MANIFEST_ACCEPT};
 pub use mount::{daemon_pids, finish, regfs, regfs_bin, wait_daemon_gone, Mount, MountFailure};
 pub use proxy::{FaultProxy, Mode, ProxyHandle, RequestRecord, Rule, RuleAction};

@@ -1,0 +1,94 @@
+//! Filesystem calls for tests against a mount, each bounded in time so a
+//! hung mount fails a test instead of hanging the suite.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+/// How long one filesystem call on a mount may take.
+pub const OP: Duration = Duration::from_secs(60);
+
+/// Runs `f` on its own thread; `None` unless it returns within `limit`
+/// (the thread is then left behind, stuck in the kernel). A panic inside
+/// `f` is passed on.
+pub fn try_bounded<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    let h = thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => Some(v),
+        Err(mpsc::RecvTimeoutError::Timeout) => None,
+        Err(mpsc::RecvTimeoutError::Disconnected) => match h.join() {
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(()) => panic!("{what}: thread ended without a result"),
+        },
+    }
+}
+
+/// [`try_bounded`], panicking (naming `what`) on timeout.
+pub fn bounded<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    try_bounded(what, limit, f)
+        .unwrap_or_else(|| panic!("{what}: no answer within {limit:?} (hung mount?)"))
+}
+
+pub fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+/// The hex of a `sha256:<hex>` digest.
+pub fn hex(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+/// The names in `dir`, sorted.
+pub fn try_ls(dir: &Path) -> std::io::Result<Vec<String>> {
+    let d = dir.to_path_buf();
+    bounded(&format!("readdir {}", dir.display()), OP, move || {
+        let mut v = Vec::new();
+        for e in fs::read_dir(&d)? {
+            v.push(e?.file_name().to_string_lossy().into_owned());
+        }
+        v.sort();
+        Ok(v)
+    })
+}
+
+pub fn ls(dir: &Path) -> Vec<String> {
+    try_ls(dir).unwrap_or_else(|e| panic!("readdir {}: {e}", dir.display()))
+}
+
+/// Every regular file under `root`, relative paths, sorted.
+pub fn walk_files(root: &Path) -> Vec<String> {
+    fn go(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for name in ls(dir) {
+            let p = dir.join(&name);
+            let q = p.clone();
+            let md = bounded(&format!("stat {}", p.display()), OP, move || {
+                fs::symlink_metadata(&q)
+            })
+            .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+            if md.is_dir() {
+                go(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(root, root, &mut out);
+    out.sort();
+    out
+}
