@@ -187,6 +187,12 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         ),
     };
     let backend = Arc::new(backend);
+    // Each thread that allocates gets a glibc arena of its own that keeps
+    // freed memory; a few arenas keep a long-running daemon's memory flat.
+    // SAFETY: mallopt only tunes the allocator; called before our threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(4)

@@ -14,8 +14,9 @@ use crate::digest::{Digest, Verifier};
 use crate::registry::{self, backoff, Backend};
 use crate::tree::view::Desc;
 
-/// Bytes gathered before they are written and hashed off the async threads.
-const WRITE_BATCH: usize = 4 << 20;
+/// Bytes gathered before they are written and hashed off the async threads
+/// (at most a few batches are in flight: memory stays flat whatever the size).
+const WRITE_BATCH: usize = 2 << 20;
 /// Attempts to resume a broken transfer before giving up.
 const RESUMES: u32 = 4;
 
@@ -232,7 +233,7 @@ async fn pump(
         return Err(lost());
     };
     // Batches travel as the received pieces themselves: no copy on the way.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(2);
     let writer = tokio::task::spawn_blocking(move || {
         let mut r = Ok(());
         'batches: while let Some(batch) = rx.blocking_recv() {
