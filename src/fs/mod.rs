@@ -877,6 +877,31 @@ impl Fs {
             .collect())
     }
 
+    /// Attributes of several inodes at once (for readdirplus); `None` for
+    /// one whose attributes cannot be had now (the kernel then asks again).
+    pub async fn attrs(&self, inos: &[Ino]) -> Vec<Option<Attr>> {
+        use futures_util::stream::{self, StreamExt};
+        stream::iter(inos.iter().copied())
+            .map(|i| async move { self.getattr(i).await.ok() })
+            .buffered(16)
+            .collect()
+            .await
+    }
+
+    /// Attributes for an entry listed while its real ones cannot be had.
+    pub fn placeholder_attr(&self, ino: Ino, kind: Kind) -> Attr {
+        Attr {
+            ino,
+            kind,
+            size: 0,
+            perm: if kind == Kind::Dir { 0o555 } else { 0o444 },
+            nlink: 1,
+            mtime: self.mount_time,
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+        }
+    }
+
     pub fn parent_of(&self, ino: Ino) -> Ino {
         lock(&self.inodes).parent(ino)
     }

@@ -226,6 +226,10 @@ impl Filesystem for FuseFs {
             .or_else(|max| config.set_max_readahead(max));
         let _ = config.set_max_background(64);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Names and attributes in one round trip when the kernel thinks it
+        // pays (`ls -l`), plain readdir otherwise.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         // Reads of verified cache files can bypass us entirely.
         if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok()
@@ -301,6 +305,73 @@ impl Filesystem for FuseFs {
                 Err(e) => reply.error(e),
             },
         );
+    }
+
+    /// Names with their attributes in one answer (`ls -l`, `ls -R`, `find`):
+    /// attributes are computed only for the entries that fit, 16 at a time.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        let fs = self.fs.clone();
+        let ttl = self.settings.ttl;
+        let this = self.attr_maker();
+        let limit = self.settings.op_timeout;
+        self.rt.spawn(async move {
+            let work = async {
+                let entries = fs.readdir(ino.0).await?;
+                let parent = fs.parent_of(ino.0);
+                let mut all: Vec<(u64, String, Kind)> = vec![
+                    (ino.0, ".".into(), Kind::Dir),
+                    (parent, "..".into(), Kind::Dir),
+                ];
+                all.extend(entries.into_iter().map(|e| (e.ino, e.name, e.kind)));
+                let rest: Vec<(usize, (u64, String, Kind))> =
+                    all.into_iter().enumerate().skip(offset as usize).collect();
+                for batch in rest.chunks(16) {
+                    let inos: Vec<u64> = batch.iter().map(|(_, (i, _, _))| *i).collect();
+                    let attrs = fs.attrs(&inos).await;
+                    for ((i, (child, name, kind)), attr) in batch.iter().zip(attrs) {
+                        // An entry whose attributes cannot be had now (a tag
+                        // whose manifest fails) is still listed, with
+                        // placeholder attributes the kernel must not keep:
+                        // its own lookup then reports the error.
+                        let (a, t) = match attr {
+                            Some(a) => (this(&a), ttl),
+                            None => (this(&fs.placeholder_attr(*child, *kind)), Duration::ZERO),
+                        };
+                        if reply.add(
+                            INodeNo(*child),
+                            (*i + 1) as u64,
+                            name,
+                            &t,
+                            &a,
+                            Generation(0),
+                        ) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok::<_, fs::Error>(())
+            };
+            match tokio::time::timeout(limit, work).await {
+                Ok(Ok(())) => reply.ok(),
+                Ok(Err(e)) => {
+                    if !e.is_quiet() {
+                        tracing::warn!(op = "readdirplus", "{e}");
+                    }
+                    reply.error(Errno::from_i32(e.errno()));
+                }
+                Err(_) => {
+                    tracing::warn!(op = "readdirplus", "timed out after {limit:?}");
+                    reply.error(Errno::EIO);
+                }
+            }
+        });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
