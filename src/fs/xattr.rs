@@ -1,7 +1,9 @@
 //! Extended attributes: `user.oci.*` of manifests, indexes and blobs.
 
+use super::{Error, Fs};
 use crate::digest::Digest;
 use crate::tree::view::{Desc, View};
+use crate::tree::{Ino, Node};
 
 type Attrs = Vec<(String, Vec<u8>)>;
 
@@ -44,6 +46,55 @@ pub fn of_desc(d: &Desc) -> Attrs {
         push(&mut out, &format!("user.oci.annotation.{k}"), val);
     }
     out
+}
+
+impl Fs {
+    // ---- extended attributes -----------------------------------------------
+
+    pub async fn listxattr(&self, ino: Ino) -> Result<Vec<(String, Vec<u8>)>, Error> {
+        let node = self.node(ino)?;
+        let attrs = match &*node {
+            Node::Manifest { repo, target } => {
+                let d = self.resolve(repo, target).await?;
+                let v = self.view(repo, &d).await?;
+                let via = self.reached_by(ino, &d).await;
+                of_manifest(&d, &v, via.as_ref())
+            }
+            Node::ManifestJson { repo, digest, .. } => {
+                let v = self.view(repo, digest).await?;
+                of_manifest(digest, &v, None)
+            }
+            Node::Blob { desc, .. } => of_desc(desc),
+            Node::UnpackedDir { layer, path, .. } if path.is_empty() => of_desc(layer),
+            _ => Vec::new(),
+        };
+        Ok(if self.opts.read_only {
+            attrs
+        } else {
+            self.staged_xattrs(ino, attrs)
+        })
+    }
+
+    pub async fn getxattr(&self, ino: Ino, name: &str) -> Result<Vec<u8>, Error> {
+        self.listxattr(ino)
+            .await?
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .ok_or(Error::NoAttr)
+    }
+
+    /// The index descriptor a child manifest folder was reached by (for its platform).
+    pub(super) async fn reached_by(&self, ino: Ino, d: &Digest) -> Option<Desc> {
+        let parent = self.parent_of(ino);
+        let pnode = self.node(parent).ok()?;
+        let Node::Manifest { repo, target } = &*pnode else {
+            return None;
+        };
+        let pd = self.resolve(repo, target).await.ok()?;
+        let pv = self.view(repo, &pd).await.ok()?;
+        pv.children.iter().find(|c| c.digest == *d).cloned()
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,248 @@
+//! Opening and reading files: manifests from memory, blobs from the
+//! verified cache (fetched whole, by Range chunks, or lazily), staged and
+//! unpacked files from local disk.
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{chunks, fetch, lock, Error, Fs, Handle, Verify, LAZY_READ_AHEAD};
+use crate::tree::view::Desc;
+use crate::tree::{Ino, Node};
+
+impl Fs {
+    /// Opens a file; returns the handle and, when the bytes are already
+    /// verified on disk, the file (for passthrough).
+    pub async fn open(
+        &self,
+        ino: Ino,
+        write: bool,
+        truncate: bool,
+    ) -> Result<(u64, Option<Arc<std::fs::File>>), Error> {
+        let mut node = self.node(ino)?;
+        if matches!(&*node, Node::Staged { .. }) && self.staged_attr(ino).is_err() {
+            // Committed or discarded since the kernel looked it up.
+            self.relookup(ino).await?;
+            node = self.node(ino)?;
+        }
+        if write || matches!(&*node, Node::Staged { .. }) {
+            let f = self.open_staged(ino, &node, write, truncate).await?;
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            lock(&self.handles).insert(fh, Handle::Staged(f));
+            return Ok((fh, None));
+        }
+        let handle = match &*node {
+            Node::ManifestJson { repo, digest, .. } => {
+                Handle::Bytes(self.manifest_bytes(repo, digest).await?.0)
+            }
+            Node::Blob { repo, desc, .. } => {
+                // Strict reads wait for the whole verified blob anyway: fetch
+                // it at open, so every read goes to the verified file (and
+                // the kernel can pass reads through to it). Lazy large blobs
+                // are fetched by the reads themselves.
+                let lazy = self.opts.verify == Verify::Lazy
+                    && self.registry.is_remote()
+                    && desc.size >= chunks::RANGE_THRESHOLD;
+                if !lazy && self.cache.blob(&desc.digest).is_none() {
+                    if self.opts.parallel_ranges
+                        && self.registry.is_remote()
+                        && desc.size >= chunks::RANGE_THRESHOLD
+                    {
+                        self.finish_chunked(repo, desc).await?;
+                    } else {
+                        self.fetch_blob(repo, desc).await?;
+                    }
+                }
+                let file = self.open_verified(desc)?.map(Arc::new);
+                Handle::Blob {
+                    repo: repo.clone(),
+                    desc: desc.clone(),
+                    file,
+                }
+            }
+            Node::UnpackedFile { layer, path, .. } => {
+                let p = self.unpacked_path(layer, path)?;
+                let f = std::fs::File::open(&p).map_err(|source| Error::Io {
+                    what: p.display().to_string(),
+                    source,
+                })?;
+                Handle::File(Arc::new(f))
+            }
+            _ => return Err(Error::IsDir),
+        };
+        let ready = match &handle {
+            Handle::Blob { file, .. } => file.clone(),
+            Handle::File(f) => Some(f.clone()),
+            Handle::Bytes(_) | Handle::Staged(_) => None,
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, handle);
+        Ok((fh, ready))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, Error> {
+        enum Src {
+            Bytes(Bytes),
+            File(Arc<std::fs::File>),
+            Fetch(String, Desc),
+        }
+        let src = match lock(&self.handles).get(&fh) {
+            None => return Err(Error::BadHandle),
+            Some(Handle::Bytes(b)) => Src::Bytes(b.clone()),
+            Some(Handle::File(f)) | Some(Handle::Staged(f)) => Src::File(f.clone()),
+            Some(Handle::Blob { file: Some(f), .. }) => Src::File(f.clone()),
+            Some(Handle::Blob {
+                repo,
+                desc,
+                file: None,
+            }) => Src::Fetch(repo.clone(), desc.clone()),
+        };
+        let file = match src {
+            Src::Bytes(b) => {
+                let start = (offset as usize).min(b.len());
+                let end = start.saturating_add(size as usize).min(b.len());
+                return Ok(b.slice(start..end));
+            }
+            Src::File(f) => f,
+            Src::Fetch(repo, desc) => {
+                let ranged = self.registry.is_remote() && desc.size >= chunks::RANGE_THRESHOLD;
+                let lazy = ranged && self.opts.verify == Verify::Lazy;
+                let at_end = offset.saturating_add(size as u64) >= desc.size;
+                if lazy && !at_end {
+                    return self.read_lazy(&repo, &desc, offset, size).await;
+                }
+                if lazy || (ranged && self.opts.parallel_ranges) {
+                    self.finish_chunked(&repo, &desc).await?;
+                } else {
+                    self.fetch_blob(&repo, &desc).await?;
+                }
+                let f = self.open_verified(&desc)?.ok_or_else(|| Error::Blob {
+                    digest: desc.digest.clone(),
+                    reason: "evicted from the cache right after download; retry".into(),
+                })?;
+                let f = Arc::new(f);
+                if let Some(Handle::Blob { file, .. }) = lock(&self.handles).get_mut(&fh) {
+                    if file.is_none() {
+                        *file = Some(f.clone());
+                    } else {
+                        self.cache.release(&desc.digest);
+                    }
+                }
+                f
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; size as usize];
+            let mut got = 0;
+            while got < buf.len() {
+                match file.read_at(&mut buf[got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(source) => {
+                        return Err(Error::Io {
+                            what: "reading cached blob".into(),
+                            source,
+                        })
+                    }
+                }
+            }
+            buf.truncate(got);
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(|e| Error::Io {
+            what: "read task".into(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
+    pub fn release(&self, fh: u64) {
+        if let Some(Handle::Blob {
+            desc,
+            file: Some(_),
+            ..
+        }) = lock(&self.handles).remove(&fh)
+        {
+            self.cache.release(&desc.digest);
+        }
+    }
+
+    /// The cached blob of `desc`, if any, checked against the size the
+    /// descriptor claims (the digest matched, but a descriptor can lie).
+    pub(super) fn open_verified(&self, desc: &Desc) -> Result<Option<std::fs::File>, Error> {
+        let Some(f) = self.cache.open_blob(&desc.digest) else {
+            return Ok(None);
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len != desc.size {
+            self.cache.release(&desc.digest);
+            return Err(Error::Blob {
+                digest: desc.digest.clone(),
+                reason: format!(
+                    "the descriptor says {} bytes but the blob has {len}",
+                    desc.size
+                ),
+            });
+        }
+        Ok(Some(f))
+    }
+
+    pub(super) fn chunked(&self, repo: &str, desc: &Desc) -> Result<Arc<chunks::Chunked>, Error> {
+        let mut map = lock(&self.chunked);
+        if let Some(c) = map.get(&desc.digest) {
+            return Ok(c.clone());
+        }
+        let c = chunks::Chunked::open(self.registry.clone(), self.cache.clone(), repo, desc)?;
+        map.insert(desc.digest.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// A large blob by Range: every chunk fetched (several at a time) and
+    /// the whole blob checked before it is served.
+    pub(super) async fn finish_chunked(&self, repo: &str, desc: &Desc) -> Result<PathBuf, Error> {
+        if let Some(p) = self.cache.blob(&desc.digest) {
+            return Ok(p);
+        }
+        let c = self.chunked(repo, desc)?;
+        let r = c.finish().await;
+        lock(&self.chunked).remove(&desc.digest);
+        r
+    }
+
+    /// `--verify lazy`: the chunks this read needs (and read-ahead for a
+    /// sequential reader), served before the whole blob is checked.
+    pub(super) async fn read_lazy(
+        &self,
+        repo: &str,
+        desc: &Desc,
+        offset: u64,
+        size: u32,
+    ) -> Result<Bytes, Error> {
+        let c = self.chunked(repo, desc)?;
+        let need = c.chunks_for(offset, size as u64);
+        let ahead_end = (need.end + LAZY_READ_AHEAD).min(c.chunks_for(0, c.size()).end);
+        if need.start > 0 {
+            // Not the first chunk: a sequential reader, most likely.
+            c.prefetch(need.end..ahead_end);
+        }
+        c.ensure(need).await?;
+        c.read_at(offset, size).await
+    }
+
+    /// Downloads and verifies a blob into the cache (one download however
+    /// many readers wait).
+    pub async fn fetch_blob(&self, repo: &str, desc: &Desc) -> Result<PathBuf, Error> {
+        fetch::fetch(
+            &self.inflight,
+            self.registry.clone(),
+            self.cache.clone(),
+            repo,
+            desc,
+        )
+        .await
+    }
+}

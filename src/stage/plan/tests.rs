@@ -1,0 +1,347 @@
+use super::*;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(Default)]
+struct Fake {
+    manifests: HashMap<Digest, Base>,
+    files: HashMap<PathBuf, Vec<u8>>,
+}
+
+impl Resolver for Fake {
+    fn tarball(&mut self, dir: &StagedDir, name: &str) -> Result<Tarball, PlanError> {
+        let d = Digest::of(format!("tar:{name}:{}", dir.files.len()).as_bytes());
+        Ok(Tarball {
+            path: PathBuf::from(format!("/tmp/{name}.tgz")),
+            digest: d.clone(),
+            size: 99,
+            tar_digest: Digest::of(name.as_bytes()),
+        })
+    }
+    fn manifest(&mut self, d: &Digest) -> Result<Base, PlanError> {
+        self.manifests
+            .get(d)
+            .cloned()
+            .ok_or_else(|| PlanError::Resolve(format!("no {d}")))
+    }
+    fn read(&mut self, f: &StagedFile) -> Result<Vec<u8>, PlanError> {
+        self.files
+            .get(&f.path)
+            .cloned()
+            .ok_or_else(|| PlanError::Resolve("no file".into()))
+    }
+}
+
+fn file(path: &str, content: &[u8]) -> StagedFile {
+    StagedFile {
+        path: PathBuf::from(path),
+        digest: Digest::of(content),
+        size: content.len() as u64,
+    }
+}
+
+fn dir(files: &[(&str, &[u8])], dirs: Vec<(&str, StagedDir)>) -> StagedDir {
+    StagedDir {
+        path: PathBuf::from("/stage"),
+        files: files
+            .iter()
+            .map(|(n, c)| (n.to_string(), file(&format!("/stage/{n}"), c)))
+            .collect(),
+        dirs: dirs.into_iter().map(|(n, d)| (n.to_string(), d)).collect(),
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        created: "2026-01-01T00:00:00Z".into(),
+        ..Settings::default()
+    }
+}
+
+fn input(d: &StagedDir) -> Input<'_> {
+    Input {
+        dir: d,
+        base: None,
+        removed: BTreeSet::new(),
+        xattrs: BTreeMap::new(),
+    }
+}
+
+fn top_json(p: &Plan) -> Value {
+    serde_json::from_slice(&p.top().unwrap().bytes).unwrap()
+}
+
+#[test]
+fn new_artifact_is_what_oras_push_writes() {
+    let d = dir(
+        &[("a.txt", b"alpha"), ("b.bin", b"beta")],
+        vec![("docs", dir(&[("x", b"x")], vec![]))],
+    );
+    let p = plan(&input(&d), &settings(), &mut Fake::default()).unwrap();
+    let m = top_json(&p);
+    assert_eq!(m["mediaType"], MANIFEST_MEDIA_TYPE);
+    assert_eq!(m["artifactType"], DEFAULT_ARTIFACT_TYPE);
+    assert_eq!(m["config"]["mediaType"], EMPTY_CONFIG_MEDIA_TYPE);
+    assert_eq!(m["config"]["digest"], EMPTY_JSON_DIGEST);
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3);
+    assert_eq!(layers[0]["annotations"][TITLE_ANNOTATION], "a.txt");
+    assert_eq!(layers[0]["mediaType"], LAYER_MEDIA_TYPE);
+    assert_eq!(layers[0]["digest"], Digest::of(b"alpha").to_string());
+    assert_eq!(layers[2]["mediaType"], LAYER_GZIP_MEDIA_TYPE);
+    assert_eq!(layers[2]["annotations"][UNPACK_ANNOTATION], "true");
+    assert_eq!(layers[2]["annotations"][TITLE_ANNOTATION], "docs");
+    assert_eq!(m["annotations"][CREATED_ANNOTATION], "2026-01-01T00:00:00Z");
+    // The empty config, two files and the tarball.
+    assert_eq!(p.blobs.len(), 4);
+    assert_eq!(p.manifests.len(), 1);
+    assert_eq!(p.top().unwrap().digest, Digest::of(&p.top().unwrap().bytes));
+}
+
+#[test]
+fn platform_folders_make_an_index() {
+    let d = dir(
+        &[],
+        vec![
+            ("linux-amd64", dir(&[("tool", b"amd")], vec![])),
+            ("linux-arm-v7", dir(&[("tool", b"arm")], vec![])),
+        ],
+    );
+    let p = plan(&input(&d), &settings(), &mut Fake::default()).unwrap();
+    assert_eq!(p.manifests.len(), 3);
+    let idx = top_json(&p);
+    assert_eq!(idx["mediaType"], INDEX_MEDIA_TYPE);
+    let kids = idx["manifests"].as_array().unwrap();
+    assert_eq!(
+        kids[0]["platform"],
+        json!({"architecture": "amd64", "os": "linux"})
+    );
+    assert_eq!(
+        kids[1]["platform"],
+        json!({"architecture": "arm", "os": "linux", "variant": "v7"})
+    );
+    let child: Value = serde_json::from_slice(&p.manifests[1].bytes).unwrap();
+    assert_eq!(child["config"]["mediaType"], IMAGE_CONFIG_MEDIA_TYPE);
+    assert_eq!(
+        child["artifactType"], DEFAULT_ARTIFACT_TYPE,
+        "as oras push --artifact-platform"
+    );
+    let config = p
+        .blobs
+        .iter()
+        .find(|b| b.digest.to_string() == child["config"]["digest"])
+        .unwrap();
+    assert_eq!(
+        config.source,
+        Source::Bytes(br#"{"architecture":"arm","os":"linux","variant":"v7"}"#.to_vec())
+    );
+}
+
+#[test]
+fn bad_layouts_are_clear_errors() {
+    let mixed = dir(
+        &[("stray", b"s")],
+        vec![("linux-amd64", dir(&[("t", b"t")], vec![]))],
+    );
+    let e = plan(&input(&mixed), &settings(), &mut Fake::default()).unwrap_err();
+    assert!(e.to_string().contains("stray"), "{e}");
+    let mixed = dir(
+        &[],
+        vec![
+            ("linux-amd64", dir(&[("t", b"t")], vec![])),
+            ("docs", dir(&[("t", b"t")], vec![])),
+        ],
+    );
+    let e = plan(&input(&mixed), &settings(), &mut Fake::default()).unwrap_err();
+    assert!(e.to_string().contains("not a platform folder"), "{e}");
+    let empty = dir(&[], vec![]);
+    assert!(plan(&input(&empty), &settings(), &mut Fake::default()).is_err());
+    let reserved = dir(&[("config.json", b"{}")], vec![]);
+    assert!(plan(&input(&reserved), &settings(), &mut Fake::default()).is_err());
+}
+
+fn base_manifest() -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": "application/x-kept",
+        "config": {"mediaType": "application/x-config", "digest": Digest::of(b"cfg").to_string(), "size": 3},
+        "layers": [
+            {"mediaType": LAYER_MEDIA_TYPE, "digest": Digest::of(b"one").to_string(), "size": 3,
+             "annotations": {TITLE_ANNOTATION: "one.txt", "keep": "me"}},
+            {"mediaType": "application/x-untitled", "digest": Digest::of(b"raw").to_string(), "size": 3},
+            {"mediaType": LAYER_MEDIA_TYPE, "digest": Digest::of(b"two").to_string(), "size": 3,
+             "annotations": {TITLE_ANNOTATION: "two.txt"}},
+        ],
+        "annotations": {"org.opencontainers.image.created": "2020-01-01T00:00:00Z", "x": "y"}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn changing_a_tag_keeps_everything_else() {
+    let d = dir(&[("one.txt", b"ONE"), ("three.txt", b"three")], vec![]);
+    let mut inp = input(&d);
+    inp.base = Some(Base {
+        digest: Digest::of(&base_manifest()),
+        bytes: base_manifest(),
+        media_type: None,
+    });
+    inp.removed.insert("two.txt".into());
+    let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+    let m = top_json(&p);
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{layers:?}");
+    assert_eq!(layers[0]["digest"], Digest::of(b"ONE").to_string());
+    assert_eq!(layers[0]["annotations"]["keep"], "me");
+    assert_eq!(layers[1]["mediaType"], "application/x-untitled");
+    assert_eq!(layers[2]["annotations"][TITLE_ANNOTATION], "three.txt");
+    assert_eq!(m["artifactType"], "application/x-kept");
+    assert_eq!(m["config"]["digest"], Digest::of(b"cfg").to_string());
+    assert_eq!(m["annotations"]["x"], "y");
+    assert_eq!(m["annotations"][CREATED_ANNOTATION], "2020-01-01T00:00:00Z");
+    let cfg = p
+        .blobs
+        .iter()
+        .find(|b| b.digest == Digest::of(b"cfg"))
+        .unwrap();
+    assert_eq!(cfg.source, Source::Registry);
+}
+
+#[test]
+fn unchanged_base_gives_the_same_bytes_back() {
+    let d = dir(&[], vec![]);
+    let mut inp = input(&d);
+    inp.base = Some(Base {
+        digest: Digest::of(&base_manifest()),
+        bytes: base_manifest(),
+        media_type: None,
+    });
+    let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+    assert_eq!(p.top().unwrap().digest, Digest::of(&base_manifest()));
+}
+
+#[test]
+fn xattrs_set_annotations_and_artifact_type() {
+    let d = dir(&[("a.txt", b"a")], vec![]);
+    let mut inp = input(&d);
+    inp.xattrs.insert(
+        String::new(),
+        [
+            (
+                "user.oci.annotation.org.example.k".to_string(),
+                "v".to_string(),
+            ),
+            (
+                ARTIFACT_TYPE_XATTR.to_string(),
+                "application/x-mine".to_string(),
+            ),
+        ]
+        .into(),
+    );
+    inp.xattrs.insert(
+        "a.txt".into(),
+        [("user.oci.annotation.layer.k".to_string(), "lv".to_string())].into(),
+    );
+    let mut s = settings();
+    s.annotations.insert(
+        "$manifest".into(),
+        [("from.file".to_string(), "1".to_string())].into(),
+    );
+    s.annotations.insert(
+        "$config".into(),
+        [("c".to_string(), "2".to_string())].into(),
+    );
+    let p = plan(&inp, &s, &mut Fake::default()).unwrap();
+    let m = top_json(&p);
+    assert_eq!(m["artifactType"], "application/x-mine");
+    assert_eq!(m["annotations"]["org.example.k"], "v");
+    assert_eq!(m["annotations"]["from.file"], "1");
+    assert_eq!(m["layers"][0]["annotations"]["layer.k"], "lv");
+    assert_eq!(m["config"]["annotations"]["c"], "2");
+}
+
+#[test]
+fn verbatim_manifest_keeps_bytes_and_finds_blobs() {
+    let bytes = base_manifest();
+    let mut fake = Fake::default();
+    fake.files
+        .insert(PathBuf::from("/stage/manifest.json"), bytes.clone());
+    let sha = dir(&[(&*Digest::of(b"cfg").hex().to_string(), b"cfg")], vec![]);
+    let blobs = dir(&[], vec![("sha256", sha)]);
+    let d = dir(
+        &[
+            ("manifest.json", &bytes),
+            ("one.txt", b"one"),
+            ("two.txt", b"two"),
+        ],
+        vec![("blobs", blobs)],
+    );
+    let p = plan(&input(&d), &settings(), &mut fake).unwrap();
+    assert_eq!(p.top().unwrap().bytes, bytes);
+    let src = |c: &[u8]| {
+        p.blobs
+            .iter()
+            .find(|b| b.digest == Digest::of(c))
+            .unwrap()
+            .source
+            .clone()
+    };
+    assert!(matches!(src(b"one"), Source::File(_)));
+    assert!(matches!(src(b"cfg"), Source::File(_)));
+    assert_eq!(src(b"raw"), Source::Registry);
+    // A titled file that differs from its layer is refused.
+    let d = dir(
+        &[("manifest.json", &bytes), ("one.txt", b"changed")],
+        vec![],
+    );
+    let e = plan(&input(&d), &settings(), &mut fake).unwrap_err();
+    assert!(e.to_string().contains("one.txt"), "{e}");
+}
+
+#[test]
+fn index_platform_add_and_remove() {
+    let child = |c: &[u8]| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {"mediaType": IMAGE_CONFIG_MEDIA_TYPE, "digest": Digest::of(c).to_string(), "size": 1},
+            "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": Digest::of(c).to_string(), "size": 1,
+                        "annotations": {TITLE_ANNOTATION: "tool"}}]
+        }))
+        .unwrap()
+    };
+    let (amd, arm) = (child(b"amd"), child(b"arm"));
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": [
+            {"mediaType": MANIFEST_MEDIA_TYPE, "digest": Digest::of(&amd).to_string(), "size": amd.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": MANIFEST_MEDIA_TYPE, "digest": Digest::of(&arm).to_string(), "size": arm.len(),
+             "platform": {"architecture": "arm64", "os": "linux"}},
+        ],
+        "annotations": {"keep": "this"}
+    }))
+    .unwrap();
+    let d = dir(
+        &[],
+        vec![("linux-s390x", dir(&[("tool", b"s390")], vec![]))],
+    );
+    let mut inp = input(&d);
+    inp.base = Some(Base {
+        digest: Digest::of(&index),
+        bytes: index.clone(),
+        media_type: None,
+    });
+    inp.removed.insert("linux-arm64".into());
+    let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+    let idx = top_json(&p);
+    let kids = idx["manifests"].as_array().unwrap();
+    assert_eq!(kids.len(), 2);
+    assert_eq!(kids[0]["digest"], Digest::of(&amd).to_string());
+    assert_eq!(kids[1]["platform"]["architecture"], "s390x");
+    assert_eq!(idx["annotations"]["keep"], "this");
+    assert!(p
+        .manifests
+        .iter()
+        .any(|m| m.existing && m.digest == Digest::of(&amd)));
+}
