@@ -2219,3 +2219,74 @@ fn two_mounts_sharing_a_cache_read_one_blob_concurrently() {
     finish(m1);
     finish(m2);
 }
+
+// ====================================================================
+// listings longer than one page
+// ====================================================================
+
+#[test]
+fn catalog_listings_follow_link_pages() {
+    // regfs asks for 1000 repositories a page; 1001 need a second page,
+    // which the registry announces with a Link header. (distribution 2.8
+    // pages the catalog but not tags/list, so the catalog carries this test;
+    // both go through the same pager.)
+    let reg = Registry::start();
+    let w = tmpdir();
+    write_file(w.path(), "p.txt", "paged\n");
+    oras_push(&reg.host(), "pg/r0000:v1", &["p.txt"], w.path());
+    let m0 = fetch_manifest(&reg.host(), "pg/r0000", "v1");
+    let blobs: Vec<String> = std::iter::once(&m0.json["config"])
+        .chain(m0.json["layers"].as_array().unwrap().iter())
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
+    let threads: Vec<_> = (0..4)
+        .map(|k| {
+            let (host, bytes, media_type, blobs) = (
+                reg.host(),
+                m0.bytes.clone(),
+                m0.media_type.clone(),
+                blobs.clone(),
+            );
+            thread::spawn(move || {
+                for i in (1..=1000).filter(|i| i % 4 == k) {
+                    let repo = format!("pg/r{i:04}");
+                    for d in &blobs {
+                        let path = format!("/v2/{repo}/blobs/uploads/?mount={d}&from=pg/r0000");
+                        let r = http_request(&host, "POST", &path, &[], b"").unwrap();
+                        assert_eq!(r.status, 201, "mount {d} into {repo}: {}", r.text());
+                    }
+                    let path = format!("/v2/{repo}/manifests/v1");
+                    let r = http_request(
+                        &host,
+                        "PUT",
+                        &path,
+                        &[("Content-Type", media_type.as_str())],
+                        &bytes,
+                    )
+                    .unwrap();
+                    assert_eq!(r.status, 201, "PUT {repo}: {}", r.text());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let first = reg.request("GET", "/v2/_catalog?n=1000", &[], &[]);
+    assert!(
+        first.header("link").is_some(),
+        "the registry must page this listing"
+    );
+    let m = mount(&reg.host());
+    let repos = ls(&m.join("pg"));
+    assert_eq!(
+        repos.len(),
+        1001,
+        "first {:?} last {:?}",
+        repos.first(),
+        repos.last()
+    );
+    assert_eq!(repos[1000], "r1000");
+    assert_eq!(read(&m.join("pg/r1000/v1/p.txt")), b"paged\n");
+    finish(m);
+}
