@@ -43,6 +43,13 @@ impl Digest {
         &self.hex
     }
 
+    /// The digest of everything `r` yields.
+    pub fn of_reader(r: impl std::io::Read) -> std::io::Result<Digest> {
+        let mut h = Sha256::new();
+        read_chunks(r, |b| h.update(b))?;
+        Ok(Digest::from_hash(&h.finalize()))
+    }
+
     /// Parses the bare hex form (`<64 hex>`), as used in `blobs/sha256/<hex>`.
     pub fn from_hex(hex: &str) -> Result<Digest, DigestError> {
         // encoded ::= [a-f0-9]{64}   (OCI image-spec, sha256 registered algorithm)
@@ -96,6 +103,19 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
+/// Feeds `r` to `f` in 1 MiB pieces.
+fn read_chunks(mut r: impl std::io::Read, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => f(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Hashes bytes as they pass and says at the end whether they match.
 pub struct Verifier {
     expected: Digest,
@@ -115,6 +135,11 @@ impl Verifier {
     pub fn update(&mut self, bytes: &[u8]) {
         self.hasher.update(bytes);
         self.len += bytes.len() as u64;
+    }
+
+    /// Hashes everything `r` yields.
+    pub fn update_from(&mut self, r: impl std::io::Read) -> std::io::Result<()> {
+        read_chunks(r, |b| self.update(b))
     }
 
     /// Bytes hashed so far.

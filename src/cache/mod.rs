@@ -158,19 +158,8 @@ impl Cache {
 
     /// Hashes the bytes a partial download already holds, so it can resume.
     pub fn rehash(&self, p: &mut Partial, v: &mut Verifier) -> Result<(), Error> {
-        let mut f = File::open(&p.path).map_err(err(&p.path))?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut left = p.len;
-        while left > 0 {
-            let n = f.read(&mut buf).map_err(err(&p.path))?;
-            if n == 0 {
-                break;
-            }
-            let n = n.min(left as usize);
-            v.update(&buf[..n]);
-            left -= n as u64;
-        }
-        Ok(())
+        let f = File::open(&p.path).map_err(err(&p.path))?;
+        v.update_from(f.take(p.len)).map_err(err(&p.path))
     }
 
     /// Moves a fully verified download into place.
@@ -211,15 +200,8 @@ impl Cache {
             fs::copy(src, &tmp).map_err(err(&tmp))?;
         }
         let mut v = Verifier::new(d.clone());
-        let mut f = File::open(&tmp).map_err(err(&tmp))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf).map_err(err(&tmp))?;
-            if n == 0 {
-                break;
-            }
-            v.update(&buf[..n]);
-        }
+        v.update_from(File::open(&tmp).map_err(err(&tmp))?)
+            .map_err(err(&tmp))?;
         if v.finish().is_err() {
             let _ = fs::remove_file(&tmp);
             return Ok(());
@@ -250,6 +232,11 @@ impl Cache {
             )?;
         }
         write_atomic(&self.root, &dir.join(d.hex()), bytes)
+    }
+
+    /// Whether manifest bytes for `d` are cached (checked when read).
+    pub fn has_manifest(&self, d: &Digest) -> bool {
+        self.root.join("manifests/sha256").join(d.hex()).is_file()
     }
 
     /// Cached manifest bytes and media type. Re-verified on read: a manifest

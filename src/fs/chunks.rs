@@ -241,7 +241,7 @@ impl Chunked {
         let bytes = loop {
             match self.fetch_range(start, end).await {
                 Ok(b) => break b,
-                Err(e) if attempt < 3 && is_transient(&e) => {
+                Err(e) if attempt < 3 && e.is_transient() => {
                     tracing::warn!(digest = %self.desc.digest, chunk = i, "chunk fetch failed ({e}); retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
@@ -444,15 +444,6 @@ impl Chunked {
             source: std::io::Error::other(e),
         })?
     }
-}
-
-fn is_transient(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Registry(registry::Error::Unreachable { .. })
-            | Error::Registry(registry::Error::Status { .. })
-            | Error::Registry(registry::Error::Protocol { .. })
-    )
 }
 
 #[cfg(test)]

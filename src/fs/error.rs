@@ -82,6 +82,17 @@ impl Error {
         }
     }
 
+    /// A failure worth another try: the registry did not answer, failed,
+    /// or cut the transfer short.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Registry(registry::Error::Unreachable { .. })
+                | Error::Registry(registry::Error::Status { .. })
+                | Error::Registry(registry::Error::Protocol { .. })
+        )
+    }
+
     /// Errors a user expects in normal use (a name that is not there) are
     /// not worth a warning in the log.
     pub fn is_quiet(&self) -> bool {

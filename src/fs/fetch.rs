@@ -140,7 +140,7 @@ async fn download(
         let before = sink.as_ref().map_or(0, |s| s.partial.len);
         match pump(&registry, &repo, &desc, &mut sink).await {
             Ok(()) => break,
-            Err(e) if attempt < RESUMES && stalled < 1 && is_transient(&e) && sink.is_some() => {
+            Err(e) if attempt < RESUMES && stalled < 1 && e.is_transient() && sink.is_some() => {
                 tracing::warn!(digest = %d, "transfer broke ({e}); resuming");
                 if sink.as_ref().map_or(0, |s| s.partial.len) == before {
                     stalled += 1;
@@ -187,15 +187,6 @@ fn io(p: &Partial, source: std::io::Error) -> Error {
         what: p.path.display().to_string(),
         source,
     }
-}
-
-fn is_transient(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Registry(registry::Error::Unreachable { .. })
-            | Error::Registry(registry::Error::Status { .. })
-            | Error::Registry(registry::Error::Protocol { .. })
-    )
 }
 
 /// Receives the rest of the blob into the sink. On a broken transfer the

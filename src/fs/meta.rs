@@ -153,9 +153,9 @@ impl Fs {
         let fetched = async {
             // Where we have a manifest this tag pointed at, a HEAD says
             // whether it still does; otherwise one GET gives both answers.
-            if known.is_some_and(|d| self.cache.manifest(&d).is_some()) {
+            if known.is_some_and(|d| self.cache.has_manifest(&d)) {
                 if let Some(d) = self.registry.head_manifest(repo, tag).await? {
-                    if self.cache.manifest(&d).is_some() {
+                    if self.cache.has_manifest(&d) {
                         return Ok::<_, registry::Error>(d);
                     }
                 }

@@ -311,11 +311,10 @@ impl Fs {
         let repo = repo.to_string();
         Some(match entry {
             Entry::ManifestJson => {
-                let size = self.cache.manifest(manifest).map(|(b, _)| b.len() as u64)?;
                 let node = Node::ManifestJson {
                     repo,
                     digest: manifest.clone(),
-                    size,
+                    size: view.size,
                     mtime,
                 };
                 self.intern(key, parent, name, node, 1)
@@ -382,10 +381,6 @@ impl Fs {
         mtime: Option<i64>,
     ) -> Result<Children, Error> {
         let view = self.view(repo, manifest).await?;
-        if path.is_empty() {
-            // manifest.json's size comes from the cached bytes.
-            self.manifest_bytes(repo, manifest).await?;
-        }
         let mtime = mtime.unwrap_or_else(|| self.manifest_mtime(&view, manifest));
         let dir = view.dir(path).ok_or(Error::NotFound)?;
         let at = ViewAt {
@@ -656,6 +651,18 @@ impl Fs {
                 kind: if node.is_dir() { Kind::Dir } else { Kind::File },
             })
             .collect())
+    }
+
+    /// A folder's listing as the kernel sees it: `.`, `..`, then the entries.
+    pub async fn listing(&self, ino: Ino) -> Result<Vec<DirEntry>, Error> {
+        let dot = |ino, name: &str| DirEntry {
+            name: name.to_string(),
+            ino,
+            kind: Kind::Dir,
+        };
+        let mut all = vec![dot(ino, "."), dot(self.parent_of(ino), "..")];
+        all.extend(self.readdir(ino).await?);
+        Ok(all)
     }
 
     /// Attributes of several inodes at once (for readdirplus); `None` for

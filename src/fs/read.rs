@@ -43,18 +43,8 @@ impl Fs {
                 // it at open, so every read goes to the verified file (and
                 // the kernel can pass reads through to it). Lazy large blobs
                 // are fetched by the reads themselves.
-                let lazy = self.opts.verify == Verify::Lazy
-                    && self.registry.is_remote()
-                    && desc.size >= chunks::RANGE_THRESHOLD;
-                if !lazy && self.cache.blob(&desc.digest).is_none() {
-                    if self.opts.parallel_ranges
-                        && self.registry.is_remote()
-                        && desc.size >= chunks::RANGE_THRESHOLD
-                    {
-                        self.finish_chunked(repo, desc).await?;
-                    } else {
-                        self.fetch_blob(repo, desc).await?;
-                    }
+                if !self.is_lazy(desc) && self.cache.blob(&desc.digest).is_none() {
+                    self.fetch_verified(repo, desc).await?;
                 }
                 let file = self.open_verified(desc)?.map(Arc::new);
                 Handle::Blob {
@@ -108,17 +98,11 @@ impl Fs {
             }
             Src::File(f) => f,
             Src::Fetch(repo, desc) => {
-                let ranged = self.registry.is_remote() && desc.size >= chunks::RANGE_THRESHOLD;
-                let lazy = ranged && self.opts.verify == Verify::Lazy;
                 let at_end = offset.saturating_add(size as u64) >= desc.size;
-                if lazy && !at_end {
+                if self.is_lazy(&desc) && !at_end {
                     return self.read_lazy(&repo, &desc, offset, size).await;
                 }
-                if lazy || (ranged && self.opts.parallel_ranges) {
-                    self.finish_chunked(&repo, &desc).await?;
-                } else {
-                    self.fetch_blob(&repo, &desc).await?;
-                }
+                self.fetch_verified(&repo, &desc).await?;
                 let f = self.open_verified(&desc)?.ok_or_else(|| Error::Blob {
                     digest: desc.digest.clone(),
                     reason: "evicted from the cache right after download; retry".into(),
@@ -203,7 +187,27 @@ impl Fs {
 
     /// A large blob by Range: every chunk fetched (several at a time) and
     /// the whole blob checked before it is served.
-    pub(super) async fn finish_chunked(&self, repo: &str, desc: &Desc) -> Result<PathBuf, Error> {
+    /// Large blobs from a registry are read by Range chunks: always in
+    /// lazy mode, and in strict mode with `--parallel-ranges`.
+    fn by_ranges(&self, desc: &Desc) -> bool {
+        self.registry.is_remote() && desc.size >= chunks::RANGE_THRESHOLD
+    }
+
+    /// Whether reads of `desc` may be served before the whole blob matched.
+    fn is_lazy(&self, desc: &Desc) -> bool {
+        self.by_ranges(desc) && self.opts.verify == Verify::Lazy
+    }
+
+    /// The whole blob, verified, in the cache: by Range chunks or one GET.
+    async fn fetch_verified(&self, repo: &str, desc: &Desc) -> Result<PathBuf, Error> {
+        if self.by_ranges(desc) && (self.opts.verify == Verify::Lazy || self.opts.parallel_ranges) {
+            self.finish_chunked(repo, desc).await
+        } else {
+            self.fetch_blob(repo, desc).await
+        }
+    }
+
+    async fn finish_chunked(&self, repo: &str, desc: &Desc) -> Result<PathBuf, Error> {
         if let Some(p) = self.cache.blob(&desc.digest) {
             return Ok(p);
         }

@@ -202,23 +202,11 @@ impl Filesystem for FuseFs {
         self.spawn(
             "readdir",
             self.settings.op_timeout,
-            async move {
-                let entries = fs.readdir(ino.0).await?;
-                Ok((entries, fs.parent_of(ino.0)))
-            },
+            async move { fs.listing(ino.0).await },
             move |r| match r {
-                Ok((entries, parent)) => {
-                    let dots = [
-                        (ino.0, FileType::Directory, "."),
-                        (parent, FileType::Directory, ".."),
-                    ];
-                    let all = dots.iter().map(|(i, k, n)| (*i, *k, *n)).chain(
-                        entries
-                            .iter()
-                            .map(|e| (e.ino, kind(e.kind), e.name.as_str())),
-                    );
-                    for (i, (child, k, name)) in all.enumerate().skip(offset as usize) {
-                        if reply.add(INodeNo(child), (i + 1) as u64, k, name) {
+                Ok(entries) => {
+                    for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                        if reply.add(INodeNo(e.ino), (i + 1) as u64, kind(e.kind), &e.name) {
                             break;
                         }
                     }
@@ -245,19 +233,14 @@ impl Filesystem for FuseFs {
         let limit = self.settings.op_timeout;
         self.rt.spawn(async move {
             let work = async {
-                let entries = fs.readdir(ino.0).await?;
-                let parent = fs.parent_of(ino.0);
-                let mut all: Vec<(u64, String, Kind)> = vec![
-                    (ino.0, ".".into(), Kind::Dir),
-                    (parent, "..".into(), Kind::Dir),
-                ];
-                all.extend(entries.into_iter().map(|e| (e.ino, e.name, e.kind)));
-                let rest: Vec<(usize, (u64, String, Kind))> =
+                let all = fs.listing(ino.0).await?;
+                let rest: Vec<(usize, fs::DirEntry)> =
                     all.into_iter().enumerate().skip(offset as usize).collect();
                 for batch in rest.chunks(16) {
-                    let inos: Vec<u64> = batch.iter().map(|(_, (i, _, _))| *i).collect();
+                    let inos: Vec<u64> = batch.iter().map(|(_, e)| e.ino).collect();
                     let attrs = fs.attrs(&inos).await;
-                    for ((i, (child, name, kind)), attr) in batch.iter().zip(attrs) {
+                    for ((i, e), attr) in batch.iter().zip(attrs) {
+                        let (child, name, kind) = (&e.ino, &e.name, &e.kind);
                         // An entry whose attributes cannot be had now (a tag
                         // whose manifest fails) is still listed, with
                         // placeholder attributes the kernel must not keep:

@@ -3,11 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest as _, Sha256};
 
 use super::META_DIR;
 use crate::digest::Digest;
@@ -120,17 +118,7 @@ fn scan_dir(dir: &Path, seen: &mut HashMap<(u64, u64), (Digest, u64)>) -> io::Re
 }
 
 pub fn hash_file(p: &Path) -> io::Result<Digest> {
-    let mut f = fs::File::open(p)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Digest::from_hex(&hex::encode(h.finalize())).map_err(io::Error::other)
+    Digest::of_reader(fs::File::open(p)?)
 }
 
 #[cfg(test)]

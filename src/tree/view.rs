@@ -92,6 +92,8 @@ impl Entry {
 /// A manifest seen as a folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct View {
+    /// Length of the manifest bytes (the size of `manifest.json`).
+    pub size: u64,
     pub kind: Kind,
     pub media_type: String,
     pub artifact_type: Option<String>,
@@ -200,6 +202,7 @@ impl View {
         };
         skipped.append(&mut view.skipped);
         view.skipped = skipped;
+        view.size = bytes.len() as u64;
         Ok(view)
     }
 
@@ -242,6 +245,7 @@ impl View {
             }
         }
         Ok(View {
+            size: 0,
             kind: Kind::Manifest,
             media_type,
             artifact_type: m.artifact_type().as_ref().map(|t| t.to_string()),
@@ -298,6 +302,7 @@ impl View {
             }
         }
         Ok(View {
+            size: 0,
             kind: Kind::Index,
             media_type,
             artifact_type: idx.artifact_type().as_ref().map(|t| t.to_string()),
