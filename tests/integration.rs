@@ -774,3 +774,11 @@ mod read;
 // Write path: staging, commit, status, discard, mirroring (tests/it/write.rs).
 #[path = "it/write.rs"]
 mod write;
+
+// Stopping readers and mounts while the registry stalls (tests/it/stop.rs).
+#[path = "it/stop.rs"]
+mod stop;
+
+// No wrong byte with success, whatever the transfer did (tests/it/verify.rs).
+#[path = "it/verify.rs"]
+mod verify;

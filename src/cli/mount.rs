@@ -282,6 +282,9 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         }
     });
     let mut unmounter = mount.unmounter();
+    let stopper = mount.stopper();
+    let mountpoint_for_signal = record.mountpoint.clone();
+    let record_for_signal = record_path.clone();
     rt.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -296,10 +299,12 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
             _ = int.recv() => {}
             _ = hup.recv() => {}
         }
-        tracing::info!("signal received; unmounting");
-        if let Err(e) = unmounter.unmount() {
-            tracing::warn!("unmount failed: {e}");
-        }
+        shut_down(
+            &stopper,
+            &mut unmounter,
+            &mountpoint_for_signal,
+            &record_for_signal,
+        );
     });
     tracing::info!(source = %source, mountpoint = %args.mountpoint.display(), "mounted");
     if daemon {
@@ -316,10 +321,62 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ends the mount within a few seconds even while readers wait on the
+/// registry: every request in flight is answered (EIO) and new ones are
+/// refused, then the mount is unmounted, lazily if a reader still holds a
+/// file open. If the session has not ended 4 s later (a process keeps a
+/// folder of the mount as its working directory), the daemon exits, which
+/// ends the FUSE connection.
+fn shut_down(
+    stopper: &crate::fuse::Stopper,
+    unmounter: &mut crate::fuse::Unmounter,
+    mountpoint: &Path,
+    record: &Path,
+) {
+    let stopped = stopper.stop_all();
+    tracing::info!(stopped, "signal received; unmounting");
+    // Give the answered readers a moment to close their files.
+    if stopped > 0 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if let Err(e) = unmounter.unmount() {
+        tracing::info!("unmount: {e}; detaching the mount instead");
+        detach(mountpoint);
+    }
+    let (record, ack) = (record.to_path_buf(), super::records::ack_file(record));
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(4));
+        tracing::warn!("the mount is still held open; ending the FUSE connection");
+        let _ = std::fs::remove_file(&record);
+        let _ = std::fs::remove_file(&ack);
+        std::process::exit(0);
+    });
+}
+
+/// A lazy unmount: the mount leaves the namespace now and goes away when
+/// its last user lets go.
+fn detach(mountpoint: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: umount2 with a valid NUL-terminated path; no memory is shared.
+    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if rc != 0 {
+        // Not root: the setuid helper can detach too.
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(mountpoint)
+            .output();
+    }
+}
+
 /// Buffered FUSE reads follow the device's read-ahead window, 128 KiB by
-/// default; a larger one makes reads of 1 MiB and more (FACTS.md). Found
-/// through /proc/self/mountinfo: touching the mount itself would ask us,
-/// and we are not serving yet.
+/// default; a larger one makes reads of 1 MiB and more, and on FUSE the
+/// request size matters more than the thread count. Found through
+/// /proc/self/mountinfo: touching the mount itself would ask us, and we
+/// are not serving yet.
 fn raise_read_ahead(mountpoint: &Path) {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
@@ -348,7 +405,43 @@ fn detach_stdout() {
     }
 }
 
+/// `regfs umount`: a regfs daemon is asked to shut down (SIGTERM), which
+/// answers readers still waiting on the registry and unmounts within 5 s
+/// even while files are open; other FUSE mounts go through `fusermount3 -u`.
 pub fn umount(mountpoint: &Path) -> anyhow::Result<()> {
+    let abs = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    if let Some(r) = super::records::Record::all()
+        .into_iter()
+        .find(|r| r.mountpoint == abs || r.mountpoint == mountpoint)
+    {
+        // SAFETY: kill with a signal number has no memory effects; the PID
+        // was alive when the record was read.
+        unsafe {
+            libc::kill(r.pid as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(6);
+        while std::time::Instant::now() < deadline {
+            if !is_mounted(&r.mountpoint) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    unmount_with_helpers(mountpoint)
+}
+
+/// Whether `/proc/self/mountinfo` lists a mount at `p`.
+fn is_mounted(p: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        f.len() > 4 && Path::new(&unescape_mountinfo(f[4])) == p
+    })
+}
+
+fn unmount_with_helpers(mountpoint: &Path) -> anyhow::Result<()> {
     let out = Command::new("fusermount3")
         .arg("-u")
         .arg(mountpoint)

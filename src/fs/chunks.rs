@@ -27,7 +27,7 @@ use crate::digest::Verifier;
 use crate::registry::{self, backoff, Backend};
 use crate::tree::view::Desc;
 
-/// Chunk size: large requests are what make Range fast (FACTS: 4 MiB x 8
+/// Chunk size: large requests are what make Range fast (measured: 4 MiB x 8
 /// concurrent ran near the wire's speed; 1 MiB sequential did not).
 pub const CHUNK: u64 = 4 << 20;
 /// Chunk fetches in flight per blob.

@@ -61,7 +61,7 @@ pub struct Options {
     pub gid: u32,
 }
 
-/// When blob bytes may be served (SPEC section 4).
+/// When blob bytes may be served (docs/verification.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Verify {
     /// No byte before the whole blob arrived and matched its digest.

@@ -144,6 +144,16 @@ impl Fs {
         })?
     }
 
+    /// Whether handle `fh` may serve bytes not yet verified (a lazy read
+    /// of a blob that is not in the verified cache yet). The kernel must not
+    /// keep such bytes across opens.
+    pub fn serves_unverified(&self, fh: u64) -> bool {
+        matches!(
+            lock(&self.handles).get(&fh),
+            Some(Handle::Blob { file: None, .. })
+        )
+    }
+
     pub fn release(&self, fh: u64) {
         if let Some(Handle::Blob {
             desc,

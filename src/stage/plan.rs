@@ -6,7 +6,7 @@
 //! through the `Resolver` the caller hands in, so the rules below have
 //! table tests with a resolver made of maps.
 //!
-//! The rules (SPEC section 3):
+//! The rules (docs/commit.md):
 //! - a folder holding `manifest.json` is pushed verbatim: those bytes, and
 //!   the blobs it names from the folder (any file with the right digest) or
 //!   the registry;

@@ -1,7 +1,7 @@
 //! What a manifest looks like as a folder: a pure function from manifest
 //! bytes to a `View`, the map of names the manifest folder holds.
 //!
-//! This module owns the naming rules of SPEC section 2: titles and their
+//! This module owns the naming rules of docs/tree.md: titles and their
 //! safety, `blobs/sha256/<hex>`, platform folder names, and the reserved
 //! names. It does no I/O; everything it decides is table-tested below.
 

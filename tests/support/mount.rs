@@ -123,6 +123,11 @@ impl Mount {
         is_mountpoint(&self.mountpoint)
     }
 
+    /// The mount was ended by other means (the test checked it is gone).
+    pub fn forget_mounted(&mut self) {
+        self.mounted = false;
+    }
+
     /// `fusermount3 -u`, asserting success (use in tests of unmounting; Drop
     /// does it quietly otherwise).
     pub fn unmount(&mut self) {
