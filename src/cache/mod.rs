@@ -5,7 +5,8 @@
 //! ```text
 //! blobs/sha256/<hex>       verified blobs (only ever created by rename after verification)
 //! manifests/sha256/<hex>   verified manifest bytes, with <hex>.type holding the media type
-//! partial/sha256/<hex>     a download in progress, locked with flock; resumed after a crash
+//! partial/sha256/<hex>     a download in progress (sparse), locked with flock, with
+//!                          <hex>.map of the ranges it holds; resumed after a crash
 //! refs/<host>/<repo>/...   last known tag resolutions and listings (for --tag-ttl and offline use)
 //! seen/sha256/<hex>        when a manifest digest was first seen (its folder's mtime)
 //! ```
@@ -15,11 +16,11 @@
 //! matched, so a crash or a concurrent mount never exposes a partial file.
 
 mod evict;
+mod partial;
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,6 +28,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::digest::{Digest, Verifier};
 
 pub use evict::{plan_eviction, CacheEntry};
+pub use partial::{Partial, Progress, RangeSet};
+
+/// Why a download could not be moved into the verified cache.
+#[derive(Debug, thiserror::Error)]
+pub enum Incomplete {
+    #[error("the download does not hold the whole blob yet")]
+    NotHeld,
+    #[error("content does not match its digest (got {0})")]
+    Mismatch(Digest),
+    #[error(transparent)]
+    Cache(Error),
+}
 
 /// Errors of the cache: always local I/O, named by path.
 #[derive(Debug, thiserror::Error)]
@@ -135,46 +148,69 @@ impl Cache {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts or resumes the download of `d`: the partial file, locked
-    /// against other mounts sharing this cache. Blocks while another process
-    /// holds the lock (call from a blocking thread).
-    pub fn begin(&self, d: &Digest) -> Result<Partial, Error> {
-        let path = self.root.join("partial/sha256").join(d.hex());
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(err(&path))?;
-        // SAFETY: flock on a valid open descriptor has no memory effects.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(err(&path)(io::Error::last_os_error()));
+    /// Starts or resumes the download of `d` (`size` bytes): see `partial`.
+    pub fn partial(&self, d: &Digest, size: u64) -> Result<Partial, Error> {
+        Partial::open(&self.root.join("partial/sha256"), d, size)
+    }
+
+    /// Moves a fully held download into `blobs/` if its bytes match its
+    /// digest: the only way bytes become verified. A mismatch drops the
+    /// download's bytes and names the digest that arrived.
+    pub fn complete(&self, p: &Partial) -> Result<PathBuf, Incomplete> {
+        let Some(v) = p.take_verifier() else {
+            return Err(Incomplete::NotHeld);
+        };
+        match v.finish() {
+            Ok(()) => {
+                let dest = self.blob_file(p.digest());
+                fs::rename(p.path(), &dest)
+                    .map_err(err(&dest))
+                    .map_err(Incomplete::Cache)?;
+                p.remove(true);
+                if let Err(e) = self.evict() {
+                    tracing::warn!("cache eviction failed: {e}");
+                }
+                Ok(dest)
+            }
+            Err(actual) => {
+                p.remove(false);
+                Err(Incomplete::Mismatch(actual))
+            }
         }
-        let len = file.metadata().map_err(err(&path))?.len();
-        Ok(Partial { file, path, len })
     }
 
-    /// Hashes the bytes a partial download already holds, so it can resume.
-    pub fn rehash(&self, p: &mut Partial, v: &mut Verifier) -> Result<(), Error> {
-        let f = File::open(&p.path).map_err(err(&p.path))?;
-        v.update_from(f.take(p.len)).map_err(err(&p.path))
+    /// Drops a download's bytes.
+    pub fn discard(&self, p: &Partial) {
+        p.remove(false);
     }
 
-    /// Moves a fully verified download into place.
-    pub fn finish(&self, p: Partial, d: &Digest) -> Result<PathBuf, Error> {
-        let dest = self.blob_file(d);
-        fs::rename(&p.path, &dest).map_err(err(&dest))?;
-        drop(p);
-        if let Err(e) = self.evict() {
-            tracing::warn!("cache eviction failed: {e}");
+    /// Downloads in progress or interrupted: digest hex and bytes held.
+    pub fn downloads(&self) -> Vec<(String, u64)> {
+        Cache::downloads_in(&self.root)
+    }
+
+    /// `downloads` of the cache at `root`, without opening (or creating) it.
+    pub fn downloads_in(root: &Path) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(root.join("partial/sha256")) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.ends_with(".map") {
+                continue;
+            }
+            let hex = name.split('.').next().unwrap_or(&name).to_string();
+            if let Some(n) = partial::held_bytes(&e.path()) {
+                out.push((hex, n));
+            }
         }
-        Ok(dest)
+        out.sort();
+        out
     }
 
-    /// Moves a verified file (a finished chunked download) into place.
-    pub fn adopt(&self, from: &Path, d: &Digest) -> Result<PathBuf, Error> {
+    /// Moves a verified file into place.
+    fn adopt(&self, from: &Path, d: &Digest) -> Result<PathBuf, Error> {
         let dest = self.blob_file(d);
         fs::rename(from, &dest).map_err(err(&dest))?;
         if let Err(e) = self.evict() {
@@ -207,13 +243,6 @@ impl Cache {
             return Ok(());
         }
         self.adopt(&tmp, d).map(|_| ())
-    }
-
-    /// Drops a download whose bytes did not verify.
-    pub fn discard(&self, p: Partial) {
-        if let Err(e) = fs::remove_file(&p.path) {
-            tracing::warn!(path = %p.path.display(), "cannot remove bad partial download: {e}");
-        }
     }
 
     /// Stores verified manifest bytes.
@@ -386,30 +415,6 @@ fn disk_budget(dir: &Path, cached: u64) -> u64 {
     (total / 100 * 95).saturating_sub(used_by_others)
 }
 
-/// A download in progress: the locked partial file.
-pub struct Partial {
-    pub file: File,
-    pub path: PathBuf,
-    /// Bytes already on disk.
-    pub len: u64,
-}
-
-impl Partial {
-    /// Starts over (the server ignored our Range).
-    pub fn reset(&mut self) -> io::Result<()> {
-        self.file.set_len(0)?;
-        self.len = 0;
-        Ok(())
-    }
-
-    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.file.write_all_at(bytes, self.len)?;
-        self.len += bytes.len() as u64;
-        Ok(())
-    }
-}
-
 /// Writes `bytes` to `dest` through a temporary file and a rename.
 fn write_atomic(root: &Path, dest: &Path, bytes: &[u8]) -> Result<(), Error> {
     if let Some(parent) = dest.parent() {
@@ -453,23 +458,24 @@ mod tests {
     }
 
     #[test]
-    fn partial_resumes_and_finishes() {
+    fn only_a_matching_download_becomes_a_cached_blob() {
         let dir = tempfile::tempdir().unwrap();
         let c = Cache::open(dir.path(), 1 << 30).unwrap();
         let d = Digest::of(b"hello world");
-        let mut p = c.begin(&d).unwrap();
-        p.append(b"hello ").unwrap();
+        let p = c.partial(&d, 11).unwrap();
+        p.write(0, b"hello ").unwrap();
+        assert!(matches!(c.complete(&p), Err(Incomplete::NotHeld)));
+        p.write(6, b"WORLD").unwrap();
+        assert!(matches!(c.complete(&p), Err(Incomplete::Mismatch(_))));
+        assert!(c.blob(&d).is_none());
+        assert!(!p.write(0, b"hello world").unwrap().complete, "ended");
         drop(p);
-        let mut p = c.begin(&d).unwrap();
-        assert_eq!(p.len, 6);
-        let mut v = Verifier::new(d.clone());
-        c.rehash(&mut p, &mut v).unwrap();
-        p.append(b"world").unwrap();
-        v.update(b"world");
-        assert!(v.finish().is_ok());
-        let path = c.finish(p, &d).unwrap();
+        let p = c.partial(&d, 11).unwrap();
+        assert!(p.held().is_empty(), "a mismatch leaves nothing behind");
+        p.write(0, b"hello world").unwrap();
+        let path = c.complete(&p).unwrap();
         assert_eq!(fs::read(path).unwrap(), b"hello world");
-        assert!(c.blob(&d).is_some());
+        assert!(c.downloads().is_empty());
     }
 
     #[test]

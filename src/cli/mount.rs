@@ -218,6 +218,7 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         read_only: args.read_only,
         verify: args.verify,
         parallel_ranges: args.parallel_ranges,
+        timeout,
         uid,
         gid,
     };

@@ -70,31 +70,12 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         }
     }
     println!("cached blobs: {n} ({})", human(bytes));
-    let mut fetching = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir.join("partial/sha256")) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            // <hex> (a whole download), <hex>.chunks (Range chunks, a sparse
-            // file: its allocated blocks are what arrived); not the .map.
-            let Some(hex) = name
-                .strip_suffix(".chunks")
-                .or(Some(name.as_str()))
-                .filter(|n| !n.ends_with(".map"))
-            else {
-                continue;
-            };
-            let hex = hex.split('.').next().unwrap_or(hex).to_string();
-            if let Ok(m) = e.metadata() {
-                use std::os::unix::fs::MetadataExt;
-                fetching.push((hex, m.len().min(m.blocks() * 512)));
-            }
-        }
-    }
+    // The cache knows its own layout: ask it what is being fetched.
+    let fetching = crate::cache::Cache::downloads_in(&dir);
     if fetching.is_empty() {
         println!("fetching: none");
     } else {
         println!("fetching (or interrupted, resumed on next read):");
-        fetching.sort();
         for (hex, len) in fetching {
             println!("  sha256:{hex}  {} so far", human(len));
         }

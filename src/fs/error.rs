@@ -46,6 +46,10 @@ pub enum Error {
     },
     #[error("blob {digest}: {reason}")]
     Blob { digest: Digest, reason: String },
+    #[error("blob {digest}: content does not match its digest (got {actual})")]
+    Mismatch { digest: Digest, actual: Digest },
+    #[error("blob {digest}: nothing arrived for {after:.0?}; giving up (see --timeout)")]
+    Stalled { digest: Digest, after: Duration },
     #[error("layer {digest} cannot be unpacked: {reason}")]
     Unpack { digest: Digest, reason: String },
     #[error("operation timed out after {0:?}")]
@@ -91,6 +95,15 @@ impl Error {
                 | Error::Registry(registry::Error::Status { .. })
                 | Error::Registry(registry::Error::Protocol { .. })
         )
+    }
+
+    /// The bytes that arrived did not match their digest (and were dropped).
+    pub fn is_mismatch(&self) -> bool {
+        match self {
+            Error::Mismatch { .. } => true,
+            Error::Shared(e) => e.is_mismatch(),
+            _ => false,
+        }
     }
 
     /// Errors a user expects in normal use (a name that is not there) are

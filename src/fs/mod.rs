@@ -7,18 +7,22 @@
 //!
 //! - `mod.rs`   the tree: lookup, attributes, listings of every kind of folder
 //! - `meta`     catalog, tags and manifests, cached
-//! - `read`     open, read, release; which fetch serves a blob
-//! - `fetch`    whole-blob downloads (one per blob), resumed, verified
-//! - `chunks`   large blobs by Range chunks (lazy mode, parallel ranges)
+//! - `read`     open, read, release
+//! - `blobs`    the one blob engine: downloads in flight, streams and ranges
+//! - `source`   what the filesystem needs from a registry or a layout
 //! - `unpack`   directory layers
 //! - `write`    the staging overlay and every write operation
 //! - `xattr`    `user.oci.*` attributes
 
-mod chunks;
+mod blobs;
 mod error;
-mod fetch;
+#[cfg(test)]
+mod memory;
 mod meta;
 mod read;
+pub mod source;
+#[cfg(test)]
+mod tests;
 mod unpack;
 mod write;
 mod xattr;
@@ -33,14 +37,13 @@ use bytes::Bytes;
 use lru::LruCache;
 
 pub use error::Error;
-pub use fetch::Inflight;
+pub use source::Source;
 use write::join_rel;
 pub use write::SetAttr;
 
 use crate::cache::{now_secs, Cache};
 use crate::digest::Digest;
 use crate::reference::{is_repository_component, is_tag};
-use crate::registry::Backend;
 use crate::stage::{self, Staging};
 use crate::tree::view::{Desc, Entry, View};
 use crate::tree::{Ino, Inodes, Key, Node, Target};
@@ -57,6 +60,9 @@ pub struct Options {
     pub verify: Verify,
     /// Strict mode: large blobs by concurrent Range requests, not one GET.
     pub parallel_ranges: bool,
+    /// A wait for blob bytes ends with an error after this long without
+    /// a byte arriving (`--timeout`).
+    pub timeout: Duration,
     pub uid: u32,
     pub gid: u32,
 }
@@ -104,7 +110,10 @@ enum Handle {
     Blob {
         repo: String,
         desc: Desc,
+        /// The verified file, once there is one.
         file: Option<Arc<std::fs::File>>,
+        /// Where the last read ended (a read starting there is sequential).
+        next: u64,
     },
     File(Arc<std::fs::File>),
     /// A file of the staging area, open for reading and writing.
@@ -133,7 +142,7 @@ struct Listing {
 }
 
 pub struct Fs {
-    registry: Arc<Backend>,
+    registry: Arc<dyn Source>,
     cache: Arc<Cache>,
     opts: Options,
     inodes: Mutex<Inodes>,
@@ -144,16 +153,12 @@ pub struct Fs {
     catalog: Mutex<Option<Listing>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
-    inflight: Inflight,
-    chunked: Mutex<HashMap<Digest, Arc<chunks::Chunked>>>,
+    blobs: blobs::Blobs,
     /// Bumped by `refresh`: what was fetched before it is not cached after it.
     generation: AtomicU64,
     mount_time: i64,
     staging: Arc<Staging>,
 }
-
-/// Chunks read ahead of a sequential lazy reader.
-const LAZY_READ_AHEAD: usize = 4;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Our critical sections only insert or read map entries; a panic inside
@@ -169,13 +174,23 @@ pub fn is_referrers_tag(t: &str) -> bool {
 
 impl Fs {
     pub fn new(
-        registry: Arc<Backend>,
+        registry: Arc<dyn Source>,
         cache: Arc<Cache>,
         staging: Arc<Staging>,
         opts: Options,
     ) -> Fs {
         let known: BTreeSet<String> = opts.repos.iter().cloned().collect();
+        let blobs = blobs::Blobs::new(
+            registry.clone(),
+            cache.clone(),
+            blobs::Settings {
+                verify: opts.verify,
+                parallel_ranges: opts.parallel_ranges,
+                timeout: opts.timeout,
+            },
+        );
         Fs {
+            blobs,
             registry,
             cache,
             inodes: Mutex::new(Inodes::new()),
@@ -188,8 +203,6 @@ impl Fs {
             catalog: Mutex::new(None),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            inflight: Inflight::default(),
-            chunked: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             mount_time: now_secs(),
             staging,

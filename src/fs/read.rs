@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{chunks, fetch, lock, Error, Fs, Handle, Verify, LAZY_READ_AHEAD};
+use super::blobs::Read;
+use super::{lock, Error, Fs, Handle};
 use crate::tree::view::Desc;
 use crate::tree::{Ino, Node};
 
@@ -41,16 +42,17 @@ impl Fs {
             Node::Blob { repo, desc, .. } => {
                 // Strict reads wait for the whole verified blob anyway: fetch
                 // it at open, so every read goes to the verified file (and
-                // the kernel can pass reads through to it). Lazy large blobs
-                // are fetched by the reads themselves.
-                if !self.is_lazy(desc) && self.cache.blob(&desc.digest).is_none() {
-                    self.fetch_verified(repo, desc).await?;
+                // the kernel can pass reads through to it). Lazy blobs are
+                // fetched by the reads themselves.
+                if !self.blobs.is_lazy(desc) {
+                    self.blobs.fetch(repo, desc).await?;
                 }
                 let file = self.open_verified(desc)?.map(Arc::new);
                 Handle::Blob {
                     repo: repo.clone(),
                     desc: desc.clone(),
                     file,
+                    next: 0,
                 }
             }
             Node::UnpackedFile { layer, path, .. } => {
@@ -77,9 +79,9 @@ impl Fs {
         enum Src {
             Bytes(Bytes),
             File(Arc<std::fs::File>),
-            Fetch(String, Desc),
+            Fetch(String, Desc, bool),
         }
-        let src = match lock(&self.handles).get(&fh) {
+        let src = match lock(&self.handles).get_mut(&fh) {
             None => return Err(Error::BadHandle),
             Some(Handle::Bytes(b)) => Src::Bytes(b.clone()),
             Some(Handle::File(f)) | Some(Handle::Staged(f)) => Src::File(f.clone()),
@@ -88,7 +90,12 @@ impl Fs {
                 repo,
                 desc,
                 file: None,
-            }) => Src::Fetch(repo.clone(), desc.clone()),
+                next,
+            }) => {
+                let sequential = offset > 0 && offset == *next;
+                *next = offset.saturating_add(size as u64);
+                Src::Fetch(repo.clone(), desc.clone(), sequential)
+            }
         };
         let file = match src {
             Src::Bytes(b) => {
@@ -97,12 +104,18 @@ impl Fs {
                 return Ok(b.slice(start..end));
             }
             Src::File(f) => f,
-            Src::Fetch(repo, desc) => {
-                let at_end = offset.saturating_add(size as u64) >= desc.size;
-                if self.is_lazy(&desc) && !at_end {
-                    return self.read_lazy(&repo, &desc, offset, size).await;
+            Src::Fetch(repo, desc, sequential) => {
+                if self.blobs.is_lazy(&desc) {
+                    if let Read::Unverified(b) = self
+                        .blobs
+                        .read(&repo, &desc, offset, size, sequential)
+                        .await?
+                    {
+                        return Ok(b);
+                    }
+                } else {
+                    self.blobs.fetch(&repo, &desc).await?;
                 }
-                self.fetch_verified(&repo, &desc).await?;
                 let f = self.open_verified(&desc)?.ok_or_else(|| Error::Blob {
                     digest: desc.digest.clone(),
                     reason: "evicted from the cache right after download; retry".into(),
@@ -185,78 +198,9 @@ impl Fs {
         Ok(Some(f))
     }
 
-    pub(super) fn chunked(&self, repo: &str, desc: &Desc) -> Result<Arc<chunks::Chunked>, Error> {
-        let mut map = lock(&self.chunked);
-        if let Some(c) = map.get(&desc.digest) {
-            return Ok(c.clone());
-        }
-        let c = chunks::Chunked::open(self.registry.clone(), self.cache.clone(), repo, desc)?;
-        map.insert(desc.digest.clone(), c.clone());
-        Ok(c)
-    }
-
-    /// A large blob by Range: every chunk fetched (several at a time) and
-    /// the whole blob checked before it is served.
-    /// Large blobs from a registry are read by Range chunks: always in
-    /// lazy mode, and in strict mode with `--parallel-ranges`.
-    fn by_ranges(&self, desc: &Desc) -> bool {
-        self.registry.is_remote() && desc.size >= chunks::RANGE_THRESHOLD
-    }
-
-    /// Whether reads of `desc` may be served before the whole blob matched.
-    fn is_lazy(&self, desc: &Desc) -> bool {
-        self.by_ranges(desc) && self.opts.verify == Verify::Lazy
-    }
-
-    /// The whole blob, verified, in the cache: by Range chunks or one GET.
-    async fn fetch_verified(&self, repo: &str, desc: &Desc) -> Result<PathBuf, Error> {
-        if self.by_ranges(desc) && (self.opts.verify == Verify::Lazy || self.opts.parallel_ranges) {
-            self.finish_chunked(repo, desc).await
-        } else {
-            self.fetch_blob(repo, desc).await
-        }
-    }
-
-    async fn finish_chunked(&self, repo: &str, desc: &Desc) -> Result<PathBuf, Error> {
-        if let Some(p) = self.cache.blob(&desc.digest) {
-            return Ok(p);
-        }
-        let c = self.chunked(repo, desc)?;
-        let r = c.finish().await;
-        lock(&self.chunked).remove(&desc.digest);
-        r
-    }
-
-    /// `--verify lazy`: the chunks this read needs (and read-ahead for a
-    /// sequential reader), served before the whole blob is checked.
-    pub(super) async fn read_lazy(
-        &self,
-        repo: &str,
-        desc: &Desc,
-        offset: u64,
-        size: u32,
-    ) -> Result<Bytes, Error> {
-        let c = self.chunked(repo, desc)?;
-        let need = c.chunks_for(offset, size as u64);
-        let ahead_end = (need.end + LAZY_READ_AHEAD).min(c.chunks_for(0, c.size()).end);
-        if need.start > 0 {
-            // Not the first chunk: a sequential reader, most likely.
-            c.prefetch(need.end..ahead_end);
-        }
-        c.ensure(need).await?;
-        c.read_at(offset, size).await
-    }
-
     /// Downloads and verifies a blob into the cache (one download however
     /// many readers wait).
     pub async fn fetch_blob(&self, repo: &str, desc: &Desc) -> Result<PathBuf, Error> {
-        fetch::fetch(
-            &self.inflight,
-            self.registry.clone(),
-            self.cache.clone(),
-            repo,
-            desc,
-        )
-        .await
+        self.blobs.fetch(repo, desc).await
     }
 }

@@ -1,0 +1,241 @@
+//! An in-memory source with faults, for testing the filesystem core without
+//! a registry or a mount: repositories, tags, manifests and blobs held in
+//! maps, and a blob transfer that can be corrupted, cut short or stalled,
+//! as the fault proxy of the integration tests does to a real registry.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+
+use super::source::{Body, Source, SourceResult};
+use crate::digest::Digest;
+use crate::registry::{self, Manifest};
+
+/// What blob transfers do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// One byte in the middle of every blob answer is flipped.
+    Corrupt,
+    /// Every blob answer stops after this many bytes (the transfer breaks).
+    Truncate(u64),
+    /// Every blob answer sends 64 KiB, then nothing, ever.
+    Stall,
+}
+
+const PIECE: usize = 64 * 1024;
+
+#[derive(Default)]
+struct Store {
+    tags: BTreeMap<String, BTreeMap<String, Digest>>,
+    manifests: HashMap<Digest, (Bytes, String)>,
+    blobs: HashMap<Digest, Bytes>,
+}
+
+pub struct Memory {
+    store: Mutex<Store>,
+    fault: Mutex<Fault>,
+    /// Blob requests answered, and blob bytes sent.
+    pub blob_gets: AtomicU64,
+    pub blob_bytes: AtomicU64,
+}
+
+pub const EMPTY_CONFIG: &[u8] = b"{}";
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Memory {
+    pub fn new() -> Memory {
+        Memory {
+            store: Mutex::new(Store::default()),
+            fault: Mutex::new(Fault::None),
+            blob_gets: AtomicU64::new(0),
+            blob_bytes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_fault(&self, f: Fault) {
+        *lock(&self.fault) = f;
+    }
+
+    pub fn put_blob(&self, data: &[u8]) -> Digest {
+        let d = Digest::of(data);
+        lock(&self.store)
+            .blobs
+            .insert(d.clone(), Bytes::copy_from_slice(data));
+        d
+    }
+
+    /// Pushes an ORAS-style artifact: an empty config and one titled layer
+    /// per file. Returns the manifest digest.
+    pub fn push(&self, repo: &str, tag: &str, files: &[(&str, &[u8])]) -> Digest {
+        let config = self.put_blob(EMPTY_CONFIG);
+        let layers: Vec<serde_json::Value> = files
+            .iter()
+            .map(|(title, data)| {
+                let d = self.put_blob(data);
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": d.to_string(),
+                    "size": data.len(),
+                    "annotations": {"org.opencontainers.image.title": title},
+                })
+            })
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.unknown.artifact.v1",
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": config.to_string(),
+                "size": 2,
+            },
+            "layers": layers,
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+        let d = Digest::of(&bytes);
+        let mut st = lock(&self.store);
+        st.manifests.insert(
+            d.clone(),
+            (
+                Bytes::from(bytes),
+                "application/vnd.oci.image.manifest.v1+json".into(),
+            ),
+        );
+        st.tags
+            .entry(repo.to_string())
+            .or_default()
+            .insert(tag.to_string(), d.clone());
+        d
+    }
+
+    fn not_found(what: String) -> registry::Error {
+        registry::Error::NotFound { what }
+    }
+
+    fn body(&self, data: Bytes, start: u64) -> Body {
+        let fault = *lock(&self.fault);
+        self.blob_gets.fetch_add(1, Ordering::Relaxed);
+        let mut data = data.to_vec();
+        if fault == Fault::Corrupt && !data.is_empty() {
+            let mid = data.len() / 2;
+            data[mid] ^= 0xff;
+        }
+        let limit = match fault {
+            Fault::Truncate(n) => (n as usize).min(data.len()),
+            Fault::Stall => PIECE.min(data.len()),
+            _ => data.len(),
+        };
+        let cut = limit < data.len();
+        let pieces: Vec<SourceResult<Bytes>> = data[..limit]
+            .chunks(PIECE)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        self.blob_bytes.fetch_add(limit as u64, Ordering::Relaxed);
+        let head = futures_util::stream::iter(pieces);
+        let stream = match (fault, cut) {
+            (Fault::Stall, true) => head.chain(futures_util::stream::pending()).boxed(),
+            (_, true) => head
+                .chain(futures_util::stream::once(async {
+                    Err(registry::Error::Unreachable {
+                        host: "memory".into(),
+                        reason: "blob transfer broke".into(),
+                    })
+                }))
+                .boxed(),
+            _ => head.boxed(),
+        };
+        Body::new(start, stream)
+    }
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Memory::new()
+    }
+}
+
+impl Source for Memory {
+    fn host(&self) -> &str {
+        "memory"
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn catalog(&self) -> BoxFuture<'_, SourceResult<Option<Vec<String>>>> {
+        let names = lock(&self.store).tags.keys().cloned().collect();
+        Box::pin(async move { Ok(Some(names)) })
+    }
+
+    fn tags<'a>(&'a self, repo: &'a str) -> BoxFuture<'a, SourceResult<Vec<String>>> {
+        let r = lock(&self.store)
+            .tags
+            .get(repo)
+            .map(|t| t.keys().cloned().collect())
+            .ok_or_else(|| Self::not_found(format!("repository {repo}")));
+        Box::pin(async move { r })
+    }
+
+    fn manifest<'a>(
+        &'a self,
+        repo: &'a str,
+        reference: &'a str,
+    ) -> BoxFuture<'a, SourceResult<Manifest>> {
+        let st = lock(&self.store);
+        let d = match reference.parse::<Digest>() {
+            Ok(d) => Some(d),
+            Err(_) => st.tags.get(repo).and_then(|t| t.get(reference)).cloned(),
+        };
+        let r = d
+            .and_then(|d| {
+                st.manifests.get(&d).map(|(b, t)| Manifest {
+                    bytes: b.clone(),
+                    digest: d.clone(),
+                    media_type: Some(t.clone()),
+                })
+            })
+            .ok_or_else(|| Self::not_found(format!("manifest {repo}:{reference}")));
+        Box::pin(async move { r })
+    }
+
+    fn head_manifest<'a>(
+        &'a self,
+        repo: &'a str,
+        reference: &'a str,
+    ) -> BoxFuture<'a, SourceResult<Option<Digest>>> {
+        Box::pin(async move { Ok(Some(self.manifest(repo, reference).await?.digest)) })
+    }
+
+    fn blob<'a>(
+        &'a self,
+        repo: &'a str,
+        digest: &'a Digest,
+        start: u64,
+        end: Option<u64>,
+    ) -> BoxFuture<'a, SourceResult<Body>> {
+        let data = lock(&self.store).blobs.get(digest).cloned();
+        Box::pin(async move {
+            let data = data.ok_or_else(|| Self::not_found(format!("blob {digest} in {repo}")))?;
+            let len = data.len() as u64;
+            let (a, b) = (start.min(len), end.unwrap_or(len).min(len));
+            Ok(self.body(data.slice(a as usize..b.max(a) as usize), a))
+        })
+    }
+
+    fn referrers<'a>(
+        &'a self,
+        _repo: &'a str,
+        _subject: &'a Digest,
+    ) -> BoxFuture<'a, SourceResult<Vec<Digest>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}

@@ -1,0 +1,364 @@
+//! The filesystem core without a mount or a network: lookup, listings,
+//! attributes, reads (strict and lazy), extended attributes and the staging
+//! overlay against the in-memory source, including corrupted, truncated and
+//! stalled transfers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::memory::{Fault, Memory};
+use super::{Error, Fs, Kind, Options, Verify};
+use crate::cache::Cache;
+use crate::digest::Digest;
+use crate::stage::Staging;
+use crate::tree::{Ino, ROOT_INO};
+
+const MIB: usize = 1 << 20;
+
+struct World {
+    fs: Fs,
+    source: Arc<Memory>,
+    _dir: tempfile::TempDir,
+}
+
+fn opts(verify: Verify, timeout: Duration) -> Options {
+    Options {
+        prefix: None,
+        repos: Vec::new(),
+        tag_ttl: Duration::from_secs(30),
+        read_only: false,
+        verify,
+        parallel_ranges: false,
+        timeout,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+fn world_with(source: Memory, verify: Verify, timeout: Duration) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(Cache::open(&dir.path().join("cache"), 1 << 34).unwrap());
+    let staging = Arc::new(Staging::open(&dir.path().join("staging")).unwrap());
+    let source = Arc::new(source);
+    let fs = Fs::new(source.clone(), cache, staging, opts(verify, timeout));
+    World {
+        fs,
+        source,
+        _dir: dir,
+    }
+}
+
+/// Deterministic bytes that differ from offset to offset.
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+impl World {
+    async fn path(&self, path: &str) -> Result<Ino, Error> {
+        let mut ino = ROOT_INO;
+        for c in path.split('/').filter(|c| !c.is_empty()) {
+            ino = self.fs.lookup(ino, c).await?.ino;
+        }
+        Ok(ino)
+    }
+
+    async fn names(&self, path: &str) -> Vec<String> {
+        let ino = self.path(path).await.unwrap();
+        self.fs
+            .readdir(ino)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect()
+    }
+
+    /// Reads a whole file the way the kernel would, in `chunk`-byte reads.
+    async fn read_all(&self, path: &str, chunk: u32) -> Result<Vec<u8>, Error> {
+        let ino = self.path(path).await?;
+        let (fh, _) = self.fs.open(ino, false, false).await?;
+        let mut out = Vec::new();
+        let r = loop {
+            match self.fs.read(fh, out.len() as u64, chunk).await {
+                Ok(b) if b.is_empty() => break Ok(()),
+                Ok(b) => out.extend_from_slice(&b),
+                Err(e) => break Err(e),
+            }
+        };
+        self.fs.release(fh);
+        r.map(|()| out)
+    }
+
+    async fn read_at(&self, path: &str, offset: u64, size: u32) -> Result<Vec<u8>, Error> {
+        let ino = self.path(path).await?;
+        let (fh, _) = self.fs.open(ino, false, false).await?;
+        let r = self.fs.read(fh, offset, size).await.map(|b| b.to_vec());
+        self.fs.release(fh);
+        r
+    }
+
+    fn cached(&self, d: &Digest) -> bool {
+        self.fs.cache().blob(d).is_some()
+    }
+}
+
+fn sample() -> (Memory, Vec<u8>, Vec<u8>) {
+    let m = Memory::new();
+    let small = b"hello world\n".to_vec();
+    let big = data(17 * MIB + 12345, 7);
+    m.push(
+        "org/app",
+        "v1",
+        &[("hello.txt", &small), ("model.bin", &big)],
+    );
+    (m, small, big)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_and_listings_show_repositories_tags_and_titled_files() {
+    let (m, small, big) = sample();
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    assert_eq!(w.names("").await, vec!["org"]);
+    assert_eq!(w.names("org").await, vec!["app"]);
+    assert_eq!(w.names("org/app").await, vec!["v1"]);
+    let mut v1 = w.names("org/app/v1").await;
+    v1.sort();
+    assert_eq!(
+        v1,
+        vec![
+            "blobs",
+            "hello.txt",
+            "manifest.json",
+            "model.bin",
+            "referrers"
+        ]
+    );
+    let hello =
+        w.fs.lookup(w.path("org/app/v1").await.unwrap(), "hello.txt")
+            .await
+            .unwrap();
+    assert_eq!(hello.kind, Kind::File);
+    assert_eq!(hello.size, small.len() as u64);
+    assert_eq!(hello.perm, 0o444);
+    assert_eq!(
+        hello.nlink, 2,
+        "a titled file and its blobs/sha256 entry are one inode"
+    );
+    let hex = Digest::of(&big).hex().to_string();
+    let by_digest = w
+        .path(&format!("org/app/v1/blobs/sha256/{hex}"))
+        .await
+        .unwrap();
+    assert_eq!(by_digest, w.path("org/app/v1/model.bin").await.unwrap());
+    assert_eq!(
+        w.fs.getattr(by_digest).await.unwrap().size,
+        big.len() as u64
+    );
+    // No blob was fetched to list or stat.
+    assert_eq!(w.source.blob_gets.load(Ordering::Relaxed), 0);
+    assert!(matches!(w.path("org/app/v2").await, Err(Error::NotFound)));
+    let digest_dir =
+        w.fs.getattr(w.path("org/app/v1").await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(digest_dir.kind, Kind::Dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_json_is_the_exact_bytes() {
+    let (m, _, _) = sample();
+    let d = m.push("org/app", "v2", &[("a", b"a")]);
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    let got = w.read_all("org/app/v2/manifest.json", 4096).await.unwrap();
+    assert_eq!(Digest::of(&got), d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_reads_are_verified_whole_and_fetched_once() {
+    let (m, small, big) = sample();
+    let w = Arc::new(world_with(m, Verify::Strict, Duration::from_secs(5)));
+    assert_eq!(
+        w.read_all("org/app/v1/hello.txt", 4096).await.unwrap(),
+        small
+    );
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let w = w.clone();
+            tokio::spawn(async move { w.read_all("org/app/v1/model.bin", 1 << 20).await })
+        })
+        .collect();
+    for r in readers {
+        assert!(r.await.unwrap().unwrap() == big);
+    }
+    assert!(w.cached(&Digest::of(&big)));
+    // One GET for each blob, however many readers.
+    assert_eq!(w.source.blob_gets.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_blob_fails_with_eio_and_is_never_cached() {
+    let (m, _, big) = sample();
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    w.source.set_fault(Fault::Corrupt);
+    let e = w
+        .read_all("org/app/v1/model.bin", 1 << 20)
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert!(e.is_mismatch(), "{e}");
+    assert!(!w.cached(&Digest::of(&big)));
+    assert!(w.fs.cache().downloads().is_empty(), "bad bytes left behind");
+    w.source.set_fault(Fault::None);
+    assert!(w.read_all("org/app/v1/model.bin", 1 << 20).await.unwrap() == big);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_transfer_resumes_where_it_stopped() {
+    let (m, _, big) = sample();
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    w.source.set_fault(Fault::Truncate(6 * MIB as u64));
+    assert!(w.read_all("org/app/v1/model.bin", 1 << 20).await.unwrap() == big);
+    let sent = w.source.blob_bytes.load(Ordering::Relaxed);
+    assert!(
+        sent < big.len() as u64 + 2 * MIB as u64,
+        "resumed transfers re-sent bytes: {sent} for {}",
+        big.len()
+    );
+    assert!(w.source.blob_gets.load(Ordering::Relaxed) >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_transfer_ends_the_read_after_the_timeout() {
+    let (m, _, _) = sample();
+    let w = world_with(m, Verify::Strict, Duration::from_secs(1));
+    w.source.set_fault(Fault::Stall);
+    let t = Instant::now();
+    let e = w
+        .read_all("org/app/v1/model.bin", 1 << 20)
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert!(matches!(e, Error::Stalled { .. }), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_random_reads_fetch_only_what_they_need() {
+    let (m, _, big) = sample();
+    let w = world_with(m, Verify::Lazy, Duration::from_secs(5));
+    let off = 9 * MIB as u64 + 100;
+    let got = w.read_at("org/app/v1/model.bin", off, 4096).await.unwrap();
+    assert_eq!(got, &big[off as usize..off as usize + 4096]);
+    let sent = w.source.blob_bytes.load(Ordering::Relaxed);
+    assert!(sent <= 4 * MIB as u64, "a 4 KiB read fetched {sent} bytes");
+    assert!(
+        !w.cached(&Digest::of(&big)),
+        "not verified before end-of-file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_sequential_reader_gets_the_blob_verified_at_its_end() {
+    let (m, _, big) = sample();
+    let w = world_with(m, Verify::Lazy, Duration::from_secs(5));
+    assert!(
+        w.read_all("org/app/v1/model.bin", 128 * 1024)
+            .await
+            .unwrap()
+            == big
+    );
+    assert!(w.cached(&Digest::of(&big)));
+    // A stream, not one request per chunk.
+    let gets = w.source.blob_gets.load(Ordering::Relaxed);
+    assert!(gets <= 3, "{gets} requests for a sequential read");
+    let sent = w.source.blob_bytes.load(Ordering::Relaxed);
+    assert!(
+        sent <= big.len() as u64 + 4 * MIB as u64,
+        "{sent} bytes sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_read_of_corrupted_bytes_fails_at_the_end_and_recovers() {
+    let (m, _, big) = sample();
+    let w = world_with(m, Verify::Lazy, Duration::from_secs(5));
+    w.source.set_fault(Fault::Corrupt);
+    let e = w
+        .read_all("org/app/v1/model.bin", 1 << 20)
+        .await
+        .unwrap_err();
+    assert!(e.is_mismatch(), "{e}");
+    assert!(!w.cached(&Digest::of(&big)));
+    w.source.set_fault(Fault::None);
+    assert!(w.read_all("org/app/v1/model.bin", 1 << 20).await.unwrap() == big);
+    assert!(w.cached(&Digest::of(&big)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_attributes_name_digests_and_annotations() {
+    let (m, small, _) = sample();
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    let f = w.path("org/app/v1/hello.txt").await.unwrap();
+    let d = w.fs.getxattr(f, "user.oci.digest").await.unwrap();
+    assert_eq!(
+        String::from_utf8(d).unwrap(),
+        Digest::of(&small).to_string()
+    );
+    let t =
+        w.fs.getxattr(f, "user.oci.annotation.org.opencontainers.image.title")
+            .await
+            .unwrap();
+    assert_eq!(t, b"hello.txt");
+    let folder = w.path("org/app/v1").await.unwrap();
+    let at =
+        w.fs.getxattr(folder, "user.oci.artifactType")
+            .await
+            .unwrap();
+    assert_eq!(at, b"application/vnd.unknown.artifact.v1");
+    assert!(matches!(
+        w.fs.getxattr(f, "user.nope").await,
+        Err(Error::NoAttr)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overlay_stages_new_tags_and_files_over_the_registry() {
+    let (m, _, _) = sample();
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    let repo = w.path("org/app").await.unwrap();
+    let tag = w.fs.mkdir(repo, "v9").await.unwrap();
+    assert_eq!(tag.kind, Kind::Dir);
+    let (attr, fh) = w.fs.create(tag.ino, "notes.txt", 0o644).await.unwrap();
+    assert_eq!(attr.size, 0);
+    assert_eq!(w.fs.write(fh, 0, b"staged bytes").unwrap(), 12);
+    w.fs.release(fh);
+    let mut tags = w.names("org/app").await;
+    tags.sort();
+    assert_eq!(tags, vec!["v1", "v9"]);
+    assert_eq!(w.names("org/app/v9").await, vec!["notes.txt"]);
+    assert_eq!(
+        w.read_all("org/app/v9/notes.txt", 4096).await.unwrap(),
+        b"staged bytes"
+    );
+    // A file laid over an existing tag.
+    let v1 = w.path("org/app/v1").await.unwrap();
+    let (_, fh) = w.fs.create(v1, "extra.txt", 0o644).await.unwrap();
+    w.fs.release(fh);
+    assert!(w
+        .names("org/app/v1")
+        .await
+        .contains(&"extra.txt".to_string()));
+    // Files cannot go straight into a repository folder.
+    assert_eq!(
+        w.fs.create(repo, "stray", 0o644).await.unwrap_err().errno(),
+        libc::EPERM
+    );
+    // Tags are not removed.
+    assert_eq!(
+        w.fs.rmdir(repo, "v1").await.unwrap_err().errno(),
+        libc::EPERM
+    );
+}
