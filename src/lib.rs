@@ -5,6 +5,7 @@
 //! - `cli`       command-line definition and the wiring of each command; all user output
 //! - `reference` parsing of sources, repository names and tags (pure)
 //! - `digest`    the `Digest` type and the streaming verifier
+//! - `oci`       the OCI vocabulary: media types, annotations, descriptors (pure)
 //! - `auth`      `WWW-Authenticate` challenges, docker credentials, bearer tokens
 //! - `registry`  the distribution protocol over reqwest: listings, manifests, blob streams
 //! - `cache`     the content-addressed on-disk cache: verify, then rename; eviction
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod digest;
 pub mod fs;
 pub mod fuse;
+pub mod oci;
 pub mod reference;
 pub mod registry;
 pub mod stage;

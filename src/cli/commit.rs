@@ -14,13 +14,14 @@ use super::args::{CommitArgs, DiscardArgs};
 use super::records::Record;
 use crate::cache::{now_secs, Cache};
 use crate::digest::Digest;
+use crate::oci::{format_rfc3339, Platform};
 use crate::reference::{parse_target, Source};
 use crate::registry::{self, layout::Layout, Backend, Client};
 use crate::stage::plan::{self, AnnotationFile, Input, Plan, Settings};
 use crate::stage::push::{push, Event, IoResolver};
 use crate::stage::scan::{scan, StagedDir};
-use crate::stage::{parse_platform, Staging, State};
-use crate::tree::view::{format_rfc3339, MANIFEST_JSON};
+use crate::stage::{Staging, State};
+use crate::tree::view::MANIFEST_JSON;
 
 /// Registry options, from a mount record or from the command line.
 struct Conn {
@@ -195,8 +196,9 @@ fn is_tag_dir(staging: &Staging, state: &State, rel: &str) -> bool {
     rd.flatten().any(|e| {
         let name = e.file_name().to_string_lossy().to_string();
         name != crate::stage::META_DIR
-            && e.file_type()
-                .is_ok_and(|t| t.is_file() || (t.is_dir() && parse_platform(&name).is_some()))
+            && e.file_type().is_ok_and(|t| {
+                t.is_file() || (t.is_dir() && Platform::from_folder_name(&name).is_some())
+            })
     })
 }
 
