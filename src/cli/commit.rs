@@ -36,24 +36,19 @@ fn backend(
     c: &Conn,
     create_layout: bool,
 ) -> anyhow::Result<(Backend, Option<String>)> {
-    Ok(match source {
-        Source::Registry { host, prefix } => {
+    let backend = match source {
+        Source::Registry { host, .. } => {
             let mut cfg = registry::Config::new(host);
             cfg.plain_http = c.plain_http;
             cfg.insecure = c.insecure;
             cfg.ca_file = c.ca_file.clone();
             cfg.timeout = Duration::from_secs(c.timeout.max(1));
-            (Backend::Registry(Client::new(cfg)?), prefix.clone())
+            Backend::Registry(Client::new(cfg)?)
         }
-        Source::Layout(p) => (
-            Backend::Layout(if create_layout {
-                Layout::create(p)?
-            } else {
-                Layout::open(p)?
-            }),
-            Some(registry::LAYOUT_REPOSITORY.to_string()),
-        ),
-    })
+        Source::Layout(p) if create_layout => Backend::Layout(Layout::create(p)?),
+        Source::Layout(p) => Backend::Layout(Layout::open(p)?),
+    };
+    Ok((backend, source.prefix()))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

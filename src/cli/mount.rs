@@ -171,21 +171,18 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
     let cache_dir = cache_dir(args);
     let cache = Arc::new(Cache::open(&cache_dir, args.cache_size)?);
     let timeout = Duration::from_secs(args.timeout.max(1));
-    let (backend, prefix) = match &source {
-        Source::Registry { host, prefix } => {
+    let backend = match &source {
+        Source::Registry { host, .. } => {
             let mut cfg = registry::Config::new(host);
             cfg.plain_http = args.plain_http;
             cfg.insecure = args.insecure;
             cfg.ca_file = args.ca_file.clone();
             cfg.timeout = timeout;
-            (Backend::Registry(Client::new(cfg)?), prefix.clone())
+            Backend::Registry(Client::new(cfg)?)
         }
-        // A layout holds one repository: its tags are the top of the tree.
-        Source::Layout(p) => (
-            Backend::Layout(Layout::open(p)?),
-            Some(registry::LAYOUT_REPOSITORY.to_string()),
-        ),
+        Source::Layout(p) => Backend::Layout(Layout::open(p)?),
     };
+    let prefix = source.prefix();
     let backend = Arc::new(backend);
     // Each thread that allocates gets a glibc arena of its own that keeps
     // freed memory; a few arenas keep a long-running daemon's memory flat.

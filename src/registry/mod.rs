@@ -21,6 +21,7 @@ pub use error::Error;
 use crate::auth::{parse_challenge, Auth};
 use crate::digest::Digest;
 use crate::oci::{INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPES};
+use crate::reference::LAYOUT_REPOSITORY;
 
 /// Manifests larger than this are refused: registries need only accept 4 MiB,
 /// and a larger "manifest" is hostile.
@@ -651,9 +652,6 @@ impl Backend {
         }
     }
 }
-
-/// The repository name a layout's tags live under.
-pub const LAYOUT_REPOSITORY: &str = "layout";
 
 /// The `subject` digest of manifest bytes, if any.
 fn subject_of(bytes: &[u8]) -> Option<Digest> {
