@@ -1,7 +1,7 @@
 //! `regfs commit` and `regfs discard`: push what is staged under a path
 //! (or a plain folder with `--to`), and drop it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -14,14 +14,14 @@ use super::args::{CommitArgs, DiscardArgs};
 use super::records::Record;
 use crate::cache::{now_secs, Cache};
 use crate::digest::Digest;
-use crate::oci::{format_rfc3339, Platform};
+use crate::oci::format_rfc3339;
 use crate::reference::{parse_target, Source};
 use crate::registry::{self, layout::Layout, Backend, Client};
+use crate::stage::jobs::{self, Change, TagJob};
 use crate::stage::plan::{self, AnnotationFile, Input, Plan, Settings};
 use crate::stage::push::{push, Event, IoResolver};
-use crate::stage::scan::{scan, StagedDir};
+use crate::stage::scan::scan;
 use crate::stage::{Staging, State};
-use crate::tree::view::MANIFEST_JSON;
 
 /// Registry options, from a mount record or from the command line.
 struct Conn {
@@ -98,14 +98,6 @@ pub fn run(args: CommitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One tag folder to commit.
-pub(super) struct TagJob {
-    /// Mount-relative path of the tag folder.
-    pub rel: String,
-    pub repo: String,
-    pub tag: String,
-}
-
 async fn commit_in_mount(args: &CommitArgs, path: &Path) -> anyhow::Result<()> {
     let (rec, parts) = Record::find(path)?;
     if rec.read_only {
@@ -126,7 +118,7 @@ async fn commit_in_mount(args: &CommitArgs, path: &Path) -> anyhow::Result<()> {
     let staging = Staging::open(&rec.staging_root)?;
     let cache = Cache::open(&rec.cache_dir, u64::MAX).ok().map(Arc::new);
     let rel = parts.join("/");
-    let jobs = find_tags(&staging, prefix.as_deref(), &rel)?;
+    let jobs = find_tags(&staging, prefix.as_deref(), &rel);
     if jobs.is_empty() {
         println!("Nothing staged under {}", path.display());
         return Ok(());
@@ -154,108 +146,14 @@ async fn commit_in_mount(args: &CommitArgs, path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The tag folders staged at or below `rel` (or the one `rel` is inside).
-pub(super) fn find_tags(
-    staging: &Staging,
-    prefix: Option<&str>,
-    rel: &str,
-) -> anyhow::Result<Vec<TagJob>> {
-    let state = staging.state();
-    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
-    // `rel` inside a tag: commit that tag.
-    for n in 1..=parts.len() {
-        let p = parts[..n].join("/");
-        if is_tag_dir(staging, &state, &p) {
-            return Ok(job_for(prefix, &p).into_iter().collect());
-        }
+/// The tag folders staged at or below `rel` (or the one `rel` is inside);
+/// says which folders it leaves alone.
+pub(super) fn find_tags(staging: &Staging, prefix: Option<&str>, rel: &str) -> Vec<TagJob> {
+    let found = jobs::find_tags(staging, &staging.state(), prefix, rel);
+    for s in &found.skipped {
+        eprintln!("regfs: {s}: not a tag folder inside a repository; skipped");
     }
-    let mut out = Vec::new();
-    walk(staging, &state, prefix, rel, &mut out);
-    // In-place changes whose tag folder holds no staged file (only removals).
-    for p in state.bases.keys() {
-        let under = rel.is_empty() || p == rel || p.starts_with(&format!("{rel}/"));
-        if under && !out.iter().any(|j| j.rel == *p) {
-            out.extend(job_for(prefix, p));
-        }
-    }
-    Ok(out)
-}
-
-fn is_tag_dir(staging: &Staging, state: &State, rel: &str) -> bool {
-    if state.bases.contains_key(rel) {
-        return true;
-    }
-    let Ok(rd) = std::fs::read_dir(staging.real(rel)) else {
-        return false;
-    };
-    rd.flatten().any(|e| {
-        let name = e.file_name().to_string_lossy().to_string();
-        name != crate::stage::META_DIR
-            && e.file_type().is_ok_and(|t| {
-                t.is_file() || (t.is_dir() && Platform::from_folder_name(&name).is_some())
-            })
-    })
-}
-
-fn walk(staging: &Staging, state: &State, prefix: Option<&str>, rel: &str, out: &mut Vec<TagJob>) {
-    if !rel.is_empty() && is_tag_dir(staging, state, rel) {
-        out.extend(job_for(prefix, rel));
-        return;
-    }
-    let Ok(rd) = std::fs::read_dir(staging.real(rel)) else {
-        return;
-    };
-    let mut names: Vec<String> = rd
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n != crate::stage::META_DIR)
-        .collect();
-    names.sort();
-    for n in names {
-        let child = if rel.is_empty() {
-            n
-        } else {
-            format!("{rel}/{n}")
-        };
-        walk(staging, state, prefix, &child, out);
-    }
-}
-
-/// The repository and tag of a tag folder at `rel` (its parent path, under the prefix).
-fn job_for(prefix: Option<&str>, rel: &str) -> Option<TagJob> {
-    let (parent, tag) = match rel.rsplit_once('/') {
-        Some((p, t)) => (p, t),
-        None => ("", rel),
-    };
-    let repo = match (prefix, parent.is_empty()) {
-        (Some(p), true) => p.to_string(),
-        (Some(p), false) => format!("{p}/{parent}"),
-        (None, _) => parent.to_string(),
-    };
-    if repo.is_empty() || !crate::reference::is_repository(&repo) || !crate::reference::is_tag(tag)
-    {
-        eprintln!("regfs: {rel}: not a tag folder inside a repository; skipped");
-        return None;
-    }
-    Some(TagJob {
-        rel: rel.to_string(),
-        repo,
-        tag: tag.to_string(),
-    })
-}
-
-fn below(map_keys: impl Iterator<Item = String>, rel: &str) -> Vec<(String, String)> {
-    let pre = format!("{rel}/");
-    map_keys
-        .filter_map(|k| {
-            if k == rel {
-                Some((k, String::new()))
-            } else {
-                k.strip_prefix(&pre).map(|r| (k.clone(), r.to_string()))
-            }
-        })
-        .collect()
+    found.jobs
 }
 
 /// What one commit run shares between its tags.
@@ -266,37 +164,6 @@ struct Run<'a> {
     settings: Settings,
     /// Tells the mount daemon to show the registry's new state.
     refresh: &'a (dyn Fn() + Sync),
-}
-
-/// A tag's staged change, read off the staging area.
-struct Change {
-    dir: StagedDir,
-    base: Option<Digest>,
-    removed: BTreeSet<String>,
-    xattrs: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-impl Change {
-    fn read(staging: &Staging, state: &State, rel: &str) -> anyhow::Result<Change> {
-        let real = staging.real(rel);
-        let dir = if real.is_dir() {
-            scan(&real).with_context(|| format!("cannot read {}", real.display()))?
-        } else {
-            StagedDir::default()
-        };
-        Ok(Change {
-            dir,
-            base: state.bases.get(rel).cloned(),
-            removed: below(state.removed.iter().cloned(), rel)
-                .into_iter()
-                .map(|(_, r)| r)
-                .collect(),
-            xattrs: below(state.xattrs.keys().cloned(), rel)
-                .into_iter()
-                .filter_map(|(k, r)| state.xattrs.get(&k).map(|v| (r, v.clone())))
-                .collect(),
-        })
-    }
 }
 
 /// Removes a folder when dropped (directory layers built for one commit).
@@ -497,7 +364,7 @@ async fn commit_plain(args: &CommitArgs, path: &Path, target: &str) -> anyhow::R
         bail!("{} is not a folder", path.display());
     }
     let dir = scan(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !dir.files.contains_key(MANIFEST_JSON) && dir.is_empty() {
+    if dir.is_empty() {
         bail!("{} is empty: nothing to commit", path.display());
     }
     let run = Run {
@@ -510,9 +377,7 @@ async fn commit_plain(args: &CommitArgs, path: &Path, target: &str) -> anyhow::R
     let tmp = TempDir(std::env::temp_dir().join(format!("regfs-commit-{}", std::process::id())));
     let change = Change {
         dir,
-        base: None,
-        removed: BTreeSet::new(),
-        xattrs: BTreeMap::new(),
+        ..Change::default()
     };
     let plan = build_plan(&run, &repo, tmp.0.clone(), change).await?;
     let reference = format!("{}/{repo}:{tag}", run.backend.host());

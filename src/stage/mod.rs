@@ -11,10 +11,11 @@
 //!   pointed at when the change began (the commit applies changes to it).
 //!
 //! Whether a staged folder is a tag or a repository is decided at commit
-//! time (`plan`), not when it is made: `mkdir org` then `mkdir org/app`
+//! time (`jobs`), not when it is made: `mkdir org` then `mkdir org/app`
 //! cannot tell yet. `.regfs` can never clash with a repository component or
 //! a tag, neither of which may start with a dot.
 
+pub mod jobs;
 pub mod plan;
 pub mod push;
 pub mod scan;
