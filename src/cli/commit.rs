@@ -51,14 +51,6 @@ fn backend(
     Ok((backend, source.prefix()))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .worker_threads(2)
-        .build()
-        .context("cannot start the async runtime")
-}
-
 fn settings(args: &CommitArgs) -> anyhow::Result<Settings> {
     let annotations: AnnotationFile = match &args.annotation_file {
         Some(p) => {
@@ -85,7 +77,7 @@ pub fn run(args: CommitArgs) -> anyhow::Result<()> {
             bail!("--tag {t:?} is not a valid tag");
         }
     }
-    let rt = runtime()?;
+    let rt = super::runtime(2)?;
     if let Some(target) = &args.to {
         let [path] = args.paths.as_slice() else {
             bail!("--to takes exactly one folder");

@@ -190,15 +190,7 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .worker_threads(4)
-        // Disk reads and writes run on blocking threads; a few suffice, and
-        // every extra thread keeps its own allocator arena (resident memory).
-        .max_blocking_threads(16)
-        .thread_name("regfs-worker")
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = super::runtime(4)?;
     match rt.block_on(backend.ping()) {
         Ok(()) => {}
         Err(e) if e.is_unreachable() && cache.knows_host(backend.host()) => {
