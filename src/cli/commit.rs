@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -124,18 +124,41 @@ async fn commit_in_mount(args: &CommitArgs, path: &Path) -> anyhow::Result<()> {
         refresh: &refresh,
     };
     let state = staging.state();
-    let mut failed = None;
-    for job in jobs {
-        if let Err(e) = commit_tag(&run, &staging, &state, &job).await {
-            eprintln!("regfs: {}:{}: {e:#}", job.repo, job.tag);
-            failed = Some(e);
+    let mut failed = Vec::new();
+    for job in &jobs {
+        if let Err(e) = commit_tag(&run, &staging, &state, job).await {
+            if jobs.len() > 1 {
+                eprintln!("regfs: {e:#}");
+            }
+            failed.push(e);
         }
     }
     rec.refresh_daemon();
-    match failed {
-        Some(e) => Err(e.context("commit failed: no tag was moved for the failed folder, and its staged changes are kept")),
-        None => Ok(()),
+    match (failed.pop(), jobs.len()) {
+        (None, _) => Ok(()),
+        (Some(e), 1) => Err(e),
+        (Some(_), n) => bail!(
+            "{} of {n} tag folders not committed (see above)",
+            failed.len() + 1
+        ),
     }
+}
+
+/// What a tag folder that was not committed ends with, in one line: which
+/// tag, that no tag moved (tags go last: only a second tag can fail after
+/// the first moved), whether its staged changes are kept, and why.
+fn not_committed(
+    what: &str,
+    moved: &[String],
+    staged: bool,
+    cause: &anyhow::Error,
+) -> anyhow::Error {
+    let moved = match moved {
+        [] => "no tag moved".to_string(),
+        m => format!("only {} moved", m.join(", ")),
+    };
+    let kept = if staged { ", staged changes kept" } else { "" };
+    anyhow!("{what} not committed ({moved}{kept}): {cause:#}")
 }
 
 /// The tag folders staged at or below `rel` (or the one `rel` is inside);
@@ -173,14 +196,18 @@ async fn commit_tag(
     state: &State,
     job: &TagJob,
 ) -> anyhow::Result<()> {
-    let change = Change::read(staging, state, &job.rel)?;
+    let what = run.backend.describe(&job.repo, &job.tag);
+    let fail = |moved: &[String], cause: anyhow::Error| not_committed(&what, moved, true, &cause);
+    let change = Change::read(staging, state, &job.rel).map_err(|e| fail(&[], e.into()))?;
     let tmp = TempDir(
         staging
             .root()
             .join(crate::stage::META_DIR)
             .join(format!("tmp-{}", std::process::id())),
     );
-    let plan = build_plan(run, &job.repo, tmp.0.clone(), change).await?;
+    let plan = build_plan(run, &job.repo, tmp.0.clone(), change)
+        .await
+        .map_err(|e| fail(&[], e))?;
     let reference = format!("{}/{}:{}", run.backend.host(), job.repo, job.tag);
     if run.args.dry_run || run.args.output.is_some() {
         return write_output(run.args, &reference, &plan);
@@ -197,7 +224,9 @@ async fn commit_tag(
             .collect(),
         None => Vec::new(),
     };
-    let digest = push_with_output(&run.backend, &job.repo, &plan, &tags, &origins).await?;
+    let digest = push_with_output(&run.backend, &job.repo, &plan, &tags, &origins)
+        .await
+        .map_err(|f| fail(&f.moved, f.cause))?;
     // What was just pushed from here reads back without a download.
     if let Some(c) = &run.cache {
         for b in &plan.blobs {
@@ -300,15 +329,22 @@ fn write_output(args: &CommitArgs, reference: &str, plan: &Plan) -> anyhow::Resu
     Ok(())
 }
 
+/// A push that failed, and the tags it had moved before.
+struct PushFailed {
+    moved: Vec<String>,
+    cause: anyhow::Error,
+}
+
 async fn push_with_output(
     backend: &Backend,
     repo: &str,
     plan: &Plan,
     tags: &[String],
     origins: &[String],
-) -> anyhow::Result<Digest> {
+) -> Result<Digest, PushFailed> {
     let bars = std::io::stderr().is_terminal();
-    let on = move |e: Event<'_>| match e {
+    let moved = Mutex::new(Vec::new());
+    let on = |e: Event<'_>| match e {
         Event::Exists(b) => println!("Exists    {}", b.name),
         Event::Mounted(b, from) => println!("Mounted   {} from {from}", b.name),
         Event::Uploading(b, sent) => {
@@ -336,9 +372,20 @@ async fn push_with_output(
         Event::Uploaded(b) => println!("Uploaded  {} ({} bytes)", b.name, b.size),
         Event::ManifestExists(m) => println!("Exists    {} {}", m.media_type, m.digest),
         Event::ManifestPushed(m) => println!("Uploaded  {} {}", m.media_type, m.digest),
-        Event::Tagged(t, _) => println!("Tagged    {t}"),
+        Event::Tagged(t, _) => {
+            println!("Tagged    {t}");
+            moved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(t.to_string());
+        }
     };
-    Ok(push(backend, repo, plan, tags, origins, &on).await?)
+    push(backend, repo, plan, tags, origins, &on)
+        .await
+        .map_err(|e| PushFailed {
+            moved: moved.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            cause: e.into(),
+        })
 }
 
 /// `commit DIR --to REF`: a plain folder laid out like a tag folder.
@@ -371,14 +418,19 @@ async fn commit_plain(args: &CommitArgs, path: &Path, target: &str) -> anyhow::R
         dir,
         ..Change::default()
     };
-    let plan = build_plan(&run, &repo, tmp.0.clone(), change).await?;
+    let what = run.backend.describe(&repo, &tag);
+    let plan = build_plan(&run, &repo, tmp.0.clone(), change)
+        .await
+        .map_err(|e| not_committed(&what, &[], false, &e))?;
     let reference = format!("{}/{repo}:{tag}", run.backend.host());
     if args.dry_run || args.output.is_some() {
         return write_output(args, &reference, &plan);
     }
     let mut tags = vec![tag.clone()];
     tags.extend(args.tags.iter().cloned());
-    let digest = push_with_output(&run.backend, &repo, &plan, &tags, &[]).await?;
+    let digest = push_with_output(&run.backend, &repo, &plan, &tags, &[])
+        .await
+        .map_err(|f| not_committed(&what, &f.moved, false, &f.cause))?;
     println!("Pushed {}", run.backend.describe(&repo, &tag));
     println!("Digest: {digest}");
     Ok(())
