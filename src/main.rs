@@ -6,9 +6,8 @@ use regfs::cli::{self, Cli};
 fn main() -> ExitCode {
     let args = cli::normalize_args(std::env::args().collect());
     let cli = Cli::parse_from(args);
-    if !matches!(cli.command, cli::Command::Mount(_)) {
-        // `regfs status | head` should end quietly, as other tools do. (The
-        // mount daemon keeps ignoring SIGPIPE: it must never die of one.)
+    // Rust starts with SIGPIPE ignored; mount and commit keep it so.
+    if cli.command.may_die_of_sigpipe() {
         // SAFETY: restoring the default disposition of a signal.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);

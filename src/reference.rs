@@ -18,6 +18,22 @@ pub enum Source {
     Layout(PathBuf),
 }
 
+/// The repository name a layout's tags live under: a layout holds one
+/// repository.
+pub const LAYOUT_REPOSITORY: &str = "layout";
+
+impl Source {
+    /// The repository path the tree of this source starts at: the
+    /// registry's prefix, or the one repository of a layout (its tags are
+    /// the top of the tree).
+    pub fn prefix(&self) -> Option<String> {
+        match self {
+            Source::Registry { prefix, .. } => prefix.clone(),
+            Source::Layout(_) => Some(LAYOUT_REPOSITORY.to_string()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReferenceError {
     #[error("empty source: expected HOST[:PORT][/REPO-PREFIX] or oci:PATH")]
@@ -92,7 +108,7 @@ pub fn parse_target(s: &str) -> Result<(Source, String, String), ReferenceError>
         }
         return Ok((
             Source::Layout(PathBuf::from(path)),
-            crate::registry::LAYOUT_REPOSITORY.to_string(),
+            LAYOUT_REPOSITORY.to_string(),
             tag.to_string(),
         ));
     }
@@ -249,6 +265,19 @@ mod tests {
         ];
         for (input, want) in table {
             assert_eq!(input.parse::<Source>(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn prefixes() {
+        let table = [
+            ("localhost:5000", None),
+            ("localhost:5000/org/app", Some("org/app")),
+            ("oci:./layout", Some(LAYOUT_REPOSITORY)),
+        ];
+        for (input, want) in table {
+            let s: Source = input.parse().unwrap();
+            assert_eq!(s.prefix().as_deref(), want, "{input}");
         }
     }
 

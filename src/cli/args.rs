@@ -44,6 +44,22 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command may die of SIGPIPE, as `regfs status | head`
+    /// should end quietly. Not a command that talks to a registry: there
+    /// SIGPIPE comes from a connection the registry closed, and it must be
+    /// an error (EPIPE) the command reports, not a silent death.
+    pub fn may_die_of_sigpipe(&self) -> bool {
+        match self {
+            Command::Umount(_)
+            | Command::Discard(_)
+            | Command::Status(_)
+            | Command::GenerateMan { .. } => true,
+            Command::Mount(_) | Command::Commit(_) => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct MountArgs {
     /// HOST[:PORT][/REPO-PREFIX] (e.g. localhost:5000, ghcr.io/oras-project), or oci:PATH.

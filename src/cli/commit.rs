@@ -1,11 +1,11 @@
 //! `regfs commit` and `regfs discard`: push what is staged under a path
 //! (or a plain folder with `--to`), and drop it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -14,13 +14,14 @@ use super::args::{CommitArgs, DiscardArgs};
 use super::records::Record;
 use crate::cache::{now_secs, Cache};
 use crate::digest::Digest;
+use crate::oci::format_rfc3339;
 use crate::reference::{parse_target, Source};
 use crate::registry::{self, layout::Layout, Backend, Client};
+use crate::stage::jobs::{self, Change, TagJob};
 use crate::stage::plan::{self, AnnotationFile, Input, Plan, Settings};
 use crate::stage::push::{push, Event, IoResolver};
-use crate::stage::scan::{scan, StagedDir};
-use crate::stage::{parse_platform, Staging, State};
-use crate::tree::view::{format_rfc3339, MANIFEST_JSON};
+use crate::stage::scan::scan;
+use crate::stage::{Staging, State};
 
 /// Registry options, from a mount record or from the command line.
 struct Conn {
@@ -35,32 +36,19 @@ fn backend(
     c: &Conn,
     create_layout: bool,
 ) -> anyhow::Result<(Backend, Option<String>)> {
-    Ok(match source {
-        Source::Registry { host, prefix } => {
+    let backend = match source {
+        Source::Registry { host, .. } => {
             let mut cfg = registry::Config::new(host);
             cfg.plain_http = c.plain_http;
             cfg.insecure = c.insecure;
             cfg.ca_file = c.ca_file.clone();
             cfg.timeout = Duration::from_secs(c.timeout.max(1));
-            (Backend::Registry(Client::new(cfg)?), prefix.clone())
+            Backend::Registry(Client::new(cfg)?)
         }
-        Source::Layout(p) => (
-            Backend::Layout(if create_layout {
-                Layout::create(p)?
-            } else {
-                Layout::open(p)?
-            }),
-            Some(registry::LAYOUT_REPOSITORY.to_string()),
-        ),
-    })
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .worker_threads(2)
-        .build()
-        .context("cannot start the async runtime")
+        Source::Layout(p) if create_layout => Backend::Layout(Layout::create(p)?),
+        Source::Layout(p) => Backend::Layout(Layout::open(p)?),
+    };
+    Ok((backend, source.prefix()))
 }
 
 fn settings(args: &CommitArgs) -> anyhow::Result<Settings> {
@@ -89,7 +77,7 @@ pub fn run(args: CommitArgs) -> anyhow::Result<()> {
             bail!("--tag {t:?} is not a valid tag");
         }
     }
-    let rt = runtime()?;
+    let rt = super::runtime(2)?;
     if let Some(target) = &args.to {
         let [path] = args.paths.as_slice() else {
             bail!("--to takes exactly one folder");
@@ -100,14 +88,6 @@ pub fn run(args: CommitArgs) -> anyhow::Result<()> {
         rt.block_on(commit_in_mount(&args, path))?;
     }
     Ok(())
-}
-
-/// One tag folder to commit.
-pub(super) struct TagJob {
-    /// Mount-relative path of the tag folder.
-    pub rel: String,
-    pub repo: String,
-    pub tag: String,
 }
 
 async fn commit_in_mount(args: &CommitArgs, path: &Path) -> anyhow::Result<()> {
@@ -130,7 +110,7 @@ async fn commit_in_mount(args: &CommitArgs, path: &Path) -> anyhow::Result<()> {
     let staging = Staging::open(&rec.staging_root)?;
     let cache = Cache::open(&rec.cache_dir, u64::MAX).ok().map(Arc::new);
     let rel = parts.join("/");
-    let jobs = find_tags(&staging, prefix.as_deref(), &rel)?;
+    let jobs = find_tags(&staging, prefix.as_deref(), &rel);
     if jobs.is_empty() {
         println!("Nothing staged under {}", path.display());
         return Ok(());
@@ -144,121 +124,51 @@ async fn commit_in_mount(args: &CommitArgs, path: &Path) -> anyhow::Result<()> {
         refresh: &refresh,
     };
     let state = staging.state();
-    let mut failed = None;
-    for job in jobs {
-        if let Err(e) = commit_tag(&run, &staging, &state, &job).await {
-            eprintln!("regfs: {}:{}: {e:#}", job.repo, job.tag);
-            failed = Some(e);
+    let mut failed = Vec::new();
+    for job in &jobs {
+        if let Err(e) = commit_tag(&run, &staging, &state, job).await {
+            if jobs.len() > 1 {
+                eprintln!("regfs: {e:#}");
+            }
+            failed.push(e);
         }
     }
     rec.refresh_daemon();
-    match failed {
-        Some(e) => Err(e.context("commit failed: no tag was moved for the failed folder, and its staged changes are kept")),
-        None => Ok(()),
+    match (failed.pop(), jobs.len()) {
+        (None, _) => Ok(()),
+        (Some(e), 1) => Err(e),
+        (Some(_), n) => bail!(
+            "{} of {n} tag folders not committed (see above)",
+            failed.len() + 1
+        ),
     }
 }
 
-/// The tag folders staged at or below `rel` (or the one `rel` is inside).
-pub(super) fn find_tags(
-    staging: &Staging,
-    prefix: Option<&str>,
-    rel: &str,
-) -> anyhow::Result<Vec<TagJob>> {
-    let state = staging.state();
-    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
-    // `rel` inside a tag: commit that tag.
-    for n in 1..=parts.len() {
-        let p = parts[..n].join("/");
-        if is_tag_dir(staging, &state, &p) {
-            return Ok(job_for(prefix, &p).into_iter().collect());
-        }
-    }
-    let mut out = Vec::new();
-    walk(staging, &state, prefix, rel, &mut out);
-    // In-place changes whose tag folder holds no staged file (only removals).
-    for p in state.bases.keys() {
-        let under = rel.is_empty() || p == rel || p.starts_with(&format!("{rel}/"));
-        if under && !out.iter().any(|j| j.rel == *p) {
-            out.extend(job_for(prefix, p));
-        }
-    }
-    Ok(out)
-}
-
-fn is_tag_dir(staging: &Staging, state: &State, rel: &str) -> bool {
-    if state.bases.contains_key(rel) {
-        return true;
-    }
-    let Ok(rd) = std::fs::read_dir(staging.real(rel)) else {
-        return false;
+/// What a tag folder that was not committed ends with, in one line: which
+/// tag, that no tag moved (tags go last: only a second tag can fail after
+/// the first moved), whether its staged changes are kept, and why.
+fn not_committed(
+    what: &str,
+    moved: &[String],
+    staged: bool,
+    cause: &anyhow::Error,
+) -> anyhow::Error {
+    let moved = match moved {
+        [] => "no tag moved".to_string(),
+        m => format!("only {} moved", m.join(", ")),
     };
-    rd.flatten().any(|e| {
-        let name = e.file_name().to_string_lossy().to_string();
-        name != crate::stage::META_DIR
-            && e.file_type()
-                .is_ok_and(|t| t.is_file() || (t.is_dir() && parse_platform(&name).is_some()))
-    })
+    let kept = if staged { ", staged changes kept" } else { "" };
+    anyhow!("{what} not committed ({moved}{kept}): {cause:#}")
 }
 
-fn walk(staging: &Staging, state: &State, prefix: Option<&str>, rel: &str, out: &mut Vec<TagJob>) {
-    if !rel.is_empty() && is_tag_dir(staging, state, rel) {
-        out.extend(job_for(prefix, rel));
-        return;
+/// The tag folders staged at or below `rel` (or the one `rel` is inside);
+/// says which folders it leaves alone.
+pub(super) fn find_tags(staging: &Staging, prefix: Option<&str>, rel: &str) -> Vec<TagJob> {
+    let found = jobs::find_tags(staging, &staging.state(), prefix, rel);
+    for s in &found.skipped {
+        eprintln!("regfs: {s}: not a tag folder inside a repository; skipped");
     }
-    let Ok(rd) = std::fs::read_dir(staging.real(rel)) else {
-        return;
-    };
-    let mut names: Vec<String> = rd
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n != crate::stage::META_DIR)
-        .collect();
-    names.sort();
-    for n in names {
-        let child = if rel.is_empty() {
-            n
-        } else {
-            format!("{rel}/{n}")
-        };
-        walk(staging, state, prefix, &child, out);
-    }
-}
-
-/// The repository and tag of a tag folder at `rel` (its parent path, under the prefix).
-fn job_for(prefix: Option<&str>, rel: &str) -> Option<TagJob> {
-    let (parent, tag) = match rel.rsplit_once('/') {
-        Some((p, t)) => (p, t),
-        None => ("", rel),
-    };
-    let repo = match (prefix, parent.is_empty()) {
-        (Some(p), true) => p.to_string(),
-        (Some(p), false) => format!("{p}/{parent}"),
-        (None, _) => parent.to_string(),
-    };
-    if repo.is_empty() || !crate::reference::is_repository(&repo) || !crate::reference::is_tag(tag)
-    {
-        eprintln!("regfs: {rel}: not a tag folder inside a repository; skipped");
-        return None;
-    }
-    Some(TagJob {
-        rel: rel.to_string(),
-        repo,
-        tag: tag.to_string(),
-    })
-}
-
-fn below(map_keys: impl Iterator<Item = String>, rel: &str) -> Vec<(String, String)> {
-    let pre = format!("{rel}/");
-    map_keys
-        .filter_map(|k| {
-            if k == rel {
-                Some((k, String::new()))
-            } else {
-                k.strip_prefix(&pre).map(|r| (k.clone(), r.to_string()))
-            }
-        })
-        .collect()
+    found.jobs
 }
 
 /// What one commit run shares between its tags.
@@ -269,37 +179,6 @@ struct Run<'a> {
     settings: Settings,
     /// Tells the mount daemon to show the registry's new state.
     refresh: &'a (dyn Fn() + Sync),
-}
-
-/// A tag's staged change, read off the staging area.
-struct Change {
-    dir: StagedDir,
-    base: Option<Digest>,
-    removed: BTreeSet<String>,
-    xattrs: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-impl Change {
-    fn read(staging: &Staging, state: &State, rel: &str) -> anyhow::Result<Change> {
-        let real = staging.real(rel);
-        let dir = if real.is_dir() {
-            scan(&real).with_context(|| format!("cannot read {}", real.display()))?
-        } else {
-            StagedDir::default()
-        };
-        Ok(Change {
-            dir,
-            base: state.bases.get(rel).cloned(),
-            removed: below(state.removed.iter().cloned(), rel)
-                .into_iter()
-                .map(|(_, r)| r)
-                .collect(),
-            xattrs: below(state.xattrs.keys().cloned(), rel)
-                .into_iter()
-                .filter_map(|(k, r)| state.xattrs.get(&k).map(|v| (r, v.clone())))
-                .collect(),
-        })
-    }
 }
 
 /// Removes a folder when dropped (directory layers built for one commit).
@@ -317,14 +196,18 @@ async fn commit_tag(
     state: &State,
     job: &TagJob,
 ) -> anyhow::Result<()> {
-    let change = Change::read(staging, state, &job.rel)?;
+    let what = run.backend.describe(&job.repo, &job.tag);
+    let fail = |moved: &[String], cause: anyhow::Error| not_committed(&what, moved, true, &cause);
+    let change = Change::read(staging, state, &job.rel).map_err(|e| fail(&[], e.into()))?;
     let tmp = TempDir(
         staging
             .root()
             .join(crate::stage::META_DIR)
             .join(format!("tmp-{}", std::process::id())),
     );
-    let plan = build_plan(run, &job.repo, tmp.0.clone(), change).await?;
+    let plan = build_plan(run, &job.repo, tmp.0.clone(), change)
+        .await
+        .map_err(|e| fail(&[], e))?;
     let reference = format!("{}/{}:{}", run.backend.host(), job.repo, job.tag);
     if run.args.dry_run || run.args.output.is_some() {
         return write_output(run.args, &reference, &plan);
@@ -341,7 +224,9 @@ async fn commit_tag(
             .collect(),
         None => Vec::new(),
     };
-    let digest = push_with_output(&run.backend, &job.repo, &plan, &tags, &origins).await?;
+    let digest = push_with_output(&run.backend, &job.repo, &plan, &tags, &origins)
+        .await
+        .map_err(|f| fail(&f.moved, f.cause))?;
     // What was just pushed from here reads back without a download.
     if let Some(c) = &run.cache {
         for b in &plan.blobs {
@@ -444,15 +329,22 @@ fn write_output(args: &CommitArgs, reference: &str, plan: &Plan) -> anyhow::Resu
     Ok(())
 }
 
+/// A push that failed, and the tags it had moved before.
+struct PushFailed {
+    moved: Vec<String>,
+    cause: anyhow::Error,
+}
+
 async fn push_with_output(
     backend: &Backend,
     repo: &str,
     plan: &Plan,
     tags: &[String],
     origins: &[String],
-) -> anyhow::Result<Digest> {
+) -> Result<Digest, PushFailed> {
     let bars = std::io::stderr().is_terminal();
-    let on = move |e: Event<'_>| match e {
+    let moved = Mutex::new(Vec::new());
+    let on = |e: Event<'_>| match e {
         Event::Exists(b) => println!("Exists    {}", b.name),
         Event::Mounted(b, from) => println!("Mounted   {} from {from}", b.name),
         Event::Uploading(b, sent) => {
@@ -480,9 +372,20 @@ async fn push_with_output(
         Event::Uploaded(b) => println!("Uploaded  {} ({} bytes)", b.name, b.size),
         Event::ManifestExists(m) => println!("Exists    {} {}", m.media_type, m.digest),
         Event::ManifestPushed(m) => println!("Uploaded  {} {}", m.media_type, m.digest),
-        Event::Tagged(t, _) => println!("Tagged    {t}"),
+        Event::Tagged(t, _) => {
+            println!("Tagged    {t}");
+            moved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(t.to_string());
+        }
     };
-    Ok(push(backend, repo, plan, tags, origins, &on).await?)
+    push(backend, repo, plan, tags, origins, &on)
+        .await
+        .map_err(|e| PushFailed {
+            moved: moved.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            cause: e.into(),
+        })
 }
 
 /// `commit DIR --to REF`: a plain folder laid out like a tag folder.
@@ -500,7 +403,7 @@ async fn commit_plain(args: &CommitArgs, path: &Path, target: &str) -> anyhow::R
         bail!("{} is not a folder", path.display());
     }
     let dir = scan(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !dir.files.contains_key(MANIFEST_JSON) && dir.is_empty() {
+    if dir.is_empty() {
         bail!("{} is empty: nothing to commit", path.display());
     }
     let run = Run {
@@ -513,18 +416,21 @@ async fn commit_plain(args: &CommitArgs, path: &Path, target: &str) -> anyhow::R
     let tmp = TempDir(std::env::temp_dir().join(format!("regfs-commit-{}", std::process::id())));
     let change = Change {
         dir,
-        base: None,
-        removed: BTreeSet::new(),
-        xattrs: BTreeMap::new(),
+        ..Change::default()
     };
-    let plan = build_plan(&run, &repo, tmp.0.clone(), change).await?;
+    let what = run.backend.describe(&repo, &tag);
+    let plan = build_plan(&run, &repo, tmp.0.clone(), change)
+        .await
+        .map_err(|e| not_committed(&what, &[], false, &e))?;
     let reference = format!("{}/{repo}:{tag}", run.backend.host());
     if args.dry_run || args.output.is_some() {
         return write_output(args, &reference, &plan);
     }
     let mut tags = vec![tag.clone()];
     tags.extend(args.tags.iter().cloned());
-    let digest = push_with_output(&run.backend, &repo, &plan, &tags, &[]).await?;
+    let digest = push_with_output(&run.backend, &repo, &plan, &tags, &[])
+        .await
+        .map_err(|f| not_committed(&what, &f.moved, false, &f.cause))?;
     println!("Pushed {}", run.backend.describe(&repo, &tag));
     println!("Digest: {digest}");
     Ok(())

@@ -9,6 +9,8 @@ mod status;
 
 use std::path::PathBuf;
 
+use anyhow::Context;
+
 pub use args::{Cli, Command};
 
 /// Subcommand names, so `regfs SOURCE MOUNTPOINT -o ...` (as mount.fuse3
@@ -33,6 +35,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::run(args),
         Command::GenerateMan { dir } => man::generate(&dir),
     }
+}
+
+/// The async runtime of a command (mount and commit build theirs here):
+/// `worker_threads` workers, named `regfs-worker`.
+pub fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(worker_threads)
+        // Disk reads and writes run on blocking threads; a few suffice, and
+        // every extra thread keeps its own allocator arena (resident memory).
+        .max_blocking_threads(16)
+        .thread_name("regfs-worker")
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// The default cache folder: `$XDG_CACHE_HOME/regfs`, else `~/.cache/regfs`.

@@ -171,21 +171,18 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
     let cache_dir = cache_dir(args);
     let cache = Arc::new(Cache::open(&cache_dir, args.cache_size)?);
     let timeout = Duration::from_secs(args.timeout.max(1));
-    let (backend, prefix) = match &source {
-        Source::Registry { host, prefix } => {
+    let backend = match &source {
+        Source::Registry { host, .. } => {
             let mut cfg = registry::Config::new(host);
             cfg.plain_http = args.plain_http;
             cfg.insecure = args.insecure;
             cfg.ca_file = args.ca_file.clone();
             cfg.timeout = timeout;
-            (Backend::Registry(Client::new(cfg)?), prefix.clone())
+            Backend::Registry(Client::new(cfg)?)
         }
-        // A layout holds one repository: its tags are the top of the tree.
-        Source::Layout(p) => (
-            Backend::Layout(Layout::open(p)?),
-            Some(registry::LAYOUT_REPOSITORY.to_string()),
-        ),
+        Source::Layout(p) => Backend::Layout(Layout::open(p)?),
     };
+    let prefix = source.prefix();
     let backend = Arc::new(backend);
     // Each thread that allocates gets a glibc arena of its own that keeps
     // freed memory; a few arenas keep a long-running daemon's memory flat.
@@ -193,15 +190,7 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .worker_threads(4)
-        // Disk reads and writes run on blocking threads; a few suffice, and
-        // every extra thread keeps its own allocator arena (resident memory).
-        .max_blocking_threads(16)
-        .thread_name("regfs-worker")
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = super::runtime(4)?;
     match rt.block_on(backend.ping()) {
         Ok(()) => {}
         Err(e) if e.is_unreachable() && cache.knows_host(backend.host()) => {

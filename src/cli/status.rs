@@ -24,13 +24,8 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         );
         let staging = crate::stage::Staging::open(&rec.staging_root)?;
         let source: crate::reference::Source = rec.source.parse()?;
-        let prefix = match &source {
-            crate::reference::Source::Registry { prefix, .. } => prefix.clone(),
-            crate::reference::Source::Layout(_) => {
-                Some(crate::registry::LAYOUT_REPOSITORY.to_string())
-            }
-        };
-        let jobs = super::commit::find_tags(&staging, prefix.as_deref(), &parts.join("/"))?;
+        let prefix = source.prefix();
+        let jobs = super::commit::find_tags(&staging, prefix.as_deref(), &parts.join("/"));
         if jobs.is_empty() {
             println!("  staged: nothing");
         }

@@ -8,9 +8,8 @@ use bytes::Bytes;
 
 use super::{BlobStream, Error, Manifest, MAX_MANIFEST_BYTES};
 use crate::digest::Digest;
+use crate::oci::REF_NAME_ANNOTATION;
 use crate::reference::is_tag;
-
-pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
 #[derive(Debug)]
 pub struct Layout {
@@ -200,6 +199,7 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::MANIFEST_MEDIA_TYPE;
 
     #[test]
     fn reads_tags_and_verifies_manifests() {
@@ -212,18 +212,15 @@ mod tests {
         std::fs::write(root.join("blobs/sha256").join(d.hex()), m).unwrap();
         let index = format!(
             r#"{{"schemaVersion":2,"manifests":[
-              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":19,"annotations":{{"{REF_NAME_ANNOTATION}":"v1"}}}},
-              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":19,"annotations":{{"{REF_NAME_ANNOTATION}":"bad/name"}}}}]}}"#
+              {{"mediaType":"{MANIFEST_MEDIA_TYPE}","digest":"{d}","size":19,"annotations":{{"{REF_NAME_ANNOTATION}":"v1"}}}},
+              {{"mediaType":"{MANIFEST_MEDIA_TYPE}","digest":"{d}","size":19,"annotations":{{"{REF_NAME_ANNOTATION}":"bad/name"}}}}]}}"#
         );
         std::fs::write(root.join("index.json"), index).unwrap();
         let l = Layout::open(root).unwrap();
         assert_eq!(l.tags().unwrap(), vec!["v1".to_string()]);
         let got = l.manifest("v1").unwrap();
         assert_eq!(got.digest, d);
-        assert_eq!(
-            got.media_type.as_deref(),
-            Some("application/vnd.oci.image.manifest.v1+json")
-        );
+        assert_eq!(got.media_type.as_deref(), Some(MANIFEST_MEDIA_TYPE));
         assert!(l.manifest("v2").unwrap_err().is_not_found());
         std::fs::write(root.join("blobs/sha256").join(d.hex()), b"tampered").unwrap();
         assert!(matches!(

@@ -20,7 +20,8 @@ pub use error::Error;
 
 use crate::auth::{parse_challenge, Auth};
 use crate::digest::Digest;
-use crate::tree::view::MANIFEST_MEDIA_TYPES;
+use crate::oci::{INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPES};
+use crate::reference::LAYOUT_REPOSITORY;
 
 /// Manifests larger than this are refused: registries need only accept 4 MiB,
 /// and a larger "manifest" is hostile.
@@ -340,14 +341,14 @@ impl Client {
         if !self.no_referrers_api.load(Ordering::Relaxed) {
             let url = format!("{}/v2/{repo}/referrers/{subject}", self.base);
             let mut headers = HeaderMap::new();
-            if let Ok(v) = "application/vnd.oci.image.index.v1+json".parse() {
+            if let Ok(v) = INDEX_MEDIA_TYPE.parse() {
                 headers.insert(ACCEPT, v);
             }
             let resp = self
                 .send(Method::GET, &url, &pull_scope(repo), headers, true)
                 .await?;
             let is_index = header_str(resp.headers(), CONTENT_TYPE.as_str())
-                .is_some_and(|t| t.starts_with("application/vnd.oci.image.index.v1+json"));
+                .is_some_and(|t| t.starts_with(INDEX_MEDIA_TYPE));
             if resp.status().is_success() && is_index {
                 let body = read_limited(resp, MAX_MANIFEST_BYTES, &url).await?;
                 return Ok(index_digests(&body));
@@ -651,9 +652,6 @@ impl Backend {
         }
     }
 }
-
-/// The repository name a layout's tags live under.
-pub const LAYOUT_REPOSITORY: &str = "layout";
 
 /// The `subject` digest of manifest bytes, if any.
 fn subject_of(bytes: &[u8]) -> Option<Digest> {

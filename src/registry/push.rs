@@ -10,9 +10,10 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 
-use super::layout::{Layout, REF_NAME_ANNOTATION};
+use super::layout::Layout;
 use super::{check, link, Backend, Client, Error};
 use crate::digest::Digest;
+use crate::oci::REF_NAME_ANNOTATION;
 
 /// How a blob is sent: its bytes in memory, or a file streamed from disk.
 #[derive(Debug, Clone)]

@@ -11,10 +11,11 @@
 //!   pointed at when the change began (the commit applies changes to it).
 //!
 //! Whether a staged folder is a tag or a repository is decided at commit
-//! time (`plan`), not when it is made: `mkdir org` then `mkdir org/app`
+//! time (`jobs`), not when it is made: `mkdir org` then `mkdir org/app`
 //! cannot tell yet. `.regfs` can never clash with a repository component or
 //! a tag, neither of which may start with a dot.
 
+pub mod jobs;
 pub mod plan;
 pub mod push;
 pub mod scan;
@@ -245,50 +246,6 @@ fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec_pretty(v).unwrap_or_default()
 }
 
-/// A platform folder name: `<os>-<arch>[-<variant>]` with a known os and
-/// architecture (`linux-amd64`, `darwin-arm64`, `linux-arm-v7`).
-pub fn parse_platform(name: &str) -> Option<(String, String, Option<String>)> {
-    const OS: &[&str] = &[
-        "linux",
-        "windows",
-        "darwin",
-        "freebsd",
-        "netbsd",
-        "openbsd",
-        "solaris",
-        "illumos",
-        "aix",
-        "android",
-        "ios",
-        "plan9",
-        "dragonfly",
-        "js",
-        "wasip1",
-        "zos",
-    ];
-    const ARCH: &[&str] = &[
-        "amd64", "arm64", "arm", "386", "ppc64le", "ppc64", "s390x", "riscv64", "mips64le",
-        "mips64", "mipsle", "mips", "loong64", "wasm",
-    ];
-    let mut parts = name.splitn(3, '-');
-    let os = parts.next()?;
-    let arch = parts.next()?;
-    let variant = parts.next();
-    if !OS.contains(&os) || !ARCH.contains(&arch) {
-        return None;
-    }
-    if let Some(v) = variant {
-        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') {
-            return None;
-        }
-    }
-    Some((
-        os.to_string(),
-        arch.to_string(),
-        variant.map(str::to_string),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,32 +263,6 @@ mod tests {
         s.xattrs.insert("repo/v1".into(), BTreeMap::new());
         s.forget_below("repo/v1");
         assert!(s.is_empty());
-    }
-
-    #[test]
-    fn platforms() {
-        assert_eq!(
-            parse_platform("linux-amd64"),
-            Some(("linux".into(), "amd64".into(), None))
-        );
-        assert_eq!(
-            parse_platform("linux-arm-v7"),
-            Some(("linux".into(), "arm".into(), Some("v7".into())))
-        );
-        assert_eq!(
-            parse_platform("darwin-arm64"),
-            Some(("darwin".into(), "arm64".into(), None))
-        );
-        for bad in [
-            "linux",
-            "docs-amd64",
-            "linux-x86",
-            "linux-arm-",
-            "linux-arm-v7/x",
-            "sub",
-        ] {
-            assert_eq!(parse_platform(bad), None, "{bad}");
-        }
     }
 
     #[test]

@@ -21,23 +21,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
-use super::parse_platform;
 use super::scan::{StagedDir, StagedFile};
 use super::tarball::Tarball;
 use crate::digest::Digest;
-use crate::tree::view::{
-    title_components, View, CONFIG_JSON, EMPTY_CONFIG_MEDIA_TYPE, EMPTY_JSON_DIGEST, MANIFEST_JSON,
+use crate::oci::{
+    Platform, CONTENT_DIGEST_ANNOTATION, CREATED_ANNOTATION, DEFAULT_ARTIFACT_TYPE,
+    EMPTY_CONFIG_MEDIA_TYPE, EMPTY_JSON, EMPTY_JSON_DIGEST, IMAGE_CONFIG_MEDIA_TYPE,
+    INDEX_MEDIA_TYPE, LAYER_GZIP_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE,
     TITLE_ANNOTATION, UNPACK_ANNOTATION,
 };
+use crate::tree::view::{title_components, View, CONFIG_JSON, MANIFEST_JSON};
 
-pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
-pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
-pub const LAYER_GZIP_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const IMAGE_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-pub const DEFAULT_ARTIFACT_TYPE: &str = "application/vnd.unknown.artifact.v1";
-pub const CONTENT_DIGEST_ANNOTATION: &str = "io.deis.oras.content.digest";
-pub const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
 pub const ANNOTATION_XATTR: &str = "user.oci.annotation.";
 pub const ARTIFACT_TYPE_XATTR: &str = "user.oci.artifactType";
 
@@ -349,7 +343,11 @@ impl<R: Resolver> Planner<'_, R> {
                 }
             }
             None => {
-                if dir.dirs.keys().any(|n| parse_platform(n).is_some()) {
+                if dir
+                    .dirs
+                    .keys()
+                    .any(|n| Platform::from_folder_name(n).is_some())
+                {
                     self.new_index(path, dir, depth)
                 } else {
                     self.new_manifest(path, dir, None)
@@ -430,7 +428,7 @@ impl<R: Resolver> Planner<'_, R> {
                 let source = if let Some(p) = find(&b.digest) {
                     Source::File(p)
                 } else if i == 0 && b.digest.to_string() == EMPTY_JSON_DIGEST {
-                    Source::Bytes(b"{}".to_vec())
+                    Source::Bytes(EMPTY_JSON.to_vec())
                 } else {
                     Source::Registry
                 };
@@ -540,7 +538,7 @@ impl<R: Resolver> Planner<'_, R> {
         &mut self,
         path: &str,
         dir: &StagedDir,
-        platform: Option<(String, String, Option<String>)>,
+        platform: Option<&Platform>,
     ) -> Result<Made, PlanError> {
         let layers = self.new_layers(path, dir)?;
         if layers.is_empty() {
@@ -553,15 +551,9 @@ impl<R: Resolver> Planner<'_, R> {
                 .or_else(|| self.settings.artifact_type.clone())
                 .unwrap_or_else(|| DEFAULT_ARTIFACT_TYPE.to_string()),
         );
-        let mut config = match &platform {
-            Some((os, arch, variant)) => {
-                let mut c = Map::new();
-                c.insert("architecture".into(), Value::String(arch.clone()));
-                c.insert("os".into(), Value::String(os.clone()));
-                if let Some(v) = variant {
-                    c.insert("variant".into(), Value::String(v.clone()));
-                }
-                let bytes = to_bytes(&c);
+        let mut config = match platform {
+            Some(p) => {
+                let bytes = to_bytes(&p.to_json());
                 let d = Digest::of(&bytes);
                 let size = bytes.len() as u64;
                 self.plan.add_blob(Blob {
@@ -578,7 +570,7 @@ impl<R: Resolver> Planner<'_, R> {
                         .parse()
                         .map_err(|_| PlanError::Resolve("empty digest".into()))?,
                     size: 2,
-                    source: Source::Bytes(b"{}".to_vec()),
+                    source: Source::Bytes(EMPTY_JSON.to_vec()),
                     name: EMPTY_CONFIG_MEDIA_TYPE.into(),
                 });
                 json!({"mediaType": EMPTY_CONFIG_MEDIA_TYPE, "digest": EMPTY_JSON_DIGEST, "size": 2, "data": "e30="})
@@ -610,7 +602,7 @@ impl<R: Resolver> Planner<'_, R> {
         }
         let mut manifests = Vec::new();
         for (name, sub) in &dir.dirs {
-            let Some(platform) = parse_platform(name) else {
+            let Some(platform) = Platform::from_folder_name(name) else {
                 return Err(invalid(
                     &join(path, name),
                     "not a platform folder name (like linux-amd64 or linux-arm-v7) beside platform folders",
@@ -619,7 +611,7 @@ impl<R: Resolver> Planner<'_, R> {
             let made = if sub.files.contains_key(MANIFEST_JSON) {
                 self.folder(&join(path, name), sub, None, depth + 1)?
             } else {
-                self.new_manifest(&join(path, name), sub, Some(platform.clone()))?
+                self.new_manifest(&join(path, name), sub, Some(&platform))?
             };
             manifests.push(self.child_descriptor(&made, Some(&platform), None));
         }
@@ -629,7 +621,7 @@ impl<R: Resolver> Planner<'_, R> {
     fn child_descriptor(
         &self,
         made: &Made,
-        platform: Option<&(String, String, Option<String>)>,
+        platform: Option<&Platform>,
         keep: Option<&Map<String, Value>>,
     ) -> Value {
         let mut d = keep.cloned().unwrap_or_default();
@@ -641,14 +633,8 @@ impl<R: Resolver> Planner<'_, R> {
                 d.insert("artifactType".into(), json!(t));
             }
         }
-        if let Some((os, arch, variant)) = platform {
-            let mut p = Map::new();
-            p.insert("architecture".into(), json!(arch));
-            p.insert("os".into(), json!(os));
-            if let Some(v) = variant {
-                p.insert("variant".into(), json!(v));
-            }
-            d.insert("platform".into(), Value::Object(p));
+        if let Some(p) = platform {
+            d.insert("platform".into(), Value::Object(p.to_json()));
         }
         Value::Object(d)
     }

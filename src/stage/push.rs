@@ -14,6 +14,7 @@ use super::scan::{StagedDir, StagedFile};
 use super::tarball::{self, Tarball};
 use crate::cache::Cache;
 use crate::digest::Digest;
+use crate::oci::INDEX_MEDIA_TYPE;
 use crate::registry::push::Payload;
 use crate::registry::{self, Backend};
 
@@ -153,9 +154,9 @@ async fn update_referrers_tag(
     let tag = format!("sha256-{}", subject.hex());
     let mut index = match backend.manifest(repo, &tag).await {
         Ok(existing) => serde_json::from_slice::<serde_json::Value>(&existing.bytes)
-            .unwrap_or_else(|_| serde_json::json!({"schemaVersion": 2, "mediaType": super::plan::INDEX_MEDIA_TYPE, "manifests": []})),
+            .unwrap_or_else(|_| serde_json::json!({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []})),
         Err(e) if e.is_not_found() => {
-            serde_json::json!({"schemaVersion": 2, "mediaType": super::plan::INDEX_MEDIA_TYPE, "manifests": []})
+            serde_json::json!({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []})
         }
         Err(e) => return Err(e.into()),
     };
@@ -187,7 +188,7 @@ async fn update_referrers_tag(
     list.push(desc);
     let bytes = serde_json::to_vec(&index).unwrap_or_default();
     backend
-        .put_manifest(repo, &tag, super::plan::INDEX_MEDIA_TYPE, &bytes)
+        .put_manifest(repo, &tag, INDEX_MEDIA_TYPE, &bytes)
         .await?;
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! bytes to a `View`, the map of names the manifest folder holds.
 //!
 //! This module owns the naming rules of docs/tree.md: titles and their
-//! safety, `blobs/sha256/<hex>`, platform folder names, and the reserved
-//! names. It does no I/O; everything it decides is table-tested below.
+//! safety, `blobs/sha256/<hex>`, the names of an index's children, and the
+//! reserved names. It does no I/O; everything it decides is table-tested below.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,52 +11,17 @@ use std::fmt;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
 use crate::digest::Digest;
-
-pub const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
-pub const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
-pub const UNPACK_ANNOTATION: &str = "io.deis.oras.content.unpack";
-pub const EMPTY_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
-/// The digest of `{}`, the empty config ORAS writes.
-pub const EMPTY_JSON_DIGEST: &str =
-    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+use crate::oci::{
+    ordered_annotations, DescriptorError, CREATED_ANNOTATION, EMPTY_CONFIG_MEDIA_TYPE,
+    EMPTY_JSON_DIGEST,
+};
+// `fs` names these through `tree::view`.
+pub use crate::oci::{Desc, TITLE_ANNOTATION};
 
 pub const MANIFEST_JSON: &str = "manifest.json";
 pub const CONFIG_JSON: &str = "config.json";
 pub const BLOBS: &str = "blobs";
 pub const REFERRERS: &str = "referrers";
-
-/// The media types a manifest folder is made from (what we send in `Accept`).
-pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
-
-/// A descriptor after validation: the digest parsed, annotations ordered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Desc {
-    pub media_type: String,
-    pub digest: Digest,
-    pub size: u64,
-    pub annotations: BTreeMap<String, String>,
-    pub artifact_type: Option<String>,
-    /// The folder name of a platform: `<os>-<arch>[-<variant>]`.
-    pub platform: Option<String>,
-    /// The platform as OCI writes it: `<os>/<arch>[/<variant>]`.
-    pub platform_spec: Option<String>,
-}
-
-impl Desc {
-    pub fn title(&self) -> Option<&str> {
-        self.annotations.get(TITLE_ANNOTATION).map(String::as_str)
-    }
-
-    /// A titled tar+gzip layer that ORAS unpacks into a folder.
-    pub fn is_directory_layer(&self) -> bool {
-        self.annotations.get(UNPACK_ANNOTATION).map(String::as_str) == Some("true")
-    }
-}
 
 /// Whether a manifest is an image/artifact manifest or an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +87,15 @@ pub enum ViewError {
     Malformed(String),
     #[error("manifest descriptor {field} is unusable: {reason}")]
     BadDescriptor { field: String, reason: String },
+}
+
+impl From<DescriptorError> for ViewError {
+    fn from(e: DescriptorError) -> ViewError {
+        ViewError::BadDescriptor {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
 }
 
 impl View {
@@ -249,7 +223,7 @@ impl View {
             kind: Kind::Manifest,
             media_type,
             artifact_type: m.artifact_type().as_ref().map(|t| t.to_string()),
-            annotations: ordered(m.annotations()),
+            annotations: ordered_annotations(m.annotations()),
             subject: m
                 .subject()
                 .as_ref()
@@ -306,7 +280,7 @@ impl View {
             kind: Kind::Index,
             media_type,
             artifact_type: idx.artifact_type().as_ref().map(|t| t.to_string()),
-            annotations: ordered(idx.annotations()),
+            annotations: ordered_annotations(idx.annotations()),
             subject: idx
                 .subject()
                 .as_ref()
@@ -361,7 +335,7 @@ impl View {
     pub fn created(&self) -> Option<i64> {
         self.annotations
             .get(CREATED_ANNOTATION)
-            .and_then(|s| parse_rfc3339(s))
+            .and_then(|s| crate::oci::parse_rfc3339(s))
     }
 }
 
@@ -370,39 +344,8 @@ fn is_empty_config(d: &Desc) -> bool {
         || (d.size <= 2 && d.digest.to_string() == EMPTY_JSON_DIGEST)
 }
 
-fn ordered(a: &Option<std::collections::HashMap<String, String>>) -> BTreeMap<String, String> {
-    a.as_ref()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default()
-}
-
 fn desc(d: &Descriptor, field: &str) -> Result<Desc, ViewError> {
-    let digest: Digest =
-        d.digest()
-            .to_string()
-            .parse()
-            .map_err(|e: crate::digest::DigestError| ViewError::BadDescriptor {
-                field: field.to_string(),
-                reason: e.to_string(),
-            })?;
-    Ok(Desc {
-        media_type: d.media_type().to_string(),
-        digest,
-        size: d.size(),
-        annotations: ordered(d.annotations()),
-        artifact_type: d.artifact_type().as_ref().map(|t| t.to_string()),
-        platform: d.platform().as_ref().map(|p| platform_string(p, '-')),
-        platform_spec: d.platform().as_ref().map(|p| platform_string(p, '/')),
-    })
-}
-
-fn platform_string(p: &oci_spec::image::Platform, sep: char) -> String {
-    let mut s = format!("{}{sep}{}", p.os(), p.architecture());
-    if let Some(v) = p.variant().as_deref().filter(|v| !v.is_empty()) {
-        s.push(sep);
-        s.push_str(v);
-    }
-    s
+    Ok(Desc::from_spec(d, field)?)
 }
 
 /// One path component we are willing to show: non-empty, not `.`/`..`, no
@@ -494,89 +437,6 @@ fn place_title(
 
 /// Names a manifest folder uses itself: a title may not start with one.
 pub const RESERVED: [&str; 4] = [MANIFEST_JSON, CONFIG_JSON, BLOBS, REFERRERS];
-
-/// Parses an RFC 3339 timestamp (`2024-01-02T03:04:05Z`, fractional seconds
-/// and numeric offsets allowed) into seconds since the Unix epoch.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        if t.bytes().all(|c| c.is_ascii_digit()) {
-            t.parse().ok()
-        } else {
-            None
-        }
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return None;
-        }
-        rest = &frac[n..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let rb = rest.as_bytes();
-            if rb.len() != 6 || !matches!(rb[0], b'+' | b'-') || rb[3] != b':' {
-                return None;
-            }
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
-            let sign = if rb[0] == b'-' { -1 } else { 1 };
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    Some(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset)
-}
-
-/// Formats seconds since the epoch as RFC 3339 in UTC (`2024-05-06T07:08:09Z`).
-pub fn format_rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    // Inverse of days_from_civil (Howard Hinnant's civil_from_days).
-    let z = days + 719468;
-    let era = if z >= 0 { z } else { z - 146096 } / 146097;
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
 
 #[cfg(test)]
 mod tests;

@@ -1030,19 +1030,27 @@ fn assert_each_blob_uploaded_once(proxy: &FaultProxy, what: &str) -> BTreeMap<St
     ok
 }
 
-/// A commit that must fail: non-zero exit; returns (stdout, stderr).
+/// A commit of one tag folder that must fail: exit 1 (not a signal), one
+/// line saying no tag moved and the staging is kept; returns (stdout, stderr).
 fn commit_fails<S: AsRef<OsStr>>(m: &Mount, args: &[S]) -> (String, String) {
     let (c, out) = commit_unchecked(args);
-    assert!(
-        !out.status.success(),
-        "regfs commit succeeded through a failing registry\n{}\n--- daemon log ---\n{}",
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "regfs commit through a failing registry\n{}\n--- daemon log ---\n{}",
         describe(&c, &out),
         regfs_log(m)
     );
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("regfs: "))
+        .collect();
+    assert!(
+        matches!(lines[..], [l] if l.contains("not committed (no tag moved, staged changes kept): ")),
+        "one line saying what failed expected:\n{stderr}"
+    );
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
 }
 
 #[test]
@@ -1336,6 +1344,86 @@ fn commit_killed_mid_upload_then_rerun() {
     assert_eq!(fs::read(pd.path().join("old.txt")).unwrap(), b"old\n");
     wait_shows(&m, "kill/v1", &digest);
     finish(m);
+}
+
+/// Reliability issue, item 2: `regfs commit` died of SIGPIPE (exit 141,
+/// nothing printed) when the registry went away while a large blob was
+/// going up. A broken connection is an error like any other: one line on
+/// stderr, exit 1, no tag.
+#[test]
+fn commit_to_reports_a_registry_killed_mid_upload() {
+    let mut reg = Registry::start();
+    let proxy = FaultProxy::start(&reg.host(), Mode::Pass);
+    let src = tmpdir();
+    make_random_file(src.path().join("big.bin"), 96 * 1024 * 1024, 71);
+    let big = sha256_file(src.path().join("big.bin"));
+    // ~6 s at 16 MiB/s: the registry dies in the middle of the upload
+    proxy.set_rule(Some(Rule::new(
+        "PUT",
+        &hex(&big)[..16],
+        RuleAction::SlowBody(16 * 1024 * 1024),
+    )));
+    let target = format!("{}/cut:v1", proxy.host());
+    let outs = tmpdir();
+    let mut child = regfs()
+        .arg("commit")
+        .arg(src.path())
+        .arg("--to")
+        .arg(&target)
+        .args(["--timeout", "5"])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(outs.path().join("out")).unwrap())
+        .stderr(fs::File::create(outs.path().join("err")).unwrap())
+        .spawn()
+        .expect("spawn regfs commit");
+    let output = |name: &str| fs::read_to_string(outs.path().join(name)).unwrap_or_default();
+    let t = Instant::now();
+    while !proxy.log().iter().any(|r| is_upload_of(r, &big)) {
+        if t.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the upload of big.bin never started\nstdout: {}\nstderr: {}",
+                output("out"),
+                output("err")
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "commit ended before the registry died\nstdout: {}\nstderr: {}",
+        output("out"),
+        output("err")
+    );
+    reg.stop();
+    let st = crate::support::cmd::wait_timeout(&mut child, COMMIT_TIMEOUT).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("regfs commit hung after the registry died")
+    });
+    let (out, err) = (output("out"), output("err"));
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            st.code(),
+            Some(1),
+            "regfs commit ended with {st:?} (signal {:?})\nstdout: {out}\nstderr: {err}",
+            st.signal()
+        );
+    }
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("regfs: ")).collect();
+    let want = format!("regfs: [registry] {target} not committed (no tag moved): ");
+    assert!(
+        matches!(lines[..], [l] if l.starts_with(&want)),
+        "one line saying what failed and that no tag moved expected:\n{err}"
+    );
+    reg.restart();
+    assert_eq!(
+        tag_digest(&reg, "cut", "v1"),
+        None,
+        "a tag exists after a failed commit\nstdout: {out}\nstderr: {err}"
+    );
 }
 
 // ====================================================================

@@ -221,7 +221,7 @@ impl<R: Resolver> Planner<'_, R> {
             if seen.contains(name) || NOT_LAYERS.contains(&name.as_str()) {
                 continue;
             }
-            let Some(platform) = parse_platform(name) else {
+            let Some(platform) = Platform::from_folder_name(name) else {
                 return Err(invalid(
                     &join(path, name),
                     "an index folder holds only platform folders (like linux-amd64)",
@@ -230,7 +230,7 @@ impl<R: Resolver> Planner<'_, R> {
             let made = if sub.files.contains_key(MANIFEST_JSON) {
                 self.folder(&join(path, name), sub, None, depth + 1)?
             } else {
-                self.new_manifest(&join(path, name), sub, Some(platform.clone()))?
+                self.new_manifest(&join(path, name), sub, Some(&platform))?
             };
             manifests.push(self.child_descriptor(&made, Some(&platform), None));
         }

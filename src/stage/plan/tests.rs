@@ -173,7 +173,7 @@ fn base_manifest() -> Vec<u8> {
             {"mediaType": LAYER_MEDIA_TYPE, "digest": Digest::of(b"two").to_string(), "size": 3,
              "annotations": {TITLE_ANNOTATION: "two.txt"}},
         ],
-        "annotations": {"org.opencontainers.image.created": "2020-01-01T00:00:00Z", "x": "y"}
+        "annotations": {CREATED_ANNOTATION: "2020-01-01T00:00:00Z", "x": "y"}
     }))
     .unwrap()
 }

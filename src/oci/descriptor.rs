@@ -1,0 +1,112 @@
+//! Descriptors after validation: the digest parsed, annotations ordered,
+//! the platform spelled both ways. A descriptor whose digest cannot be
+//! parsed never becomes a `Desc`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use oci_spec::image::Descriptor;
+
+use super::{Platform, TITLE_ANNOTATION, UNPACK_ANNOTATION};
+use crate::digest::Digest;
+
+/// A descriptor after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desc {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub annotations: BTreeMap<String, String>,
+    pub artifact_type: Option<String>,
+    /// The folder name of a platform: `<os>-<arch>[-<variant>]`.
+    pub platform: Option<String>,
+    /// The platform as OCI writes it: `<os>/<arch>[/<variant>]`.
+    pub platform_spec: Option<String>,
+}
+
+/// Why a descriptor is unusable; `field` says where it was (`layers[2]`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("descriptor {field} is unusable: {reason}")]
+pub struct DescriptorError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl Desc {
+    /// Validates the descriptor found at `field`.
+    pub fn from_spec(d: &Descriptor, field: &str) -> Result<Desc, DescriptorError> {
+        let digest: Digest =
+            d.digest()
+                .to_string()
+                .parse()
+                .map_err(|e: crate::digest::DigestError| DescriptorError {
+                    field: field.to_string(),
+                    reason: e.to_string(),
+                })?;
+        let platform = d.platform().as_ref().map(Platform::from_spec);
+        Ok(Desc {
+            media_type: d.media_type().to_string(),
+            digest,
+            size: d.size(),
+            annotations: ordered_annotations(d.annotations()),
+            artifact_type: d.artifact_type().as_ref().map(|t| t.to_string()),
+            platform: platform.as_ref().map(Platform::folder_name),
+            platform_spec: platform.as_ref().map(Platform::spec),
+        })
+    }
+
+    pub fn title(&self) -> Option<&str> {
+        self.annotations.get(TITLE_ANNOTATION).map(String::as_str)
+    }
+
+    /// A titled tar+gzip layer that ORAS unpacks into a folder.
+    pub fn is_directory_layer(&self) -> bool {
+        self.annotations.get(UNPACK_ANNOTATION).map(String::as_str) == Some("true")
+    }
+}
+
+/// Annotations in a stable order.
+pub fn ordered_annotations(a: &Option<HashMap<String, String>>) -> BTreeMap<String, String> {
+    a.as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Desc, DescriptorError> {
+        Desc::from_spec(&serde_json::from_str(json).unwrap(), "layers[0]")
+    }
+
+    #[test]
+    fn a_valid_descriptor() {
+        let hex = "ab".repeat(32);
+        let d = parse(&format!(
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{hex}","size":7,
+                "platform":{{"os":"linux","architecture":"arm","variant":"v7"}},
+                "annotations":{{"{TITLE_ANNOTATION}":"a.txt","{UNPACK_ANNOTATION}":"true"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(d.digest.hex(), hex);
+        assert_eq!(d.size, 7);
+        assert_eq!(d.title(), Some("a.txt"));
+        assert!(d.is_directory_layer());
+        assert_eq!(d.platform.as_deref(), Some("linux-arm-v7"));
+        assert_eq!(d.platform_spec.as_deref(), Some("linux/arm/v7"));
+    }
+
+    #[test]
+    fn an_unusable_digest_is_an_error_naming_the_field() {
+        // A digest oci-spec takes and we cannot verify.
+        let sha512 = format!("sha512:{}", "00".repeat(64));
+        let e = parse(&format!(
+            r#"{{"mediaType":"x","digest":"{sha512}","size":1}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "layers[0]");
+        assert!(e
+            .to_string()
+            .starts_with("descriptor layers[0] is unusable"));
+    }
+}
