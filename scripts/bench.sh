@@ -17,7 +17,8 @@
 #   BENCH_CMD_TIMEOUT=900  seconds any single timed command may take
 #   BENCH_TMPDIR=/tmp      where the work folder goes (needs ~4x LARGE free)
 #   BENCH_RESULTS_DIR=scripts/bench-results  where the table is saved ("" = don't)
-#   BENCH_ONLY="1 2 3 4 5 6 7 8"  run only these measurements (3 needs 1 and 2,
+#   BENCH_SMALLFILES=500  files of 2 KiB in the small-files artifact (9)
+#   BENCH_ONLY="1 2 3 4 5 6 7 8 9"  run only these measurements (3 needs 1 and 2,
 #                        4 needs 2, 7 needs 6: they are added); data nobody needs is not made
 #   REGFS_BIN            use this binary instead of `cargo build --release`
 #
@@ -38,7 +39,8 @@ SYNC_TAGS=${BENCH_SYNC_TAGS:-10}
 SYNC_MB=${BENCH_SYNC_MB:-8}
 CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-900}
 RESULTS_DIR=${BENCH_RESULTS_DIR-$ROOT/scripts/bench-results}
-ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6 7 8} "
+ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6 7 8 9} "
+SMALLFILES=${BENCH_SMALLFILES:-500}
 [[ "$ONLY" == *" 3 "* ]] && ONLY+="1 2 "
 [[ "$ONLY" == *" 4 "* ]] && ONLY+="2 "
 [[ "$ONLY" == *" 7 "* ]] && ONLY+="6 "
@@ -297,6 +299,17 @@ if want 8; then
     t0=$(now)
     py populate-sync "$HOST" bench/sync "$SYNC_TAGS" "$SYNC_MB" "$DATA/sync" >/dev/null || die "populating bench/sync failed"
     log "pushed bench/sync (${SYNC_TAGS} tags) in $(since "$t0") s"
+fi
+
+if want 9; then
+    t0=$(now)
+    mkdir -p "$DATA/smallfiles"
+    for i in $(seq -w 1 "$SMALLFILES"); do
+        # 2 KiB of text, one line of which a grep finds in every tenth file.
+        { printf 'file %s\n' "$i"; head -c 1500 /dev/zero | tr '\0' 'x'; printf '\n'; [[ $((10#$i % 10)) -eq 0 ]] && printf 'needle %s\n' "$i"; head -c 500 /dev/zero | tr '\0' 'y'; } >"$DATA/smallfiles/f$i.txt"
+    done
+    (cd "$DATA/smallfiles" && py oras-push "$HOST" bench/smallfiles:v1 f*.txt >/dev/null) || die "ORAS push of the small files failed"
+    log "pushed bench/smallfiles:v1 (${SMALLFILES} files of 2 KiB) in $(since "$t0") s"
 fi
 
 # A repository to commit into (an existing one, so only the tag is new).
@@ -567,6 +580,42 @@ else
     row 6 "not measured: regfs commit not available" "-" "-" "-" "<= 1.0" "not measured" "-" "-"
     want 7 && row 7 "re-commit of unchanged tag: not measured: regfs commit not available" "-" "-" "-" "0 B" "not measured" "-" "-"
 fi
+
+# 9. Warm access to many small files: a second `grep -r` over the titled
+# files of one tag in the same mount (everything cached, kernel caches
+# warm) vs `grep -r` over a local copy. Also through the tag's digest
+# folder (@sha256:...), whose names never change.
+m9() {
+    local mnt=$WORK/mnt-9 cache=$WORK/cache-9 t0 tb tr td mark acc reqs_r rss digest n
+    grep -r needle "$DATA/smallfiles" >/dev/null || true
+    t0=$(now)
+    grep -r needle "$DATA/smallfiles" >"$WORK/out/grep-local.txt" || die "grep -r over the local small files failed"
+    tb=$(since "$t0")
+    mount_regfs "$mnt" "$cache"
+    run grep -r needle "$mnt/bench/smallfiles/v1" >/dev/null || die "grep -r through regfs failed (see $cache/regfs.log)"
+    mark=$(reg_mark)
+    t0=$(now)
+    run grep -r needle "$mnt/bench/smallfiles/v1" >"$WORK/out/grep-regfs.txt" || die "warm grep -r through regfs failed"
+    tr=$(since "$t0")
+    n=$(wc -l <"$WORK/out/grep-regfs.txt")
+    [[ "$n" -eq $(wc -l <"$WORK/out/grep-local.txt") ]] || die "WRONG RESULT: grep -r through regfs found $n lines, locally $(wc -l <"$WORK/out/grep-local.txt")"
+    acc=$(reg_since "$mark")
+    reqs_r=$(jget "$acc" requests)
+    digest=$(getfattr --only-values -n user.oci.digest "$mnt/bench/smallfiles/v1" 2>/dev/null) || digest=""
+    if [[ -n "$digest" ]]; then
+        run grep -r needle "$mnt/bench/smallfiles/@$digest" >/dev/null || die "grep -r through the digest folder failed"
+        t0=$(now)
+        run grep -r needle "$mnt/bench/smallfiles/@$digest" >/dev/null || die "warm grep -r through the digest folder failed"
+        td=$(since "$t0")
+        NOTES+=("9: the same warm grep -r through @$digest (names that never change): $td s, ratio $(ratio "$td" "$tb")")
+    fi
+    rss=$(peak_rss "$DPID")
+    umount_regfs "$mnt" "$DPID"
+    check_log "$cache" "9"
+    rm -rf "$cache"
+    goal_row 9 "warm grep -r over ${SMALLFILES} titled 2 KiB files vs grep -r local" "$tr" "$tb" 2.0 "$rss" "$reqs_r/-"
+}
+if want 9; then m9; fi
 
 # ------------------------------------------------------------------ report
 echo

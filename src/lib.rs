@@ -11,7 +11,8 @@
 //! - `cache`     the content-addressed on-disk cache: verify, then rename; eviction
 //! - `tree`      nodes, inode numbers, and manifests seen as folders (pure)
 //! - `stage`     the staging area, which folders are tags, the commit planner and pusher
-//! - `fs`        filesystem operations as async functions, testable without a mount
+//! - `fs`        filesystem operations as async functions, testable without a mount;
+//!   a coordinator over metadata, namespace, blobs and overlay
 //! - `fuse`      the thin fuser adapter: decode, spawn `fs`, reply
 //!
 //! # Dependency rule

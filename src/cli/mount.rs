@@ -222,6 +222,8 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         op_timeout: timeout.saturating_mul(4) + Duration::from_secs(5),
         // Short: staged changes and commits by other processes show within a second.
         ttl: Duration::from_secs(1),
+        // What is inside a manifest folder found by digest never changes.
+        stable_ttl: Duration::from_secs(24 * 3600),
     };
     // Resolved before mounting: afterwards the path leads into ourselves.
     let canonical_mountpoint =

@@ -1,24 +1,31 @@
 //! Filesystem semantics as async functions: lookup, attributes, listings,
-//! reads and extended attributes over the registry, the cache and the tree.
-//! Testable without a mount; `fuse` is a thin adapter over this.
+//! reads, writes and extended attributes. Testable without a mount
+//! (`tests.rs`, against the in-memory source in `memory.rs`); `fuse` is a
+//! thin adapter over this.
 //!
-//! Locks here are std mutexes held only for map updates, never across an
+//! `Fs` is a thin coordinator over owned parts, each with private state
+//! and a narrow API:
+//!
+//! - `metadata`  catalog, tags, manifests and views, referrers; TTLs, refresh
+//! - `namespace` the inode table; nodes built (purely) from manifest views
+//! - `blobs`     the one blob engine: downloads in flight, streams and ranges
+//! - `overlay`   the staging area seen through the tree; every disk write
+//! - `source`    what the parts need from a registry or a layout
+//!
+//! The operations are split by family: the tree (this file), `read`
+//! (open, read, release), `write` (every change, through `overlay`),
+//! `unpack` (directory layers), `xattr`.
+//!
+//! Locks are std mutexes held only for map updates, never across an
 //! `.await`.
-//!
-//! - `mod.rs`   the tree: lookup, attributes, listings of every kind of folder
-//! - `meta`     catalog, tags and manifests, cached
-//! - `read`     open, read, release
-//! - `blobs`    the one blob engine: downloads in flight, streams and ranges
-//! - `source`   what the filesystem needs from a registry or a layout
-//! - `unpack`   directory layers
-//! - `write`    the staging overlay and every write operation
-//! - `xattr`    `user.oci.*` attributes
 
 mod blobs;
 mod error;
 #[cfg(test)]
 mod memory;
-mod meta;
+mod metadata;
+mod namespace;
+mod overlay;
 mod read;
 pub mod source;
 #[cfg(test)]
@@ -28,25 +35,27 @@ mod write;
 mod xattr;
 
 use std::collections::{BTreeSet, HashMap};
-use std::num::NonZeroUsize;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use lru::LruCache;
 
 pub use error::Error;
+pub use metadata::is_referrers_tag;
+use metadata::Metadata;
+pub(crate) use namespace::Children;
+use namespace::{Namespace, ViewAt};
+pub use overlay::SetAttr;
+use overlay::{join_rel, Overlay};
 pub use source::Source;
-use write::join_rel;
-pub use write::SetAttr;
 
 use crate::cache::{now_secs, Cache};
 use crate::digest::Digest;
 use crate::reference::{is_repository_component, is_tag};
-use crate::stage::{self, Staging};
-use crate::tree::view::{Desc, Entry, View};
-use crate::tree::{Ino, Inodes, Key, Node, Target};
+use crate::stage::Staging;
+use crate::tree::view::Desc;
+use crate::tree::{Ino, Node, Target};
 
 /// How the mount behaves.
 #[derive(Debug, Clone)]
@@ -95,6 +104,20 @@ pub struct Attr {
     pub mtime: i64,
     pub uid: u32,
     pub gid: u32,
+    /// What the kernel may keep for long (see `Cacheable`).
+    pub cache: Cacheable,
+}
+
+/// How long the kernel may trust what it was told about an entry.
+/// Everything inside a manifest folder found by digest is immutable: its
+/// names and attributes can be kept; a tag, a listing of tags, or a staged
+/// file can change at any time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cacheable {
+    /// The attributes never change.
+    pub attr: bool,
+    /// The name means this inode for good (its folder is immutable).
+    pub name: bool,
 }
 
 /// One entry of a directory listing.
@@ -120,44 +143,17 @@ enum Handle {
     Staged(Arc<std::fs::File>),
 }
 
-/// A folder's entries: name, inode, node.
-pub(crate) type Children = Vec<(String, Ino, Arc<Node>)>;
-
-/// Where in a manifest view a folder's entries are being made.
-#[derive(Clone, Copy)]
-struct ViewAt<'a> {
-    folder: Ino,
-    parent: Ino,
-    repo: &'a str,
-    manifest: &'a Digest,
-    view: &'a View,
-    path: &'a [String],
-    mtime: i64,
-}
-
-/// Names of the tree root and `repo` folders: tags and sub-repositories.
-struct Listing {
-    names: Arc<Vec<String>>,
-    at: Instant,
-}
-
 pub struct Fs {
-    registry: Arc<dyn Source>,
+    metadata: Metadata,
+    namespace: Namespace,
+    blobs: blobs::Blobs,
+    overlay: Overlay,
     cache: Arc<Cache>,
-    opts: Options,
-    inodes: Mutex<Inodes>,
-    views: Mutex<LruCache<Digest, Arc<View>>>,
-    tags: Mutex<HashMap<(String, String), (Digest, Instant)>>,
-    tag_lists: Mutex<HashMap<String, Listing>>,
-    known_repos: Mutex<BTreeSet<String>>,
-    catalog: Mutex<Option<Listing>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
-    blobs: blobs::Blobs,
-    /// Bumped by `refresh`: what was fetched before it is not cached after it.
-    generation: AtomicU64,
+    uid: u32,
+    gid: u32,
     mount_time: i64,
-    staging: Arc<Staging>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -166,22 +162,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Tags of the referrers tag schema (`sha256-<hex>`) are not shown as tags.
-pub fn is_referrers_tag(t: &str) -> bool {
-    t.strip_prefix("sha256-")
-        .is_some_and(|h| Digest::from_hex(h).is_ok())
-}
-
 impl Fs {
     pub fn new(
-        registry: Arc<dyn Source>,
+        source: Arc<dyn Source>,
         cache: Arc<Cache>,
         staging: Arc<Staging>,
         opts: Options,
     ) -> Fs {
-        let known: BTreeSet<String> = opts.repos.iter().cloned().collect();
         let blobs = blobs::Blobs::new(
-            registry.clone(),
+            source.clone(),
             cache.clone(),
             blobs::Settings {
                 verify: opts.verify,
@@ -190,23 +179,22 @@ impl Fs {
             },
         );
         Fs {
+            metadata: Metadata::new(
+                source,
+                cache.clone(),
+                opts.prefix.clone(),
+                &opts.repos,
+                opts.tag_ttl,
+            ),
+            namespace: Namespace::new(),
             blobs,
-            registry,
+            overlay: Overlay::new(staging, opts.read_only, opts.uid, opts.gid),
             cache,
-            inodes: Mutex::new(Inodes::new()),
-            views: Mutex::new(LruCache::new(
-                NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
-            )),
-            tags: Mutex::new(HashMap::new()),
-            tag_lists: Mutex::new(HashMap::new()),
-            known_repos: Mutex::new(known),
-            catalog: Mutex::new(None),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            generation: AtomicU64::new(0),
+            uid: opts.uid,
+            gid: opts.gid,
             mount_time: now_secs(),
-            staging,
-            opts,
         }
     }
 
@@ -215,45 +203,28 @@ impl Fs {
     }
 
     pub fn read_only(&self) -> bool {
-        self.opts.read_only
+        self.overlay.read_only()
     }
 
     fn node(&self, ino: Ino) -> Result<Arc<Node>, Error> {
-        lock(&self.inodes).get(ino).ok_or(Error::NotFound)
+        self.namespace.node(ino)
     }
 
-    fn host(&self) -> &str {
-        self.registry.host()
+    pub fn parent_of(&self, ino: Ino) -> Ino {
+        self.namespace.parent_of(ino)
     }
 
-    /// The full repository name of a folder path relative to the prefix.
-    fn full_repo(&self, path: &str) -> String {
-        match (&self.opts.prefix, path.is_empty()) {
-            (Some(p), true) => p.clone(),
-            (Some(p), false) => format!("{p}/{path}"),
-            (None, _) => path.to_string(),
-        }
+    /// The mount-relative path of `ino`, as `a/b/c`.
+    fn rel(&self, ino: Ino) -> Result<String, Error> {
+        Ok(overlay::rel_of(&self.namespace.path(ino)?))
     }
 
-    // ---- the tree -----------------------------------------------------------
-
-    fn intern(
-        &self,
-        key: Key,
-        parent: Ino,
-        name: &str,
-        node: Node,
-        links: u32,
-    ) -> (Ino, Arc<Node>) {
-        lock(&self.inodes).intern(key, parent, name, node, links)
+    async fn resolve(&self, repo: &str, target: &Target) -> Result<Digest, Error> {
+        self.metadata.resolve(repo, target).await
     }
 
-    fn child_key(parent: Ino, name: &str, version: Option<&Digest>) -> Key {
-        Key::Child {
-            parent,
-            name: name.to_string(),
-            version: version.cloned(),
-        }
+    async fn view(&self, repo: &str, d: &Digest) -> Result<Arc<crate::tree::view::View>, Error> {
+        self.metadata.view(repo, d).await
     }
 
     /// The repository folder path a node lists (root is the prefix itself).
@@ -265,14 +236,16 @@ impl Fs {
         }
     }
 
+    // ---- what the registry has in a folder ----------------------------------
+
     /// Children of a repository folder: its tags, then name components of
     /// repositories below it that are not also tags.
     async fn repo_children(&self, ino: Ino, path: &str) -> Result<Children, Error> {
-        let full = self.full_repo(path);
+        let full = self.metadata.full_repo(path);
         let tags = if full.is_empty() {
             Arc::new(Vec::new())
         } else {
-            self.tags_of(&full).await?
+            self.metadata.tags_of(&full).await?
         };
         let mut out = Vec::new();
         for t in tags.iter() {
@@ -280,8 +253,7 @@ impl Fs {
                 repo: full.clone(),
                 target: Target::Tag(t.clone()),
             };
-            let (i, n) = self.intern(Self::child_key(ino, t, None), ino, t, node, 1);
-            out.push((t.clone(), i, n));
+            out.push(self.namespace.child(ino, t, node));
         }
         let pre = if path.is_empty() {
             String::new()
@@ -289,7 +261,7 @@ impl Fs {
             format!("{path}/")
         };
         let mut comps = BTreeSet::new();
-        for r in self.repositories().await? {
+        for r in self.metadata.repositories().await? {
             if let Some(rest) = r.strip_prefix(&pre) {
                 if let Some(c) = rest.split('/').next().filter(|c| !c.is_empty()) {
                     comps.insert(c.to_string());
@@ -303,129 +275,26 @@ impl Fs {
             let node = Node::Repo {
                 path: format!("{pre}{c}"),
             };
-            let (i, n) = self.intern(Self::child_key(ino, &c, None), ino, &c, node, 1);
-            out.push((c, i, n));
+            out.push(self.namespace.child(ino, &c, node));
         }
         Ok(out)
     }
 
-    /// The node for one entry of a manifest view.
-    fn view_child(&self, at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(Ino, Arc<Node>)> {
-        let ViewAt {
-            folder,
-            parent,
-            repo,
-            manifest,
-            view,
-            path,
-            mtime,
-        } = *at;
-        let key = Self::child_key(parent, name, Some(manifest));
-        let repo = repo.to_string();
-        Some(match entry {
-            Entry::ManifestJson => {
-                let node = Node::ManifestJson {
-                    repo,
-                    digest: manifest.clone(),
-                    size: view.size,
-                    mtime,
-                };
-                self.intern(key, parent, name, node, 1)
-            }
-            Entry::Blob(i) => {
-                let desc = view.blobs.get(*i)?.clone();
-                let links = view.names_of(&desc.digest);
-                let key = Key::Blob {
-                    folder,
-                    manifest: manifest.clone(),
-                    blob: desc.digest.clone(),
-                };
-                self.intern(key, parent, name, Node::Blob { repo, desc, mtime }, links)
-            }
-            Entry::Dir(_) => {
-                let mut p = path.to_vec();
-                p.push(name.to_string());
-                let node = Node::ViewDir {
-                    repo,
-                    folder,
-                    manifest: manifest.clone(),
-                    path: p,
-                    mtime,
-                };
-                self.intern(key, parent, name, node, 1)
-            }
-            Entry::Unpacked(i) => {
-                let layer = view.blobs.get(*i)?.clone();
-                let node = Node::UnpackedDir {
-                    repo,
-                    layer,
-                    path: Vec::new(),
-                    mtime,
-                };
-                self.intern(key, parent, name, node, 1)
-            }
-            Entry::Child(i) => {
-                let c = view.children.get(*i)?;
-                let node = Node::Manifest {
-                    repo,
-                    target: Target::Digest(c.digest.clone()),
-                };
-                self.intern(key, parent, name, node, 1)
-            }
-            Entry::Referrers => {
-                let node = Node::Referrers {
-                    repo,
-                    subject: manifest.clone(),
-                    mtime,
-                };
-                self.intern(key, parent, name, node, 1)
-            }
-        })
-    }
-
-    /// Children of a view folder (`path` inside the manifest folder `folder`).
-    async fn view_children(
-        &self,
-        ino: Ino,
-        folder: Ino,
-        repo: &str,
-        manifest: &Digest,
-        path: &[String],
-        mtime: Option<i64>,
-    ) -> Result<Children, Error> {
-        let view = self.view(repo, manifest).await?;
-        let mtime = mtime.unwrap_or_else(|| self.manifest_mtime(&view, manifest));
-        let dir = view.dir(path).ok_or(Error::NotFound)?;
-        let at = ViewAt {
-            folder,
-            parent: ino,
-            repo,
-            manifest,
-            view: &view,
-            path,
-            mtime,
-        };
-        let mut out = Vec::with_capacity(dir.len());
-        for (name, entry) in dir {
-            if let Some((i, n)) = self.view_child(&at, name, entry) {
-                out.push((name.clone(), i, n));
-            }
-        }
-        Ok(out)
-    }
-
-    /// What the registry has in a folder (no staged changes).
-    async fn registry_children(&self, ino: Ino) -> Result<Children, Error> {
-        let node = self.node(ino)?;
-        match &*node {
-            Node::Staged { dir: true } => Ok(Vec::new()),
-            Node::Root | Node::Repo { .. } => {
-                let path = Self::repo_path(&node).unwrap_or("");
-                self.repo_children(ino, path).await
-            }
+    /// The view folder `ino` is: where in which manifest, to make entries.
+    async fn view_folder(&self, ino: Ino, node: &Node) -> Result<Option<ViewFolder>, Error> {
+        Ok(Some(match node {
             Node::Manifest { repo, target } => {
                 let d = self.resolve(repo, target).await?;
-                self.view_children(ino, ino, repo, &d, &[], None).await
+                let view = self.view(repo, &d).await?;
+                let mtime = self.metadata.manifest_mtime(&view, &d);
+                ViewFolder {
+                    folder: ino,
+                    repo: repo.clone(),
+                    manifest: d,
+                    view,
+                    path: Vec::new(),
+                    mtime,
+                }
             }
             Node::ViewDir {
                 repo,
@@ -433,12 +302,44 @@ impl Fs {
                 manifest,
                 path,
                 mtime,
-            } => {
-                self.view_children(ino, *folder, repo, manifest, path, Some(*mtime))
-                    .await
+            } => ViewFolder {
+                folder: *folder,
+                repo: repo.clone(),
+                view: self.view(repo, manifest).await?,
+                manifest: manifest.clone(),
+                path: path.clone(),
+                mtime: *mtime,
+            },
+            _ => return Ok(None),
+        }))
+    }
+
+    /// What the registry has in a folder (no staged changes).
+    async fn registry_children(&self, ino: Ino) -> Result<Children, Error> {
+        let node = self.node(ino)?;
+        if let Some(vf) = self.view_folder(ino, &node).await? {
+            let dir = vf.view.dir(&vf.path).ok_or(Error::NotFound)?;
+            return Ok(self.namespace.view_entries(&vf.at(ino), dir));
+        }
+        match &*node {
+            Node::Staged { dir: true } => Ok(Vec::new()),
+            Node::Root | Node::Repo { .. } => {
+                let path = Self::repo_path(&node).unwrap_or("");
+                self.repo_children(ino, path).await
             }
             Node::Referrers { repo, subject, .. } => {
-                self.referrer_children(ino, repo, subject).await
+                let names = self.metadata.referrers(repo, subject).await?;
+                Ok(names
+                    .iter()
+                    .filter_map(|name| {
+                        let d = name.parse::<Digest>().ok()?;
+                        let node = Node::Manifest {
+                            repo: repo.clone(),
+                            target: Target::Digest(d),
+                        };
+                        Some(self.namespace.child(ino, name, node))
+                    })
+                    .collect())
             }
             Node::UnpackedDir {
                 repo,
@@ -450,61 +351,21 @@ impl Fs {
         }
     }
 
-    /// `referrers/`: one manifest folder per artifact whose subject is
-    /// `subject`, named by its digest. Trusted for `--tag-ttl` like a tag.
-    async fn referrer_children(
-        &self,
-        ino: Ino,
-        repo: &str,
-        subject: &Digest,
-    ) -> Result<Children, Error> {
-        let key = format!("{repo}@{subject}");
-        let fresh = lock(&self.tag_lists)
-            .get(&key)
-            .filter(|l| l.at.elapsed() < self.opts.tag_ttl)
-            .map(|l| l.names.clone());
-        let names = match fresh {
-            Some(n) => n,
-            None => {
-                let found = self.registry.referrers(repo, subject).await?;
-                let mut names: Vec<String> = found.iter().map(|d| d.to_string()).collect();
-                names.sort();
-                names.dedup();
-                let names = Arc::new(names);
-                lock(&self.tag_lists).insert(
-                    key,
-                    Listing {
-                        names: names.clone(),
-                        at: Instant::now(),
-                    },
-                );
-                names
-            }
-        };
-        let mut out = Vec::new();
-        for name in names.iter() {
-            let Ok(d) = name.parse::<Digest>() else {
-                continue;
-            };
-            let node = Node::Manifest {
-                repo: repo.to_string(),
-                target: Target::Digest(d),
-            };
-            let (i, n) = self.intern(Self::child_key(ino, name, None), ino, name, node, 1);
-            out.push((name.clone(), i, n));
-        }
-        Ok(out)
-    }
-
     // ---- operations ---------------------------------------------------------
 
     pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, Error> {
+        let mut a = self.lookup_inner(parent, name).await?;
+        a.cache.name = a.cache.attr && self.names_are_stable(parent);
+        Ok(a)
+    }
+
+    async fn lookup_inner(&self, parent: Ino, name: &str) -> Result<Attr, Error> {
         let pnode = self.node(parent)?;
         if !pnode.is_dir() {
             return Err(Error::NotDir);
         }
         if let Some(path) = Self::repo_path(&pnode) {
-            let full = self.full_repo(path);
+            let full = self.metadata.full_repo(path);
             if let Some(hex) = name.strip_prefix("@sha256:") {
                 // A manifest by digest: reachable, not listed.
                 let d = Digest::from_hex(hex).map_err(|_| Error::NotFound)?;
@@ -516,25 +377,62 @@ impl Fs {
                     repo: full,
                     target: Target::Digest(d),
                 };
-                let (ino, node) =
-                    self.intern(Self::child_key(parent, name, None), parent, name, node, 1);
+                let (_, ino, node) = self.namespace.child(parent, name, node);
                 return self.attr_of(ino, &node).await;
             }
             let children = self.children(parent).await?;
             if let Some((_, ino, node)) = children.into_iter().find(|(n, _, _)| n == name) {
                 return self.attr_of(ino, &node).await;
             }
-            let rel = stage::join(&self.rel_path(parent)?);
-            if self.staging.state().is_removed(&join_rel(&rel, name)) {
+            if self.overlay.is_removed(&join_rel(&self.rel(parent)?, name)) {
                 return Err(Error::NotFound);
             }
             return self.lookup_unlisted(parent, path, &full, name).await;
+        }
+        if let Some(found) = self.lookup_in_view(parent, &pnode, name).await? {
+            return found;
         }
         let children = self.children(parent).await?;
         match children.into_iter().find(|(n, _, _)| n == name) {
             Some((_, ino, node)) => self.attr_of(ino, &node).await,
             None => Err(Error::NotFound),
         }
+    }
+
+    /// A name inside a manifest folder, found in the view's map without
+    /// listing the folder (a manifest may have thousands of layers). `None`
+    /// when the overlay has a say (the general path decides then).
+    async fn lookup_in_view(
+        &self,
+        parent: Ino,
+        pnode: &Node,
+        name: &str,
+    ) -> Result<Option<Result<Attr, Error>>, Error> {
+        if matches!(pnode, Node::Staged { .. }) {
+            return Ok(None);
+        }
+        if !self.overlay.read_only() {
+            let rel = self.rel(parent)?;
+            let path = join_rel(&rel, name);
+            if self.overlay.entry(&rel, name).is_some() || self.overlay.is_removed(&path) {
+                return Ok(None);
+            }
+        }
+        let Some(vf) = self.view_folder(parent, pnode).await? else {
+            return Ok(None);
+        };
+        let Some(dir) = vf.view.dir(&vf.path) else {
+            return Ok(Some(Err(Error::NotFound)));
+        };
+        let Some(entry) = dir.get(name) else {
+            return Ok(Some(Err(Error::NotFound)));
+        };
+        Ok(Some(
+            match self.namespace.view_entry(&vf.at(parent), name, entry) {
+                Some((ino, node)) => self.attr_of(ino, &node).await,
+                None => Err(Error::NotFound),
+            },
+        ))
     }
 
     /// A name not in a listing may still exist: a tag pushed since we
@@ -550,13 +448,12 @@ impl Fs {
             let target = Target::Tag(name.to_string());
             match self.resolve(full, &target).await {
                 Ok(_) => {
-                    lock(&self.tag_lists).remove(full);
+                    self.metadata.forget_tags_of(full);
                     let node = Node::Manifest {
                         repo: full.to_string(),
                         target,
                     };
-                    let (ino, node) =
-                        self.intern(Self::child_key(parent, name, None), parent, name, node, 1);
+                    let (_, ino, node) = self.namespace.child(parent, name, node);
                     return self.attr_of(ino, &node).await;
                 }
                 Err(e) if e.errno() == libc::ENOENT => {}
@@ -569,25 +466,14 @@ impl Fs {
             } else {
                 format!("{full}/{name}")
             };
-            match self.registry.tags(&sub_full).await {
-                Ok(_) => {
-                    lock(&self.known_repos).insert(sub_full);
-                    let sub = if path.is_empty() {
-                        name.to_string()
-                    } else {
-                        format!("{path}/{name}")
-                    };
-                    let (ino, node) = self.intern(
-                        Self::child_key(parent, name, None),
-                        parent,
-                        name,
-                        Node::Repo { path: sub },
-                        1,
-                    );
-                    return self.attr_of(ino, &node).await;
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
+            if self.metadata.probe_repository(&sub_full).await? {
+                let sub = if path.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{path}/{name}")
+                };
+                let (_, ino, node) = self.namespace.child(parent, name, Node::Repo { path: sub });
+                return self.attr_of(ino, &node).await;
             }
         }
         Err(Error::NotFound)
@@ -599,25 +485,38 @@ impl Fs {
     }
 
     async fn attr_of(&self, ino: Ino, node: &Node) -> Result<Attr, Error> {
+        let stable = Self::immutable(node);
         let dir = |mtime| Attr {
             ino,
             kind: Kind::Dir,
             size: 0,
-            perm: if self.opts.read_only { 0o555 } else { 0o755 },
+            perm: if self.overlay.read_only() {
+                0o555
+            } else {
+                0o755
+            },
             nlink: 2,
             mtime,
-            uid: self.opts.uid,
-            gid: self.opts.gid,
+            uid: self.uid,
+            gid: self.gid,
+            cache: Cacheable {
+                attr: stable,
+                name: false,
+            },
         };
         let file = |size, mtime, perm| Attr {
             ino,
             kind: Kind::File,
             size,
             perm,
-            nlink: lock(&self.inodes).links(ino),
+            nlink: self.namespace.links(ino),
             mtime,
-            uid: self.opts.uid,
-            gid: self.opts.gid,
+            uid: self.uid,
+            gid: self.gid,
+            cache: Cacheable {
+                attr: stable,
+                name: false,
+            },
         };
         Ok(match node {
             Node::Staged { .. } => match self.staged_attr(ino) {
@@ -629,15 +528,13 @@ impl Fs {
             Node::Manifest { repo, target } => {
                 // A folder whose manifest is unusable still stats (so `ls`
                 // shows it); reading inside it reports the error.
-                match self.resolve(repo, target).await {
-                    Ok(d) => match self.view(repo, &d).await {
-                        Ok(v) => dir(self.manifest_mtime(&v, &d)),
-                        Err(e) => {
-                            tracing::warn!("{repo}: {e}");
-                            dir(self.cache.first_seen(&d, now_secs()))
-                        }
-                    },
-                    Err(e) => return Err(e),
+                let d = self.resolve(repo, target).await?;
+                match self.view(repo, &d).await {
+                    Ok(v) => dir(self.metadata.manifest_mtime(&v, &d)),
+                    Err(e) => {
+                        tracing::warn!("{repo}: {e}");
+                        dir(self.cache.first_seen(&d, now_secs()))
+                    }
                 }
             }
             Node::ViewDir { mtime, .. }
@@ -698,12 +595,77 @@ impl Fs {
             perm: if kind == Kind::Dir { 0o555 } else { 0o444 },
             nlink: 1,
             mtime: self.mount_time,
-            uid: self.opts.uid,
-            gid: self.opts.gid,
+            uid: self.uid,
+            gid: self.gid,
+            cache: Cacheable::default(),
         }
     }
 
-    pub fn parent_of(&self, ino: Ino) -> Ino {
-        lock(&self.inodes).parent(ino)
+    /// Whether a node and everything it holds never change: it is inside a
+    /// manifest folder found by digest (or is one).
+    fn immutable(node: &Node) -> bool {
+        matches!(
+            node,
+            Node::ManifestJson { .. }
+                | Node::Blob { .. }
+                | Node::ViewDir { .. }
+                | Node::UnpackedDir { .. }
+                | Node::UnpackedFile { .. }
+                | Node::Manifest {
+                    target: Target::Digest(_),
+                    ..
+                }
+        )
+    }
+
+    /// Whether the names in folder `ino` mean the same inodes for good:
+    /// an immutable folder with nothing staged in it.
+    pub fn names_are_stable(&self, ino: Ino) -> bool {
+        let Ok(node) = self.node(ino) else {
+            return false;
+        };
+        let immutable_folder = matches!(
+            &*node,
+            Node::ViewDir { .. }
+                | Node::UnpackedDir { .. }
+                | Node::Manifest {
+                    target: Target::Digest(_),
+                    ..
+                }
+        );
+        if !immutable_folder {
+            return false;
+        }
+        if self.overlay.read_only() {
+            return true;
+        }
+        match self.rel(ino) {
+            Ok(rel) => self.overlay.is_untouched(&rel),
+            Err(_) => false,
+        }
+    }
+}
+
+/// A folder made by a manifest view, with what its entries need.
+struct ViewFolder {
+    folder: Ino,
+    repo: String,
+    manifest: Digest,
+    view: Arc<crate::tree::view::View>,
+    path: Vec<String>,
+    mtime: i64,
+}
+
+impl ViewFolder {
+    fn at(&self, parent: Ino) -> ViewAt<'_> {
+        ViewAt {
+            folder: self.folder,
+            parent,
+            repo: &self.repo,
+            manifest: &self.manifest,
+            view: &self.view,
+            path: &self.path,
+            mtime: self.mtime,
+        }
     }
 }

@@ -37,7 +37,7 @@ impl Fs {
         }
         let handle = match &*node {
             Node::ManifestJson { repo, digest, .. } => {
-                Handle::Bytes(self.manifest_bytes(repo, digest).await?.0)
+                Handle::Bytes(self.metadata.manifest_bytes(repo, digest).await?.0)
             }
             Node::Blob { repo, desc, .. } => {
                 // Strict reads wait for the whole verified blob anyway: fetch

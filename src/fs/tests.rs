@@ -362,3 +362,65 @@ async fn the_overlay_stages_new_tags_and_files_over_the_registry() {
         libc::EPERM
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_of_ten_thousand_layers_looks_up_like_a_map() {
+    // Regression: a lookup listed the folder and counted each blob's names
+    // by walking the whole view, so one `stat` cost O(n^2) (1.3 s of CPU at
+    // 10,000 layers, and `ls -lR` did not end in 10 minutes).
+    let m = Memory::new();
+    let files: Vec<(String, Vec<u8>)> = (0..10_000)
+        .map(|i| (format!("f{i:05}.txt"), format!("file {i}\n").into_bytes()))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    m.push("big", "v1", &refs);
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    let folder = w.path("big/v1").await.unwrap();
+    let t = Instant::now();
+    let listed = w.fs.readdir(folder).await.unwrap();
+    assert_eq!(listed.len(), 10_000 + 3);
+    for (name, data) in files.iter().step_by(7) {
+        let a = w.fs.lookup(folder, name).await.unwrap();
+        assert_eq!(a.size, data.len() as u64);
+    }
+    // Generous: the quadratic lookup took hours for this; a map lookup
+    // takes milliseconds.
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_found_by_digest_may_be_cached_for_good_and_tags_may_not() {
+    let (m, _, _) = sample();
+    let d = m.push("org/app", "v2", &[("a.txt", b"a")]);
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    let repo = w.path("org/app").await.unwrap();
+    // A tag can move: its folder and the names in it are asked for again.
+    let tag = w.fs.lookup(repo, "v2").await.unwrap();
+    assert!(!tag.cache.attr && !tag.cache.name);
+    let by_tag = w.fs.lookup(tag.ino, "a.txt").await.unwrap();
+    assert!(by_tag.cache.attr, "a blob's attributes never change");
+    assert!(
+        !by_tag.cache.name,
+        "under a tag, the name may mean another blob later"
+    );
+    assert!(!w.fs.names_are_stable(tag.ino));
+    // Inside a manifest folder found by digest, nothing changes.
+    let pinned = w.fs.lookup(repo, &format!("@{d}")).await.unwrap();
+    assert!(pinned.cache.attr);
+    let a = w.fs.lookup(pinned.ino, "a.txt").await.unwrap();
+    assert!(a.cache.attr && a.cache.name);
+    assert!(w.fs.names_are_stable(pinned.ino));
+    let blobs = w.fs.lookup(tag.ino, "blobs").await.unwrap();
+    assert!(
+        w.fs.names_are_stable(blobs.ino),
+        "blobs/ of a tag is a view of one digest"
+    );
+    // Something staged in such a folder makes its listing changeable.
+    let (_, fh) = w.fs.create(blobs.ino, "extra", 0o644).await.unwrap();
+    w.fs.release(fh);
+    assert!(!w.fs.names_are_stable(blobs.ino));
+    assert!(!w.fs.names_are_stable(w.path("org").await.unwrap()));
+}

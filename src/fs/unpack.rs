@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::namespace::child_key;
 use super::{Children, Error, Fs};
 use crate::digest::Digest;
 use crate::tree::view::{is_safe_component, Desc};
@@ -90,8 +91,8 @@ impl Fs {
                     mtime,
                 }
             };
-            let key = Self::child_key(ino, &name, Some(&layer.digest));
-            let (i, n) = self.intern(key, ino, &name, node, 1);
+            let key = child_key(ino, &name, Some(&layer.digest));
+            let (i, n) = self.namespace.intern(key, ino, &name, node, 1);
             out.push((name, i, n));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -68,7 +68,7 @@ impl Fs {
             Node::UnpackedDir { layer, path, .. } if path.is_empty() => of_desc(layer),
             _ => Vec::new(),
         };
-        Ok(if self.opts.read_only {
+        Ok(if self.overlay.read_only() {
             attrs
         } else {
             self.staged_xattrs(ino, attrs)

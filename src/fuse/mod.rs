@@ -30,8 +30,11 @@ use passthrough::Passthrough;
 pub struct Settings {
     /// Limit for one metadata operation (lookup, getattr, readdir, xattr).
     pub op_timeout: Duration,
-    /// How long the kernel may trust names and attributes.
+    /// How long the kernel may trust names and attributes that can change.
     pub ttl: Duration,
+    /// How long it may trust what never changes (inside a manifest folder
+    /// found by digest).
+    pub stable_ttl: Duration,
 }
 
 pub struct FuseFs {
@@ -119,10 +122,18 @@ impl FuseFs {
     where
         F: Future<Output = Result<Attr, fs::Error>> + Send + 'static,
     {
-        let ttl = self.settings.ttl;
+        let (ttl, stable) = (self.settings.ttl, self.settings.stable_ttl);
         let this = self.attr_maker();
         self.spawn(req, op, self.settings.op_timeout, fut, move |r| match r {
-            Ok(a) => reply.entry(&ttl, &this(&a), Generation(0)),
+            Ok(a) => {
+                // One timeout covers the name and the attributes here.
+                let t = if a.cache.name && a.cache.attr {
+                    stable
+                } else {
+                    ttl
+                };
+                reply.entry(&t, &this(&a), Generation(0))
+            }
             Err(e) => reply.error(e),
         });
     }
@@ -231,7 +242,7 @@ impl Filesystem for FuseFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = self.fs.clone();
-        let ttl = self.settings.ttl;
+        let (ttl, stable) = (self.settings.ttl, self.settings.stable_ttl);
         let this = self.attr_maker();
         self.spawn(
             req,
@@ -239,7 +250,28 @@ impl Filesystem for FuseFs {
             self.settings.op_timeout,
             async move { fs.getattr(ino.0).await },
             move |r| match r {
-                Ok(a) => reply.attr(&ttl, &this(&a)),
+                Ok(a) => reply.attr(if a.cache.attr { &stable } else { &ttl }, &this(&a)),
+                Err(e) => reply.error(e),
+            },
+        );
+    }
+
+    /// The listing of a folder that never changes (inside a manifest
+    /// folder found by digest, nothing staged there) may be cached by the
+    /// kernel: a warm `find` or `grep -r` then lists it without asking us.
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        self.spawn(
+            req,
+            "opendir",
+            self.settings.op_timeout,
+            async move { Ok(fs.names_are_stable(ino.0)) },
+            move |r| match r {
+                Ok(true) => reply.opened(
+                    FileHandle(0),
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                ),
+                Ok(false) => reply.opened(FileHandle(0), FopenFlags::empty()),
                 Err(e) => reply.error(e),
             },
         );
@@ -290,12 +322,13 @@ impl Filesystem for FuseFs {
         };
         let requests = self.requests.clone();
         let fs = self.fs.clone();
-        let ttl = self.settings.ttl;
+        let (short, stable) = (self.settings.ttl, self.settings.stable_ttl);
         let this = self.attr_maker();
         let limit = self.settings.op_timeout;
         self.rt.spawn(async move {
             let work = async {
                 let all = fs.listing(ino.0).await?;
+                let names_stable = fs.names_are_stable(ino.0);
                 let rest: Vec<(usize, fs::DirEntry)> =
                     all.into_iter().enumerate().skip(offset as usize).collect();
                 for batch in rest.chunks(16) {
@@ -308,7 +341,8 @@ impl Filesystem for FuseFs {
                         // placeholder attributes the kernel must not keep:
                         // its own lookup then reports the error.
                         let (a, t) = match attr {
-                            Some(a) => (this(&a), ttl),
+                            Some(a) if names_stable && a.cache.attr => (this(&a), stable),
+                            Some(a) => (this(&a), short),
                             None => (this(&fs.placeholder_attr(*child, *kind)), Duration::ZERO),
                         };
                         if reply.add(

@@ -72,6 +72,8 @@ pub struct View {
     pub root: BTreeMap<String, Entry>,
     /// Why some layers or children are not named (for the log).
     pub skipped: Vec<String>,
+    /// How many names each blob has, counted once on first use.
+    pub links: std::sync::OnceLock<std::collections::HashMap<Digest, u32>>,
 }
 
 /// Why manifest bytes cannot be shown as a folder.
@@ -233,6 +235,7 @@ impl View {
             children: Vec::new(),
             root,
             skipped,
+            links: Default::default(),
         })
     }
 
@@ -290,6 +293,7 @@ impl View {
             children,
             root,
             skipped,
+            links: Default::default(),
         })
     }
 
@@ -318,17 +322,32 @@ impl View {
     }
 
     /// How many names the blob `d` has in this folder (its link count).
+    /// Counted for every blob in one walk, the first time: a lookup in a
+    /// folder of thousands of layers costs a map lookup.
     pub fn names_of(&self, d: &Digest) -> u32 {
-        fn walk(m: &BTreeMap<String, Entry>, blobs: &[Desc], d: &Digest) -> u32 {
-            m.values()
-                .map(|e| match e {
-                    Entry::Blob(i) if blobs.get(*i).is_some_and(|b| b.digest == *d) => 1,
-                    Entry::Dir(sub) => walk(sub, blobs, d),
-                    _ => 0,
-                })
-                .sum()
+        fn walk(
+            m: &BTreeMap<String, Entry>,
+            blobs: &[Desc],
+            out: &mut std::collections::HashMap<Digest, u32>,
+        ) {
+            for e in m.values() {
+                match e {
+                    Entry::Blob(i) => {
+                        if let Some(b) = blobs.get(*i) {
+                            *out.entry(b.digest.clone()).or_insert(0) += 1;
+                        }
+                    }
+                    Entry::Dir(sub) => walk(sub, blobs, out),
+                    _ => {}
+                }
+            }
         }
-        walk(&self.root, &self.blobs, d).max(1)
+        let links = self.links.get_or_init(|| {
+            let mut out = std::collections::HashMap::new();
+            walk(&self.root, &self.blobs, &mut out);
+            out
+        });
+        links.get(d).copied().unwrap_or(0).max(1)
     }
 
     /// The `org.opencontainers.image.created` annotation, as seconds since the epoch.

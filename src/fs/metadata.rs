@@ -1,35 +1,167 @@
 //! What the registry says, cached: the catalog and tag listings, tag
 //! resolutions (trusted for `--tag-ttl`, the last known one used while the
-//! registry is unreachable), and manifests by digest with their views.
+//! registry is unreachable), manifests by digest with their views, and
+//! referrer listings. `Metadata` owns all of it; nothing else in `fs`
+//! talks to the source about anything but blob bytes.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use lru::LruCache;
 
-use super::{is_referrers_tag, lock, Error, Fs, Listing};
-use crate::cache::{now_secs, TagRef};
+use super::source::Source;
+use super::{lock, Error};
+use crate::cache::{now_secs, Cache, TagRef};
 use crate::digest::Digest;
 use crate::reference::{is_repository, is_tag};
 use crate::registry;
 use crate::tree::view::View;
 use crate::tree::Target;
 
-impl Fs {
+/// Tags of the referrers tag schema (`sha256-<hex>`) are not shown as tags.
+pub fn is_referrers_tag(t: &str) -> bool {
+    t.strip_prefix("sha256-")
+        .is_some_and(|h| Digest::from_hex(h).is_ok())
+}
+
+/// Names of a listing and when they were fetched.
+struct Listing {
+    names: Arc<Vec<String>>,
+    at: Instant,
+}
+
+/// Parsed manifest views kept in memory.
+const VIEWS: usize = 4096;
+
+pub(super) struct Metadata {
+    source: Arc<dyn Source>,
+    cache: Arc<Cache>,
+    /// Only repositories under this prefix are shown, relative to it.
+    prefix: Option<String>,
+    tag_ttl: Duration,
+    views: Mutex<LruCache<Digest, Arc<View>>>,
+    tags: Mutex<HashMap<(String, String), (Digest, Instant)>>,
+    /// Tags of a repository, and referrers of `repo@digest`.
+    lists: Mutex<HashMap<String, Listing>>,
+    known_repos: Mutex<BTreeSet<String>>,
+    catalog: Mutex<Option<Listing>>,
+    /// Bumped by `refresh`: what was fetched before it is not kept after it.
+    generation: AtomicU64,
+}
+
+impl Metadata {
+    pub(super) fn new(
+        source: Arc<dyn Source>,
+        cache: Arc<Cache>,
+        prefix: Option<String>,
+        repos: &[String],
+        tag_ttl: Duration,
+    ) -> Metadata {
+        Metadata {
+            source,
+            cache,
+            prefix,
+            tag_ttl,
+            views: Mutex::new(LruCache::new(
+                NonZeroUsize::new(VIEWS).unwrap_or(NonZeroUsize::MIN),
+            )),
+            tags: Mutex::new(HashMap::new()),
+            lists: Mutex::new(HashMap::new()),
+            known_repos: Mutex::new(repos.iter().cloned().collect()),
+            catalog: Mutex::new(None),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn host(&self) -> &str {
+        self.source.host()
+    }
+
+    /// The full repository name of a folder path relative to the prefix.
+    pub(super) fn full_repo(&self, path: &str) -> String {
+        match (&self.prefix, path.is_empty()) {
+            (Some(p), true) => p.clone(),
+            (Some(p), false) => format!("{p}/{path}"),
+            (None, _) => path.to_string(),
+        }
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Forgets tags, listings and the catalog (after a commit or discard by
+    /// another process): the next look asks the registry.
+    pub(super) fn refresh(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        lock(&self.tags).clear();
+        lock(&self.lists).clear();
+        *lock(&self.catalog) = None;
+    }
+
+    /// A tag found by name that the listing of `repo` did not have.
+    pub(super) fn forget_tags_of(&self, repo: &str) {
+        lock(&self.lists).remove(repo);
+    }
+
+    /// Whether `full` is a repository (it has a tag list); remembered.
+    pub(super) async fn probe_repository(&self, full: &str) -> Result<bool, Error> {
+        match self.source.tags(full).await {
+            Ok(_) => {
+                lock(&self.known_repos).insert(full.to_string());
+                Ok(true)
+            }
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Artifacts whose subject is `subject`, as digest names, sorted;
+    /// trusted for `--tag-ttl` like a tag.
+    pub(super) async fn referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+    ) -> Result<Arc<Vec<String>>, Error> {
+        let key = format!("{repo}@{subject}");
+        let fresh = lock(&self.lists)
+            .get(&key)
+            .filter(|l| l.at.elapsed() < self.tag_ttl)
+            .map(|l| l.names.clone());
+        if let Some(n) = fresh {
+            return Ok(n);
+        }
+        let found = self.source.referrers(repo, subject).await?;
+        let mut names: Vec<String> = found.iter().map(|d| d.to_string()).collect();
+        names.sort();
+        names.dedup();
+        let names = Arc::new(names);
+        lock(&self.lists).insert(
+            key,
+            Listing {
+                names: names.clone(),
+                at: Instant::now(),
+            },
+        );
+        Ok(names)
+    }
+
     // ---- listings ---------------------------------------------------------
 
     /// All repository names we know of, relative to the prefix.
     pub(super) async fn repositories(&self) -> Result<Vec<String>, Error> {
         let fresh = lock(&self.catalog)
             .as_ref()
-            .filter(|l| l.at.elapsed() < self.opts.tag_ttl)
+            .filter(|l| l.at.elapsed() < self.tag_ttl)
             .map(|l| l.names.clone());
         let names = match fresh {
             Some(n) => n,
             None => {
-                let names = match self.registry.catalog().await {
+                let names = match self.source.catalog().await {
                     Ok(Some(n)) => {
                         let _ = self.cache.put_listing(self.host(), None, &n);
                         n
@@ -53,7 +185,7 @@ impl Fs {
         let mut all: BTreeSet<String> =
             names.iter().filter(|n| is_repository(n)).cloned().collect();
         all.extend(known);
-        let out = match &self.opts.prefix {
+        let out = match &self.prefix {
             None => all.into_iter().collect(),
             Some(p) => {
                 let pre = format!("{p}/");
@@ -74,12 +206,12 @@ impl Fs {
     /// Tags of `repo` (full name), without referrer-schema tags. Empty when
     /// `repo` is not a repository.
     pub(super) async fn tags_of(&self, repo: &str) -> Result<Arc<Vec<String>>, Error> {
-        if let Some(l) = lock(&self.tag_lists).get(repo) {
-            if l.at.elapsed() < self.opts.tag_ttl {
+        if let Some(l) = lock(&self.lists).get(repo) {
+            if l.at.elapsed() < self.tag_ttl {
                 return Ok(l.names.clone());
             }
         }
-        let tags = match self.registry.tags(repo).await {
+        let tags = match self.source.tags(repo).await {
             Ok(t) => {
                 let _ = self.cache.put_listing(self.host(), Some(repo), &t);
                 lock(&self.known_repos).insert(repo.to_string());
@@ -108,7 +240,7 @@ impl Fs {
         shown.sort();
         shown.dedup();
         let names = Arc::new(shown);
-        lock(&self.tag_lists).insert(
+        lock(&self.lists).insert(
             repo.to_string(),
             Listing {
                 names: names.clone(),
@@ -139,13 +271,13 @@ impl Fs {
         };
         let key = (repo.to_string(), tag.clone());
         if let Some((d, at)) = lock(&self.tags).get(&key) {
-            if at.elapsed() < self.opts.tag_ttl {
+            if at.elapsed() < self.tag_ttl {
                 return Ok(d.clone());
             }
         }
         // A refresh while we ask (a commit just moved the tag) makes our
         // answer too old to remember.
-        let generation = self.generation.load(Ordering::SeqCst);
+        let generation = self.generation();
         let known = lock(&self.tags)
             .get(&key)
             .map(|(d, _)| d.clone())
@@ -154,13 +286,13 @@ impl Fs {
             // Where we have a manifest this tag pointed at, a HEAD says
             // whether it still does; otherwise one GET gives both answers.
             if known.is_some_and(|d| self.cache.has_manifest(&d)) {
-                if let Some(d) = self.registry.head_manifest(repo, tag).await? {
+                if let Some(d) = self.source.head_manifest(repo, tag).await? {
                     if self.cache.has_manifest(&d) {
                         return Ok::<_, registry::Error>(d);
                     }
                 }
             }
-            let m = self.registry.manifest(repo, tag).await?;
+            let m = self.source.manifest(repo, tag).await?;
             self.store_manifest(&m);
             Ok(m.digest)
         }
@@ -191,7 +323,7 @@ impl Fs {
             }
             Err(e) => return Err(e.into()),
         };
-        if self.generation.load(Ordering::SeqCst) == generation {
+        if self.generation() == generation {
             lock(&self.tags).insert(key, (digest.clone(), Instant::now()));
         }
         Ok(digest)
@@ -215,7 +347,7 @@ impl Fs {
         if let Some((b, t)) = self.cache.manifest(d) {
             return Ok((Bytes::from(b), t));
         }
-        let m = self.registry.manifest(repo, &d.to_string()).await?;
+        let m = self.source.manifest(repo, &d.to_string()).await?;
         self.store_manifest(&m);
         Ok((m.bytes, m.media_type))
     }

@@ -1,0 +1,235 @@
+//! Names and inodes: the inode table, and the nodes a folder's entries
+//! become. Node building from a manifest view is pure (`entry_node`);
+//! `Namespace` owns the table and gives each node its stable number.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::{lock, Error};
+use crate::digest::Digest;
+use crate::tree::view::{Entry, View};
+use crate::tree::{Ino, Inodes, Key, Node, Target};
+
+/// A folder's entries: name, inode, node.
+pub(crate) type Children = Vec<(String, Ino, Arc<Node>)>;
+
+/// Where in a manifest view a folder's entries are being made.
+#[derive(Clone, Copy)]
+pub(super) struct ViewAt<'a> {
+    /// The manifest folder.
+    pub folder: Ino,
+    /// The folder whose entries these are.
+    pub parent: Ino,
+    pub repo: &'a str,
+    pub manifest: &'a Digest,
+    pub view: &'a View,
+    /// `parent`'s path inside the manifest folder.
+    pub path: &'a [String],
+    pub mtime: i64,
+}
+
+/// The key, node and link count of one entry of a manifest view. Pure.
+pub(super) fn entry_node(at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(Key, Node, u32)> {
+    let key = child_key(at.parent, name, Some(at.manifest));
+    let repo = at.repo.to_string();
+    let mtime = at.mtime;
+    Some(match entry {
+        Entry::ManifestJson => (
+            key,
+            Node::ManifestJson {
+                repo,
+                digest: at.manifest.clone(),
+                size: at.view.size,
+                mtime,
+            },
+            1,
+        ),
+        Entry::Blob(i) => {
+            let desc = at.view.blobs.get(*i)?.clone();
+            let links = at.view.names_of(&desc.digest);
+            let key = Key::Blob {
+                folder: at.folder,
+                manifest: at.manifest.clone(),
+                blob: desc.digest.clone(),
+            };
+            (key, Node::Blob { repo, desc, mtime }, links)
+        }
+        Entry::Dir(_) => {
+            let mut path = at.path.to_vec();
+            path.push(name.to_string());
+            let node = Node::ViewDir {
+                repo,
+                folder: at.folder,
+                manifest: at.manifest.clone(),
+                path,
+                mtime,
+            };
+            (key, node, 1)
+        }
+        Entry::Unpacked(i) => {
+            let layer = at.view.blobs.get(*i)?.clone();
+            let node = Node::UnpackedDir {
+                repo,
+                layer,
+                path: Vec::new(),
+                mtime,
+            };
+            (key, node, 1)
+        }
+        Entry::Child(i) => {
+            let c = at.view.children.get(*i)?;
+            let node = Node::Manifest {
+                repo,
+                target: Target::Digest(c.digest.clone()),
+            };
+            (key, node, 1)
+        }
+        Entry::Referrers => {
+            let node = Node::Referrers {
+                repo,
+                subject: at.manifest.clone(),
+                mtime,
+            };
+            (key, node, 1)
+        }
+    })
+}
+
+/// The key of `name` under `parent` (inside a manifest folder, `version`
+/// is the manifest, so a moved tag gives new inodes).
+pub(super) fn child_key(parent: Ino, name: &str, version: Option<&Digest>) -> Key {
+    Key::Child {
+        parent,
+        name: name.to_string(),
+        version: version.cloned(),
+    }
+}
+
+/// The inode table behind a mutex held only for single map operations.
+pub(super) struct Namespace {
+    inodes: Mutex<Inodes>,
+}
+
+impl Namespace {
+    pub(super) fn new() -> Namespace {
+        Namespace {
+            inodes: Mutex::new(Inodes::new()),
+        }
+    }
+
+    pub(super) fn node(&self, ino: Ino) -> Result<Arc<Node>, Error> {
+        lock(&self.inodes).get(ino).ok_or(Error::NotFound)
+    }
+
+    pub(super) fn intern(
+        &self,
+        key: Key,
+        parent: Ino,
+        name: &str,
+        node: Node,
+        links: u32,
+    ) -> (Ino, Arc<Node>) {
+        lock(&self.inodes).intern(key, parent, name, node, links)
+    }
+
+    /// A plain child `name` of `parent` (no manifest version).
+    pub(super) fn child(&self, parent: Ino, name: &str, node: Node) -> (String, Ino, Arc<Node>) {
+        let (i, n) = self.intern(child_key(parent, name, None), parent, name, node, 1);
+        (name.to_string(), i, n)
+    }
+
+    /// The entry `name` of a view folder, if the view has it.
+    pub(super) fn view_entry(
+        &self,
+        at: &ViewAt<'_>,
+        name: &str,
+        entry: &Entry,
+    ) -> Option<(Ino, Arc<Node>)> {
+        let (key, node, links) = entry_node(at, name, entry)?;
+        Some(self.intern(key, at.parent, name, node, links))
+    }
+
+    /// Every entry of a view folder.
+    pub(super) fn view_entries(&self, at: &ViewAt<'_>, dir: &BTreeMap<String, Entry>) -> Children {
+        let mut out = Vec::with_capacity(dir.len());
+        for (name, entry) in dir {
+            if let Some((i, n)) = self.view_entry(at, name, entry) {
+                out.push((name.clone(), i, n));
+            }
+        }
+        out
+    }
+
+    pub(super) fn parent_of(&self, ino: Ino) -> Ino {
+        lock(&self.inodes).parent(ino)
+    }
+
+    /// The mount-relative path of `ino`, as its components.
+    pub(super) fn path(&self, ino: Ino) -> Result<Vec<String>, Error> {
+        lock(&self.inodes).path(ino).ok_or(Error::NotFound)
+    }
+
+    pub(super) fn links(&self, ino: Ino) -> u32 {
+        lock(&self.inodes).links(ino)
+    }
+
+    /// Whether the node behind `ino` was ever replaced (its cached pages may
+    /// hold other bytes).
+    pub(super) fn changed(&self, ino: Ino) -> bool {
+        lock(&self.inodes).changed(ino)
+    }
+
+    pub(super) fn rebind(&self, ino: Ino, key: Key, node: Node) {
+        lock(&self.inodes).rebind(ino, key, node)
+    }
+
+    pub(super) fn merge_into(&self, from: Ino, into: Ino) {
+        lock(&self.inodes).merge_into(from, into)
+    }
+
+    pub(super) fn rename(&self, from: Key, to: Key, new_parent: Ino, new_name: &str) {
+        lock(&self.inodes).rename(from, to, new_parent, new_name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_titled_layer_and_its_blob_entry_are_one_node_with_two_links() {
+        let bytes = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},
+            "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447","size":12,
+              "annotations":{"org.opencontainers.image.title":"hello.txt"}}]}"#;
+        let view = View::parse(bytes, None).unwrap();
+        let d = Digest::of(bytes);
+        let at = ViewAt {
+            folder: 7,
+            parent: 7,
+            repo: "r",
+            manifest: &d,
+            view: &view,
+            path: &[],
+            mtime: 5,
+        };
+        let Some(Entry::Blob(i)) = view.root.get("hello.txt") else {
+            panic!("no titled entry: {:?}", view.root.keys());
+        };
+        let (key, node, links) = entry_node(&at, "hello.txt", &Entry::Blob(*i)).unwrap();
+        assert_eq!(links, 2);
+        assert!(matches!(key, Key::Blob { folder: 7, .. }));
+        assert!(matches!(node, Node::Blob { mtime: 5, .. }));
+        let ns = Namespace::new();
+        let (a, _) = ns.view_entry(&at, "hello.txt", &Entry::Blob(*i)).unwrap();
+        let blobs_dir = ViewAt {
+            parent: 9,
+            path: &["blobs".into(), "sha256".into()],
+            ..at
+        };
+        let hex = "a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447";
+        let (b, _) = ns.view_entry(&blobs_dir, hex, &Entry::Blob(*i)).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(ns.links(a), 2);
+    }
+}
