@@ -116,6 +116,17 @@ impl Cache {
         self.root.join("blobs/sha256").join(d.hex())
     }
 
+    /// Where the contents of the verified directory layer `d` are unpacked.
+    pub fn unpacked(&self, d: &Digest) -> PathBuf {
+        self.root.join("unpacked/sha256").join(d.hex())
+    }
+
+    /// A folder for temporary files on the cache's file system (so a
+    /// finished one moves into place by rename).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
     /// The verified blob's path, if the cache has it.
     pub fn blob(&self, d: &Digest) -> Option<PathBuf> {
         let p = self.blob_file(d);
@@ -187,6 +198,21 @@ impl Cache {
     /// Downloads in progress or interrupted: digest hex and bytes held.
     pub fn downloads(&self) -> Vec<(String, u64)> {
         Cache::downloads_in(&self.root)
+    }
+
+    /// How many verified blobs the cache at `root` holds, and their bytes
+    /// (without opening or creating it).
+    pub fn blobs_in(root: &Path) -> (u64, u64) {
+        let (mut n, mut bytes) = (0u64, 0u64);
+        if let Ok(rd) = fs::read_dir(root.join("blobs/sha256")) {
+            for e in rd.flatten() {
+                if let Ok(m) = e.metadata() {
+                    n += 1;
+                    bytes += m.len();
+                }
+            }
+        }
+        (n, bytes)
     }
 
     /// `downloads` of the cache at `root`, without opening (or creating) it.

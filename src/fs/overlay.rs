@@ -23,6 +23,9 @@ use crate::tree::Ino;
 pub struct SetAttr {
     pub size: Option<u64>,
     pub mode: Option<u32>,
+    /// An owner asked for (`chown`): only the mount's own is kept.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
     pub mtime: Option<SystemTime>,
     pub atime: Option<SystemTime>,
 }
@@ -118,11 +121,9 @@ impl Overlay {
         let real = self.real(rel);
         let meta = fs::symlink_metadata(&real).map_err(io_err(&real))?;
         let dir = meta.is_dir();
-        let perm = if dir || meta.permissions().mode() & 0o111 != 0 {
-            0o755
-        } else {
-            0o644
-        };
+        // The mode that was set is the mode shown (the staging area itself
+        // is private, so others cannot use it to reach the file).
+        let perm = (meta.permissions().mode() & 0o7777) as u16;
         Ok(Attr {
             ino,
             kind: if dir { Kind::Dir } else { Kind::File },
@@ -206,9 +207,11 @@ impl Overlay {
         Ok(())
     }
 
-    /// A new folder at `rel` (its parents too).
-    pub(super) fn make_dir(&self, rel: &str) -> Result<(), Error> {
+    /// A new folder at `rel` (its parents too) with `mode`.
+    pub(super) fn make_dir(&self, rel: &str, mode: u32) -> Result<(), Error> {
         self.mkdir(rel)?;
+        let p = self.real(rel);
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o7777)).map_err(io_err(&p))?;
         self.unremove(rel)
     }
 
@@ -223,11 +226,9 @@ impl Overlay {
             .truncate(true)
             .open(&real)
             .map_err(io_err(&real))?;
-        let _ = f.set_permissions(fs::Permissions::from_mode(if mode & 0o111 != 0 {
-            0o755
-        } else {
-            0o644
-        }));
+        // `mode` comes with the caller's umask applied by the kernel.
+        f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(io_err(&real))?;
         self.unremove(rel)?;
         Ok(f)
     }
@@ -264,8 +265,14 @@ impl Overlay {
         self.open(rel, true)
     }
 
-    /// Sets what `set` asks on the staged entry at `rel`.
+    /// Sets what `set` asks on the staged entry at `rel`. An owner other
+    /// than the mount's cannot be kept: refused, not ignored.
     pub(super) fn set_attr(&self, rel: &str, set: SetAttr) -> Result<(), Error> {
+        if set.uid.is_some_and(|u| u != self.uid) || set.gid.is_some_and(|g| g != self.gid) {
+            return Err(Error::NotPermitted(
+                "staged files belong to the mount's owner; chown is not kept",
+            ));
+        }
         let real = self.real(rel);
         if let Some(size) = set.size {
             let f = OpenOptions::new()

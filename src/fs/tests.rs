@@ -329,7 +329,7 @@ async fn the_overlay_stages_new_tags_and_files_over_the_registry() {
     let (m, _, _) = sample();
     let w = world_with(m, Verify::Strict, Duration::from_secs(5));
     let repo = w.path("org/app").await.unwrap();
-    let tag = w.fs.mkdir(repo, "v9").await.unwrap();
+    let tag = w.fs.mkdir(repo, "v9", 0o755).await.unwrap();
     assert_eq!(tag.kind, Kind::Dir);
     let (attr, fh) = w.fs.create(tag.ino, "notes.txt", 0o644).await.unwrap();
     assert_eq!(attr.size, 0);
@@ -423,4 +423,41 @@ async fn what_is_found_by_digest_may_be_cached_for_good_and_tags_may_not() {
     w.fs.release(fh);
     assert!(!w.fs.names_are_stable(blobs.ino));
     assert!(!w.fs.names_are_stable(w.path("org").await.unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_files_keep_the_modes_that_were_set_and_refuse_other_owners() {
+    let (m, _, _) = sample();
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    let repo = w.path("org/app").await.unwrap();
+    let tag = w.fs.mkdir(repo, "v3", 0o700).await.unwrap();
+    assert_eq!(tag.perm, 0o700);
+    // Created under umask 077 (the kernel applies it to the mode).
+    let (a, fh) = w.fs.create(tag.ino, "secret.txt", 0o600).await.unwrap();
+    w.fs.release(fh);
+    assert_eq!(a.perm, 0o600, "regression: shown as 0644");
+    let set = |mode| super::SetAttr {
+        mode: Some(mode),
+        ..Default::default()
+    };
+    assert_eq!(w.fs.setattr(a.ino, set(0o777)).await.unwrap().perm, 0o777);
+    assert_eq!(w.fs.setattr(a.ino, set(0o640)).await.unwrap().perm, 0o640);
+    let chown = super::SetAttr {
+        uid: Some(4242),
+        ..Default::default()
+    };
+    assert_eq!(
+        w.fs.setattr(a.ino, chown).await.unwrap_err().errno(),
+        libc::EPERM,
+        "regression: chown returned 0 and did nothing"
+    );
+    let same = super::SetAttr {
+        uid: Some(0),
+        gid: Some(0),
+        ..Default::default()
+    };
+    assert!(
+        w.fs.setattr(a.ino, same).await.is_ok(),
+        "chown to the owner it has"
+    );
 }

@@ -15,23 +15,19 @@ use crate::tree::{Ino, Node};
 impl Fs {
     /// The folder the layer `d` is unpacked in, unpacking it first if needed.
     async fn unpacked_root(&self, repo: &str, layer: &Desc) -> Result<PathBuf, Error> {
-        let dest = self
-            .cache
-            .root()
-            .join("unpacked/sha256")
-            .join(layer.digest.hex());
+        let dest = self.cache.unpacked(&layer.digest);
         if dest.is_dir() {
             return Ok(dest);
         }
         let blob = self.fetch_blob(repo, layer).await?;
-        let (root, d) = (self.cache.root().to_path_buf(), layer.digest.clone());
+        let (tmp, d) = (self.cache.tmp_dir(), layer.digest.clone());
         let dest2 = dest.clone();
         let name = layer
             .title()
             .and_then(|t| t.rsplit('/').next())
             .unwrap_or_default()
             .to_string();
-        tokio::task::spawn_blocking(move || unpack(&root, &blob, &dest2, &d, &name))
+        tokio::task::spawn_blocking(move || unpack(&tmp, &blob, &dest2, &d, &name))
             .await
             .map_err(|e| Error::Io {
                 what: "unpack task".into(),
@@ -41,7 +37,7 @@ impl Fs {
     }
 
     pub(super) fn unpacked_path(&self, layer: &Digest, path: &[String]) -> Result<PathBuf, Error> {
-        let mut p = self.cache.root().join("unpacked/sha256").join(layer.hex());
+        let mut p = self.cache.unpacked(layer);
         for c in path {
             if !is_safe_component(c) {
                 return Err(Error::NotFound);
@@ -105,21 +101,14 @@ impl Fs {
 /// and folders are skipped, with a log line. ORAS writes a folder `name` as
 /// entries `name/...`: that leading folder is the layer's own, so its
 /// contents become `dest`.
-fn unpack(
-    cache_root: &Path,
-    blob: &Path,
-    dest: &Path,
-    d: &Digest,
-    name: &str,
-) -> Result<(), Error> {
+fn unpack(tmp_root: &Path, blob: &Path, dest: &Path, d: &Digest, name: &str) -> Result<(), Error> {
     let fail = |reason: String| Error::Unpack {
         digest: d.clone(),
         reason,
     };
-    let tmp_root = cache_root.join("tmp");
     let tmp = tempfile::Builder::new()
         .prefix("unpack-")
-        .tempdir_in(&tmp_root)
+        .tempdir_in(tmp_root)
         .map_err(|e| fail(e.to_string()))?;
     let f = File::open(blob).map_err(|e| fail(e.to_string()))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(f));

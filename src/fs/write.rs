@@ -140,7 +140,7 @@ impl Fs {
         fh
     }
 
-    pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr, Error> {
+    pub async fn mkdir(&self, parent: Ino, name: &str, mode: u32) -> Result<Attr, Error> {
         self.overlay.writable()?;
         let pnode = self.node(parent)?;
         if !pnode.is_dir() {
@@ -157,7 +157,8 @@ impl Fs {
             return Err(Error::Exists);
         }
         self.note_base(parent).await?;
-        self.overlay.make_dir(&join_rel(&self.rel(parent)?, name))?;
+        self.overlay
+            .make_dir(&join_rel(&self.rel(parent)?, name), mode)?;
         let (_, ino, _) = self.staged_child(parent, name, true);
         self.staged_attr(ino)
     }
@@ -248,8 +249,12 @@ impl Fs {
 
     pub async fn setattr(&self, ino: Ino, set: SetAttr) -> Result<Attr, Error> {
         let node = self.node(ino)?;
-        let wants_change =
-            set.size.is_some() || set.mode.is_some() || set.mtime.is_some() || set.atime.is_some();
+        let wants_change = set.size.is_some()
+            || set.mode.is_some()
+            || set.mtime.is_some()
+            || set.atime.is_some()
+            || set.uid.is_some()
+            || set.gid.is_some();
         if wants_change {
             self.overlay.writable()?;
         }

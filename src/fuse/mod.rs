@@ -518,8 +518,8 @@ impl Filesystem for FuseFs {
         req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         atime: Option<fuser::TimeOrNow>,
         mtime: Option<fuser::TimeOrNow>,
@@ -540,6 +540,8 @@ impl Filesystem for FuseFs {
         let set = fs::SetAttr {
             size,
             mode,
+            uid,
+            gid,
             mtime: when(mtime),
             atime: when(atime),
         };
@@ -576,7 +578,7 @@ impl Filesystem for FuseFs {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
+        mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
@@ -587,7 +589,7 @@ impl Filesystem for FuseFs {
         self.spawn_entry(
             req,
             "mkdir",
-            async move { fs.mkdir(parent.0, &name).await },
+            async move { fs.mkdir(parent.0, &name, mode).await },
             reply,
         );
     }
