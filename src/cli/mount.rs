@@ -97,7 +97,7 @@ fn cache_dir(args: &MountArgs) -> PathBuf {
 
 fn spawn_daemon(args: &MountArgs) -> anyhow::Result<()> {
     let cache = cache_dir(args);
-    std::fs::create_dir_all(&cache)
+    Cache::create_dir(&cache)
         .with_context(|| format!("cannot create cache folder {}", cache.display()))?;
     let log_path = args
         .log_file

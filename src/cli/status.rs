@@ -55,15 +55,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         (None, None) => super::default_cache_dir(),
     };
     println!("cache: {}", dir.display());
-    let (mut n, mut bytes) = (0u64, 0u64);
-    if let Ok(rd) = fs::read_dir(dir.join("blobs/sha256")) {
-        for e in rd.flatten() {
-            if let Ok(m) = e.metadata() {
-                n += 1;
-                bytes += m.len();
-            }
-        }
-    }
+    let (n, bytes) = crate::cache::Cache::usage_in(&dir);
     println!("cached blobs: {n} ({})", human(bytes));
     // The cache knows its own layout: ask it what is being fetched.
     let fetching = crate::cache::Cache::downloads_in(&dir);
