@@ -9,8 +9,9 @@
 //!
 //! The record is not a signature. A write keeps no identity intact (the
 //! kernel sets ctime on every change, and nobody can set it back), so a
-//! changed file is always caught; bytes that rot on the disk without a
-//! write are not, which is what `regfs verify` (`Cache::check`) is for.
+//! changed file is caught, unless the write falls in the same tick of the
+//! kernel's coarse clock as the record; bytes that rot on the disk without
+//! a write are not, which is what `regfs verify` (`Cache::check`) is for.
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
