@@ -4,7 +4,10 @@
 //!
 //! Parsing and expiry are pure and tested on literal header strings; the
 //! token fetch is the only I/O. Secrets never reach a log: every type that
-//! holds one redacts it in `Debug`.
+//! holds one redacts it in `Debug`. A refusal says where the credentials
+//! came from (`source`), never what they are.
+
+mod source;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use tokio::sync::OnceCell;
+
+pub use source::{credential_source, docker_config_path, CredentialSource};
 
 /// A parsed `WWW-Authenticate` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,23 +124,33 @@ impl Credential {
 }
 
 /// Looks up credentials for `host` in `$DOCKER_CONFIG/config.json` or
-/// `~/.docker/config.json` (`auths`, `credsStore`, `credHelpers`).
-/// Blocking: credential helpers are programs.
-pub fn load_credential(host: &str) -> Option<Credential> {
+/// `~/.docker/config.json` (`auths`, `credsStore`, `credHelpers`), and
+/// where they were found. Blocking: credential helpers are programs.
+pub fn load_credential(host: &str) -> Option<(Credential, CredentialSource)> {
     let mut candidates = vec![host.to_string()];
     if host == "docker.io" || host == "registry-1.docker.io" {
         candidates.push("https://index.docker.io/v1/".to_string());
     }
     for c in candidates {
-        match docker_credential::get_credential(&c) {
+        let cred = match docker_credential::get_credential(&c) {
             Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
-                return Some(Credential::UsernamePassword(u, p))
+                Credential::UsernamePassword(u, p)
             }
             Ok(docker_credential::DockerCredential::IdentityToken(t)) => {
-                return Some(Credential::IdentityToken(t))
+                Credential::IdentityToken(t)
             }
-            Err(e) => tracing::debug!(host = %c, "no docker credential: {e}"),
-        }
+            Err(e) => {
+                tracing::debug!(host = %c, "no docker credential: {e}");
+                continue;
+            }
+        };
+        // The crate found it in this file; which part of it, for messages.
+        let path = docker_config_path().unwrap_or_else(|| "config.json".into());
+        let source = std::fs::read(&path)
+            .ok()
+            .and_then(|b| credential_source(&b, &path, &c))
+            .unwrap_or(CredentialSource::Config(path));
+        return Some((cred, source));
     }
     None
 }
@@ -168,14 +183,69 @@ struct TokenResponse {
 pub enum AuthError {
     #[error("token request to {realm} failed: {reason}")]
     TokenRequest { realm: String, reason: String },
-    #[error("registry asks for credentials and none are configured for {host} (run `docker login {host}` or `oras login {host}`)")]
-    NoCredentials { host: String },
+    /// The registry wants credentials and none are configured for it.
+    #[error("registry {host} asks for credentials{} and there are no credentials for it in {looked_in} (run `docker login {host}` or `oras login {host}`)", about(what))]
+    NoCredentials {
+        host: String,
+        /// What was asked for (`repository org/app`), when not the registry itself.
+        what: Option<String>,
+        looked_in: String,
+    },
+    /// The registry answered 401 to the credentials that were sent.
+    #[error("registry {host} refused the credentials{} from {from} (log in again: `docker login {host}`)", about(what))]
+    Refused {
+        host: String,
+        what: Option<String>,
+        /// Where the credentials came from.
+        from: CredentialSource,
+    },
+}
+
+fn about(what: &Option<String>) -> String {
+    what.as_ref()
+        .map(|w| format!(" for {w}"))
+        .unwrap_or_default()
+}
+
+impl AuthError {
+    /// The same refusal, about `what` (unless it names something already).
+    pub fn about(self, w: &str) -> AuthError {
+        match self {
+            AuthError::NoCredentials {
+                host,
+                what: None,
+                looked_in,
+            } => AuthError::NoCredentials {
+                host,
+                what: Some(w.to_string()),
+                looked_in,
+            },
+            AuthError::Refused {
+                host,
+                what: None,
+                from,
+            } => AuthError::Refused {
+                host,
+                what: Some(w.to_string()),
+                from,
+            },
+            e => e,
+        }
+    }
+
+    /// The registry refused us for want of (good) credentials.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            AuthError::NoCredentials { .. } | AuthError::Refused { .. }
+        )
+    }
 }
 
 /// Authentication state for one registry host.
 pub struct Auth {
     host: String,
-    credential: OnceCell<Option<Credential>>,
+    credential: OnceCell<Option<(Credential, CredentialSource)>>,
     tokens: Mutex<HashMap<String, Token>>,
     /// The registry asked for Basic: send it up front from now on.
     basic: std::sync::atomic::AtomicBool,
@@ -200,6 +270,10 @@ impl Auth {
     }
 
     async fn credential(&self) -> Option<Credential> {
+        self.loaded().await.map(|(c, _)| c)
+    }
+
+    async fn loaded(&self) -> Option<(Credential, CredentialSource)> {
         self.credential
             .get_or_init(|| async {
                 let host = self.host.clone();
@@ -210,6 +284,41 @@ impl Auth {
             })
             .await
             .clone()
+    }
+
+    /// What a 401 means once the challenge was answered: the credentials
+    /// sent were refused, or (with none configured) they are needed.
+    pub async fn refusal(&self, what: Option<&str>) -> AuthError {
+        let e = match self.loaded().await {
+            Some((_, from)) => AuthError::Refused {
+                host: self.host.clone(),
+                what: None,
+                from,
+            },
+            None => self.no_credentials(),
+        };
+        match what {
+            Some(w) => e.about(w),
+            None => e,
+        }
+    }
+
+    fn no_credentials(&self) -> AuthError {
+        AuthError::NoCredentials {
+            host: self.host.clone(),
+            what: None,
+            looked_in: docker_config_path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| {
+                    "the docker config (neither $DOCKER_CONFIG nor $HOME is set)".into()
+                }),
+        }
+    }
+
+    /// Whether the registry asked for Basic auth (so a 401 to a request
+    /// that carried it means the credentials are wrong, not short of a scope).
+    pub fn uses_basic(&self) -> bool {
+        self.basic.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The `Authorization` header to send for `scope`, if we have one.
@@ -242,9 +351,7 @@ impl Auth {
         match challenge {
             Challenge::Basic => {
                 if self.credential().await.is_none() {
-                    return Err(AuthError::NoCredentials {
-                        host: self.host.clone(),
-                    });
+                    return Err(self.no_credentials());
                 }
                 self.basic.store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
@@ -255,7 +362,10 @@ impl Auth {
                 if let Some(s) = service {
                     query.push(("service", s));
                 }
-                query.push(("scope", scope));
+                // No scope: a token for `GET /v2/` (as `docker login` asks).
+                if !scope.is_empty() {
+                    query.push(("scope", scope));
+                }
                 let fail = |reason: String| AuthError::TokenRequest {
                     realm: realm.clone(),
                     reason,
@@ -290,6 +400,13 @@ impl Auth {
                 };
                 let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
                 let status = resp.status();
+                if status == reqwest::StatusCode::UNAUTHORIZED
+                    || status == reqwest::StatusCode::FORBIDDEN
+                {
+                    // The token service refused what was sent: the
+                    // credentials, or no credentials at all.
+                    return Err(self.refusal(None).await);
+                }
                 if !status.is_success() {
                     return Err(fail(format!("HTTP {status}")));
                 }

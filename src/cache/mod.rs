@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! blobs/sha256/<hex>       verified blobs (only ever created by rename after verification)
+//! verified/sha256/<hex>    what that blob's file was when it was verified (see `identity`);
+//!                          its mtime is the blob's last use, the clock of eviction
 //! manifests/sha256/<hex>   verified manifest bytes, with <hex>.type holding the media type
 //! partial/sha256/<hex>     a download in progress (sparse), locked with flock, with
 //!                          <hex>.map of the ranges it holds; resumed after a crash
@@ -11,23 +13,37 @@
 //! seen/sha256/<hex>        when a manifest digest was first seen (its folder's mtime)
 //! ```
 //!
-//! Invariant: whatever is under `blobs/` and `manifests/` is verified. A file
-//! gets there only by `rename` from a temporary name after its sha256
-//! matched, so a crash or a concurrent mount never exposes a partial file.
+//! Invariant: whatever is served from `blobs/` and `manifests/` is
+//! verified. A file gets there only by `rename` from a temporary name after
+//! its sha256 matched, so a crash or a concurrent mount never exposes a
+//! partial file. A file changed there afterwards (by hand, by a tamperer,
+//! by a restore from backup) is caught when it is opened: a manifest is
+//! hashed at every read, a blob whenever its file is not the one recorded
+//! at verification; one that no longer matches is dropped, so the caller
+//! fetches it again. `check` hashes everything (`regfs verify`), which also
+//! finds bytes that rotted without a write.
+//!
+//! The folder is created private to its user (0700): other users can
+//! neither read what was fetched nor change it.
 
+mod check;
 mod evict;
+mod identity;
 mod partial;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::digest::{Digest, Verifier};
 
+pub use check::{Checked, Damaged, Stored};
 pub use evict::{plan_eviction, CacheEntry};
+use identity::Identity;
 pub use partial::{Partial, Progress, RangeSet};
 
 /// Why a download could not be moved into the verified cache.
@@ -87,10 +103,31 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// Creates `dir` (and any missing parents) private to this user, 0700. A
+/// folder that exists already keeps its mode.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    // The umask can only have taken bits away; set the mode exactly anyway.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
 impl Cache {
+    /// Creates the cache folder, private (0700), unless it exists.
+    pub fn create_dir(root: &Path) -> Result<(), Error> {
+        create_private_dir(root).map_err(err(root))
+    }
+
     pub fn open(root: &Path, max_bytes: u64) -> Result<Cache, Error> {
+        Cache::create_dir(root)?;
         for sub in [
             "blobs/sha256",
+            "verified/sha256",
             "manifests/sha256",
             "partial/sha256",
             "refs",
@@ -127,22 +164,115 @@ impl Cache {
         self.root.join("tmp")
     }
 
-    /// The verified blob's path, if the cache has it.
-    pub fn blob(&self, d: &Digest) -> Option<PathBuf> {
+    /// Where the identity of blob `d`'s file at verification is recorded.
+    fn record_file(&self, d: &Digest) -> PathBuf {
+        self.root.join("verified/sha256").join(d.hex())
+    }
+
+    /// The verified blob's path, if the cache has it. A file changed since
+    /// it was verified is hashed again first (blocking), and dropped if it
+    /// no longer matches.
+    /// Whether a file is where the verified blob `d` goes, without checking
+    /// it (cheap: for a decision under a lock; `open_blob` checks).
+    pub fn has_blob_file(&self, d: &Digest) -> Option<PathBuf> {
         let p = self.blob_file(d);
         p.exists().then_some(p)
     }
 
+    pub fn blob(&self, d: &Digest) -> Option<PathBuf> {
+        let p = self.blob_file(d);
+        let f = File::open(&p).ok()?;
+        self.still_verified(d, &f).then_some(p)
+    }
+
     /// Opens a cached blob for reading and marks it used (for LRU) and open
-    /// (so eviction keeps it). Pair with `release`.
+    /// (so eviction keeps it). Pair with `release`. The file returned is
+    /// the one checked: unchanged since it was verified, or hashed again
+    /// now; a file that no longer matches is dropped and `None` returned, so
+    /// the caller fetches the blob again.
     pub fn open_blob(&self, d: &Digest) -> Option<File> {
         let p = self.blob_file(d);
         let f = File::open(&p).ok()?;
         // (The size is checked against the descriptor by the caller.)
-        // mtime is the LRU clock; failing to set it only makes eviction less fair.
-        let _ = f.set_modified(SystemTime::now());
+        if !self.still_verified(d, &f) {
+            return None;
+        }
+        self.touch(d);
         *self.lock_open().entry(d.clone()).or_insert(0) += 1;
         Some(f)
+    }
+
+    /// Whether `f`, opened as blob `d`, still holds the verified bytes: the
+    /// file recorded at verification, unchanged, or else bytes that hash to
+    /// `d` now (then recorded anew). A file that does not is dropped.
+    fn still_verified(&self, d: &Digest, f: &File) -> bool {
+        let Ok(meta) = f.metadata() else {
+            return false;
+        };
+        let now = Identity::of(&meta);
+        let recorded = fs::read(self.record_file(d))
+            .ok()
+            .and_then(|b| Identity::from_json(&b));
+        if recorded == Some(now) {
+            return true;
+        }
+        match identity::digest_of(f) {
+            Ok(actual) if actual == *d => {
+                if recorded.is_some() {
+                    tracing::info!(digest = %d, "cached blob changed on disk since it was verified, but still matches; keeping it");
+                }
+                // The identity seen before hashing: a write during the hash
+                // leaves the record stale, and the next open hashes again.
+                self.record(d, now);
+                true
+            }
+            Ok(actual) => {
+                tracing::error!(digest = %d, %actual, "cached blob changed on disk since it was verified and no longer matches its digest; dropping it (it is fetched again)");
+                self.drop_blob(d, Some(now.ino()));
+                false
+            }
+            Err(e) => {
+                tracing::warn!(digest = %d, "cannot read cached blob to verify it again: {e}");
+                false
+            }
+        }
+    }
+
+    /// Records what blob `d`'s file is (just verified).
+    fn record(&self, d: &Digest, id: Identity) {
+        if let Err(e) = write_atomic(&self.root, &self.record_file(d), &id.to_json()) {
+            // Without a record the next open hashes the blob again: slower, not wrong.
+            tracing::warn!(digest = %d, "cannot record the verified blob: {e}");
+        }
+    }
+
+    /// Records the identity of the open file `f`, verified as blob `d`.
+    fn record_open_file(&self, d: &Digest, f: &File) {
+        match f.metadata() {
+            Ok(m) => self.record(d, Identity::of(&m)),
+            Err(e) => tracing::warn!(digest = %d, "cannot stat the verified blob: {e}"),
+        }
+    }
+
+    /// Marks blob `d` used now: the mtime of its record is the LRU clock
+    /// (the blob's own file is never touched after verification, so that
+    /// its identity holds).
+    fn touch(&self, d: &Digest) {
+        if let Ok(f) = File::open(self.record_file(d)) {
+            // Failing only makes eviction less fair.
+            let _ = f.set_modified(SystemTime::now());
+        }
+    }
+
+    /// Removes blob `d` and its record; only if its file is still inode
+    /// `ino` when given (not a good copy another mount just moved in).
+    fn drop_blob(&self, d: &Digest, ino: Option<u64>) {
+        let p = self.blob_file(d);
+        let same = ino.is_none_or(|ino| fs::metadata(&p).is_ok_and(|m| m.ino() == ino));
+        if same {
+            let _ = fs::remove_file(&p);
+            let _ = fs::remove_file(self.record_file(d));
+        }
     }
 
     pub fn release(&self, d: &Digest) {
@@ -177,6 +307,8 @@ impl Cache {
                 fs::rename(p.path(), &dest)
                     .map_err(err(&dest))
                     .map_err(Incomplete::Cache)?;
+                // The file hashed, as it is after the rename (which sets its ctime).
+                self.record_open_file(p.digest(), p.file());
                 p.remove(true);
                 if let Err(e) = self.evict() {
                     tracing::warn!("cache eviction failed: {e}");
@@ -195,24 +327,22 @@ impl Cache {
         p.remove(false);
     }
 
-    /// Downloads in progress or interrupted: digest hex and bytes held.
-    pub fn downloads(&self) -> Vec<(String, u64)> {
-        Cache::downloads_in(&self.root)
-    }
-
-    /// How many verified blobs the cache at `root` holds, and their bytes
-    /// (without opening or creating it).
-    pub fn blobs_in(root: &Path) -> (u64, u64) {
-        let (mut n, mut bytes) = (0u64, 0u64);
+    /// How many blobs the cache at `root` holds, and their bytes, without
+    /// opening (or creating) it.
+    pub fn usage_in(root: &Path) -> (u64, u64) {
+        let (mut n, mut bytes) = (0, 0);
         if let Ok(rd) = fs::read_dir(root.join("blobs/sha256")) {
-            for e in rd.flatten() {
-                if let Ok(m) = e.metadata() {
-                    n += 1;
-                    bytes += m.len();
-                }
+            for m in rd.flatten().filter_map(|e| e.metadata().ok()) {
+                n += 1;
+                bytes += m.len();
             }
         }
         (n, bytes)
+    }
+
+    /// Downloads in progress or interrupted: digest hex and bytes held.
+    pub fn downloads(&self) -> Vec<(String, u64)> {
+        Cache::downloads_in(&self.root)
     }
 
     /// `downloads` of the cache at `root`, without opening (or creating) it.
@@ -235,10 +365,11 @@ impl Cache {
         out
     }
 
-    /// Moves a verified file into place.
-    fn adopt(&self, from: &Path, d: &Digest) -> Result<PathBuf, Error> {
+    /// Moves a verified file (`from`, open as `file`) into place.
+    fn adopt(&self, from: &Path, file: &File, d: &Digest) -> Result<PathBuf, Error> {
         let dest = self.blob_file(d);
         fs::rename(from, &dest).map_err(err(&dest))?;
+        self.record_open_file(d, file);
         if let Err(e) = self.evict() {
             tracing::warn!("cache eviction failed: {e}");
         }
@@ -261,14 +392,14 @@ impl Cache {
         if fs::hard_link(src, &tmp).is_err() {
             fs::copy(src, &tmp).map_err(err(&tmp))?;
         }
+        let file = File::open(&tmp).map_err(err(&tmp))?;
         let mut v = Verifier::new(d.clone());
-        v.update_from(File::open(&tmp).map_err(err(&tmp))?)
-            .map_err(err(&tmp))?;
+        v.update_from(&file).map_err(err(&tmp))?;
         if v.finish().is_err() {
             let _ = fs::remove_file(&tmp);
             return Ok(());
         }
-        self.adopt(&tmp, d).map(|_| ())
+        self.adopt(&tmp, &file, d).map(|_| ())
     }
 
     /// Stores verified manifest bytes.
@@ -398,17 +529,17 @@ impl Cache {
             else {
                 continue;
             };
-            let used = meta
+            // Last use: the mtime of the blob's record (see `touch`), else
+            // of the blob itself.
+            let size = meta.len();
+            let used = fs::metadata(self.record_file(&digest))
+                .unwrap_or(meta)
                 .modified()
                 .ok()
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0);
-            entries.push(CacheEntry {
-                digest,
-                size: meta.len(),
-                used,
-            });
+            entries.push(CacheEntry { digest, size, used });
         }
         let budget = self
             .max_bytes
@@ -420,6 +551,7 @@ impl Cache {
             if let Err(e) = fs::remove_file(&p) {
                 tracing::warn!(path = %p.display(), "cannot evict: {e}");
             }
+            let _ = fs::remove_file(self.record_file(&d));
         }
         Ok(())
     }
@@ -548,5 +680,184 @@ mod tests {
         );
         assert!(c.knows_host("localhost:5000"));
         assert!(!c.knows_host("other:5000"));
+    }
+
+    /// A cache holding `bytes` as a verified blob (through a download).
+    fn with_blob(bytes: &[u8]) -> (tempfile::TempDir, Cache, Digest) {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(&dir.path().join("c"), 1 << 30).unwrap();
+        let d = Digest::of(bytes);
+        let p = c.partial(&d, bytes.len() as u64).unwrap();
+        p.write(0, bytes).unwrap();
+        c.complete(&p).unwrap();
+        (dir, c, d)
+    }
+
+    fn read_all(mut f: File) -> Vec<u8> {
+        let mut v = Vec::new();
+        io::Read::read_to_end(&mut f, &mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn the_cache_folder_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("a/cache");
+        Cache::open(&root, 1 << 30).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        // A folder that exists keeps its mode.
+        let mine = dir.path().join("mine");
+        fs::create_dir(&mine).unwrap();
+        fs::set_permissions(&mine, fs::Permissions::from_mode(0o750)).unwrap();
+        Cache::open(&mine, 1 << 30).unwrap();
+        assert_eq!(mode(&mine), 0o750);
+    }
+
+    /// Regression (issue 11, item 7): a byte flipped in a verified blob was
+    /// served. Its file is no longer the one verified: hashed, dropped.
+    #[test]
+    fn a_blob_changed_on_disk_is_dropped_not_served() {
+        let (_dir, c, d) = with_blob(b"the verified bytes");
+        assert_eq!(read_all(c.open_blob(&d).unwrap()), b"the verified bytes");
+        c.release(&d);
+        let path = c.blob(&d).unwrap();
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        {
+            use std::os::unix::fs::FileExt;
+            let f = File::options().write(true).open(&path).unwrap();
+            f.write_all_at(b"T", 0).unwrap();
+            // The mtime put back: only the ctime tells.
+            f.set_modified(mtime).unwrap();
+        }
+        assert!(c.open_blob(&d).is_none(), "a changed blob was served");
+        assert!(!path.exists(), "and it is dropped, to be fetched again");
+        assert!(c.blob(&d).is_none());
+        assert!(!c.record_file(&d).exists());
+        // Replaced by a file of the same size (another inode): the same.
+        let (_dir, c, d) = with_blob(b"the verified bytes");
+        let path = c.blob(&d).unwrap();
+        fs::write(path.with_extension("new"), b"THE VERIFIED BYTES").unwrap();
+        fs::rename(path.with_extension("new"), &path).unwrap();
+        assert!(c.blob(&d).is_none());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_blob_whose_file_changed_but_still_matches_is_kept_and_recorded() {
+        let (_dir, c, d) = with_blob(b"same bytes");
+        let path = c.blob(&d).unwrap();
+        let before = fs::read(c.record_file(&d)).unwrap();
+        // Copied out and back (a restore from backup): a new inode.
+        fs::copy(&path, path.with_extension("copy")).unwrap();
+        fs::rename(path.with_extension("copy"), &path).unwrap();
+        assert_eq!(read_all(c.open_blob(&d).unwrap()), b"same bytes");
+        c.release(&d);
+        assert_ne!(
+            fs::read(c.record_file(&d)).unwrap(),
+            before,
+            "recorded anew"
+        );
+        // A cache from before records: hashed once, then recorded.
+        fs::remove_file(c.record_file(&d)).unwrap();
+        assert!(c.blob(&d).is_some());
+        assert!(c.record_file(&d).exists());
+    }
+
+    #[test]
+    fn an_inserted_file_is_recorded_and_checked_like_a_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(&dir.path().join("c"), 1 << 30).unwrap();
+        let src = dir.path().join("f");
+        fs::write(&src, b"pushed").unwrap();
+        let d = Digest::of(b"pushed");
+        c.insert_file(&src, &d).unwrap();
+        assert!(c.record_file(&d).exists());
+        assert!(c.open_blob(&d).is_some());
+        c.release(&d);
+        // Linked where it can be: a write to the source is a write to the
+        // cached blob, and is caught.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&src, b"PUSHED").unwrap();
+        assert!(c.open_blob(&d).is_none());
+    }
+
+    #[test]
+    fn check_reports_damaged_blobs_and_manifests_and_repair_drops_them() {
+        let (dir, c, good) = with_blob(b"good blob");
+        let p = c.partial(&Digest::of(b"bad blob"), 8).unwrap();
+        p.write(0, b"bad blob").unwrap();
+        let bad = Digest::of(b"bad blob");
+        let bad_path = c.complete(&p).unwrap();
+        let m = br#"{"schemaVersion":2}"#;
+        let md = Digest::of(m);
+        c.put_manifest(&md, m, Some("application/vnd.oci.image.manifest.v1+json"))
+            .unwrap();
+        // Bit rot: the bytes change, and nothing else about the file does.
+        fs::write(&bad_path, b"bad BLOB").unwrap();
+        let rotted = Identity::of(&fs::metadata(&bad_path).unwrap());
+        c.record(&bad, rotted);
+        assert!(c.blob(&bad).is_some(), "an open trusts an unchanged file");
+        fs::write(c.root().join("manifests/sha256").join(md.hex()), b"{}").unwrap();
+
+        let mut seen = Vec::new();
+        let found = c.check(false, |d| seen.push(d.clone())).unwrap();
+        assert_eq!(found.blobs, 2);
+        assert_eq!(found.manifests, 1);
+        let want = vec![
+            Damaged {
+                kind: Stored::Blob,
+                digest: bad.clone(),
+                found: Ok(Digest::of(b"bad BLOB")),
+            },
+            Damaged {
+                kind: Stored::Manifest,
+                digest: md.clone(),
+                found: Ok(Digest::of(b"{}")),
+            },
+        ];
+        assert_eq!(found.damaged, want);
+        assert_eq!(seen, want);
+        assert!(bad_path.exists(), "no --repair: nothing changed");
+
+        let repaired = c.check(true, |_| {}).unwrap();
+        assert_eq!(repaired.damaged, want);
+        assert!(!bad_path.exists());
+        assert!(!c.record_file(&bad).exists());
+        assert!(!c.has_manifest(&md));
+        assert!(c.blob(&good).is_some());
+        assert_eq!(c.check(false, |_| {}).unwrap().damaged, []);
+        drop(dir);
+    }
+
+    #[test]
+    fn eviction_goes_by_last_use_recorded_beside_the_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(&dir.path().join("c"), 1 << 30).unwrap();
+        let mut ds = Vec::new();
+        for b in [b"aaaa", b"bbbb", b"cccc"] {
+            let d = Digest::of(b);
+            let p = c.partial(&d, 4).unwrap();
+            p.write(0, b).unwrap();
+            c.complete(&p).unwrap();
+            ds.push(d);
+        }
+        let old = SystemTime::now() - std::time::Duration::from_secs(100);
+        for (i, d) in ds.iter().enumerate() {
+            let t = old + std::time::Duration::from_secs(i as u64);
+            File::open(c.record_file(d))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        // The oldest is used now: the next oldest goes.
+        c.open_blob(&ds[0]).unwrap();
+        c.release(&ds[0]);
+        let c = Cache { max_bytes: 8, ..c };
+        c.evict().unwrap();
+        let kept: Vec<bool> = ds.iter().map(|d| c.blob_file(d).exists()).collect();
+        assert_eq!(kept, [true, false, true]);
+        assert!(!c.record_file(&ds[1]).exists());
     }
 }

@@ -336,6 +336,11 @@ impl Partial {
         &self.path
     }
 
+    /// The open file (its identity is recorded once it is verified).
+    pub(super) fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Ends the download: its map goes, and its file too unless it was
     /// moved into place. Nothing is written or saved after this.
     pub(super) fn remove(&self, keep_file: bool) {

@@ -36,6 +36,15 @@ pub enum Command {
     Discard(DiscardArgs),
     /// Show staged changes, cache use, and blobs being fetched with bytes so far.
     Status(StatusArgs),
+    /// Hash every cached blob and manifest again; report (or with --repair drop) what does not match.
+    ///
+    /// Hash every blob and manifest in the cache again, as fsck does for a
+    /// disk, and report each one whose bytes do not match its digest. A
+    /// mount hashes a cached blob again only when its file changed since it
+    /// was verified (size, mtime, ctime, inode); this also finds damage that
+    /// left the file's identity alone, such as bit rot. Exits 1 when damaged
+    /// files were found and not repaired.
+    Verify(VerifyArgs),
     /// Write the man pages to a folder (used to build man/).
     #[command(hide = true)]
     GenerateMan {
@@ -54,6 +63,7 @@ impl Command {
             Command::Umount(_)
             | Command::Discard(_)
             | Command::Status(_)
+            | Command::Verify(_)
             | Command::GenerateMan { .. } => true,
             Command::Mount(_) | Command::Commit(_) => false,
         }
@@ -131,6 +141,16 @@ pub struct StatusArgs {
     /// A path inside a mount: show only what is staged below it.
     pub path: Option<PathBuf>,
     /// Cache folder to report on when no mount is given [default: $XDG_CACHE_HOME/regfs].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Drop what does not match (a mount fetches it again when it is read).
+    #[arg(long)]
+    pub repair: bool,
+    /// Cache folder [default: $XDG_CACHE_HOME/regfs, else ~/.cache/regfs].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 }

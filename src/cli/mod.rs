@@ -6,6 +6,7 @@ mod man;
 mod mount;
 pub mod records;
 mod status;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -21,6 +22,7 @@ pub const SUBCOMMANDS: &[&str] = &[
     "commit",
     "discard",
     "status",
+    "verify",
     "generate-man",
     "help",
 ];
@@ -33,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Commit(args) => commit::run(args),
         Command::Discard(args) => commit::discard(args),
         Command::Status(args) => status::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::GenerateMan { dir } => man::generate(&dir),
     }
 }

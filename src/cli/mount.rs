@@ -97,7 +97,7 @@ fn cache_dir(args: &MountArgs) -> PathBuf {
 
 fn spawn_daemon(args: &MountArgs) -> anyhow::Result<()> {
     let cache = cache_dir(args);
-    std::fs::create_dir_all(&cache)
+    Cache::create_dir(&cache)
         .with_context(|| format!("cannot create cache folder {}", cache.display()))?;
     let log_path = args
         .log_file
@@ -191,7 +191,9 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     let rt = super::runtime(4)?;
-    match rt.block_on(backend.ping()) {
+    // Wrong or missing credentials fail the mount here, in one line, rather
+    // than mount a tree whose every read is refused.
+    match rt.block_on(backend.check_access(args.repos.first().map(String::as_str))) {
         Ok(()) => {}
         Err(e) if e.is_unreachable() && cache.knows_host(backend.host()) => {
             tracing::warn!("{e}; serving what the cache knows until it answers");

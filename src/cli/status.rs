@@ -56,7 +56,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     };
     println!("cache: {}", dir.display());
     // The cache knows its own layout: ask it what it holds and fetches.
-    let (n, bytes) = crate::cache::Cache::blobs_in(&dir);
+    let (n, bytes) = crate::cache::Cache::usage_in(&dir);
     println!("cached blobs: {n} ({})", human(bytes));
     let fetching = crate::cache::Cache::downloads_in(&dir);
     if fetching.is_empty() {

@@ -47,7 +47,7 @@ impl Fs {
                 if !self.blobs.is_lazy(desc) {
                     self.blobs.fetch(repo, desc).await?;
                 }
-                let file = self.open_verified(desc)?.map(Arc::new);
+                let file = self.open_verified(desc).await?.map(Arc::new);
                 Handle::Blob {
                     repo: repo.clone(),
                     desc: desc.clone(),
@@ -116,10 +116,13 @@ impl Fs {
                 } else {
                     self.blobs.fetch(&repo, &desc).await?;
                 }
-                let f = self.open_verified(&desc)?.ok_or_else(|| Error::Blob {
-                    digest: desc.digest.clone(),
-                    reason: "evicted from the cache right after download; retry".into(),
-                })?;
+                let f = self
+                    .open_verified(&desc)
+                    .await?
+                    .ok_or_else(|| Error::Blob {
+                        digest: desc.digest.clone(),
+                        reason: "evicted from the cache right after download; retry".into(),
+                    })?;
                 let f = Arc::new(f);
                 if let Some(Handle::Blob { file, .. }) = lock(&self.handles).get_mut(&fh) {
                     if file.is_none() {
@@ -180,8 +183,17 @@ impl Fs {
 
     /// The cached blob of `desc`, if any, checked against the size the
     /// descriptor claims (the digest matched, but a descriptor can lie).
-    pub(super) fn open_verified(&self, desc: &Desc) -> Result<Option<std::fs::File>, Error> {
-        let Some(f) = self.cache.open_blob(&desc.digest) else {
+    /// Opening checks the file against its record of verification (and
+    /// hashes it again if it changed): done off the async threads.
+    pub(super) async fn open_verified(&self, desc: &Desc) -> Result<Option<std::fs::File>, Error> {
+        let (cache, d) = (self.cache.clone(), desc.digest.clone());
+        let opened = tokio::task::spawn_blocking(move || cache.open_blob(&d))
+            .await
+            .map_err(|e| Error::Io {
+                what: "opening a cached blob".into(),
+                source: std::io::Error::other(e),
+            })?;
+        let Some(f) = opened else {
             return Ok(None);
         };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);

@@ -1,12 +1,13 @@
-//! Descriptors after validation: the digest parsed, annotations ordered,
-//! the platform spelled both ways. A descriptor whose digest cannot be
-//! parsed never becomes a `Desc`.
+//! Descriptors after validation: the digest parsed, the size bounded,
+//! annotations ordered, the platform spelled both ways. A descriptor whose
+//! digest cannot be parsed, or whose size is over `MAX_BLOB_SIZE`, never
+//! becomes a `Desc`: nothing is ever requested for it.
 
 use std::collections::{BTreeMap, HashMap};
 
 use oci_spec::image::Descriptor;
 
-use super::{Platform, TITLE_ANNOTATION, UNPACK_ANNOTATION};
+use super::{Platform, MAX_BLOB_SIZE, TITLE_ANNOTATION, UNPACK_ANNOTATION};
 use crate::digest::Digest;
 
 /// A descriptor after validation.
@@ -42,6 +43,12 @@ impl Desc {
                     field: field.to_string(),
                     reason: e.to_string(),
                 })?;
+        if d.size() > MAX_BLOB_SIZE {
+            return Err(DescriptorError {
+                field: field.to_string(),
+                reason: format!("size {} is over the 16 TiB limit", d.size()),
+            });
+        }
         let platform = d.platform().as_ref().map(Platform::from_spec);
         Ok(Desc {
             media_type: d.media_type().to_string(),
@@ -108,5 +115,25 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("descriptor layers[0] is unusable"));
+    }
+
+    #[test]
+    fn a_size_over_the_limit_is_an_error_naming_it() {
+        let d = |size: u64| {
+            parse(&format!(
+                r#"{{"mediaType":"x","digest":"sha256:{}","size":{size}}}"#,
+                "ab".repeat(32)
+            ))
+        };
+        assert_eq!(d(1 << 44).unwrap().size, 1 << 44);
+        assert_eq!(
+            d((1 << 44) + 1).unwrap_err(),
+            DescriptorError {
+                field: "layers[0]".into(),
+                reason: "size 17592186044417 is over the 16 TiB limit".into(),
+            }
+        );
+        assert!(d(1 << 60).is_err());
+        assert!(d(u64::MAX).is_err());
     }
 }

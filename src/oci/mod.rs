@@ -32,6 +32,13 @@ pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
     DOCKER_MANIFEST_LIST_MEDIA_TYPE,
 ];
 
+// ---- limits ----
+
+/// The most bytes a descriptor may claim (16 TiB). A claim past it is a
+/// hostile or broken manifest: the descriptor is refused where it is
+/// parsed, before any request or allocation.
+pub const MAX_BLOB_SIZE: u64 = 1 << 44;
+
 // ---- configs and layers ----
 
 /// The config of an image: at least `os` and `architecture`.

@@ -4,6 +4,7 @@
 //! backoff on connection errors, 429 and 5xx; 401 challenges are answered
 //! through `auth`.
 
+mod access;
 mod error;
 pub mod layout;
 pub mod link;
@@ -122,22 +123,6 @@ impl Client {
         &self.config.host
     }
 
-    /// Checks that the registry answers the API at all (`GET /v2/`).
-    pub async fn ping(&self) -> Result<(), Error> {
-        let url = format!("{}/v2/", self.base);
-        let resp = self
-            .send(Method::GET, &url, "", HeaderMap::new(), true)
-            .await?;
-        match resp.status() {
-            s if s.is_success() => Ok(()),
-            StatusCode::UNAUTHORIZED => Ok(()),
-            s => Err(Error::Status {
-                url,
-                status: s.as_u16(),
-            }),
-        }
-    }
-
     /// All repository names (every page), or `None` where the registry has no catalog.
     pub async fn catalog(&self) -> Result<Option<Vec<String>>, Error> {
         #[derive(serde::Deserialize)]
@@ -147,7 +132,7 @@ impl Client {
         }
         let first = format!("{}/v2/_catalog?n={PAGE_SIZE}", self.base);
         match self
-            .pages::<Page>(&first, "registry:catalog:*", |p| {
+            .pages::<Page>(&first, CATALOG_SCOPE, |p| {
                 p.repositories.unwrap_or_default()
             })
             .await
@@ -428,10 +413,7 @@ impl Client {
             match req.send().await {
                 Ok(resp) => {
                     let status = resp.status();
-                    if status == StatusCode::UNAUTHORIZED
-                        && !answered_challenge
-                        && !scope.is_empty()
-                    {
+                    if status == StatusCode::UNAUTHORIZED && !answered_challenge {
                         let challenge = header_str(resp.headers(), WWW_AUTHENTICATE.as_str())
                             .and_then(parse_challenge);
                         if let Some(c) = challenge {
@@ -471,6 +453,9 @@ impl Client {
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((200u64 << attempt.min(4)).min(3000))
 }
+
+/// The scope of the catalog (distribution token auth).
+const CATALOG_SCOPE: &str = "registry:catalog:*";
 
 fn pull_scope(repo: &str) -> String {
     format!("repository:{repo}:pull")
@@ -547,9 +532,10 @@ impl Backend {
         }
     }
 
-    pub async fn ping(&self) -> Result<(), Error> {
+    /// See `Client::check_access`; a layout needs no access check.
+    pub async fn check_access(&self, repo: Option<&str>) -> Result<(), Error> {
         match self {
-            Backend::Registry(c) => c.ping().await,
+            Backend::Registry(c) => c.check_access(repo).await,
             Backend::Layout(_) => Ok(()),
         }
     }

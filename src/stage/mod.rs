@@ -108,8 +108,11 @@ impl std::fmt::Debug for Staging {
 }
 
 impl Staging {
-    /// Opens (creating) the staging area at `root`.
+    /// Opens (creating) the staging area at `root`. A root it creates is
+    /// private (0700): other users can neither read what is staged nor
+    /// change it, so what is pushed is what was written through the mount.
     pub fn open(root: &Path) -> Result<Staging, Error> {
+        crate::cache::create_private_dir(root).map_err(err(root))?;
         let meta = root.join(META_DIR);
         fs::create_dir_all(&meta).map_err(err(&meta))?;
         let state = Self::load(root)?;
@@ -263,6 +266,21 @@ mod tests {
         s.xattrs.insert("repo/v1".into(), BTreeMap::new());
         s.forget_below("repo/v1");
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_new_staging_area_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("staging/localhost_5000");
+        let st = Staging::open(&root).unwrap();
+        for p in [&root, &root.parent().unwrap().to_path_buf()] {
+            let mode = fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", p.display());
+        }
+        st.discard("").unwrap();
+        let mode = fs::metadata(&root).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "a discard keeps the root");
     }
 
     #[test]

@@ -85,18 +85,21 @@ struct Counters {
 
 /// A fault aimed at some requests only (set with [`FaultProxy::set_rule`]),
 /// applied before the [`Mode`]: every request whose method equals `method`
-/// (empty: any) and whose path contains `path_contains` gets `action`, until
-/// the rule is cleared. Matching requests do not use up `Fail5xx` counts.
+/// (empty: any) and whose path contains `path_contains` (is exactly it,
+/// with `exact`) gets `action`, until the rule is cleared. Matching
+/// requests do not use up `Fail5xx` counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub method: String,
     pub path_contains: String,
+    pub exact: bool,
     pub action: RuleAction,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuleAction {
-    /// Answer with this status (no upstream contact), as `Fail5xx` does.
+    /// Answer with this status (no upstream contact), as `Fail5xx` does
+    /// (`Fail(200)` answers for the registry: an anonymous `GET /v2/`).
     Fail(u16),
     /// Close the connection without an answer, as `Dead` does.
     Close,
@@ -112,13 +115,26 @@ impl Rule {
         Rule {
             method: method.to_string(),
             path_contains: path_contains.to_string(),
+            exact: false,
             action,
+        }
+    }
+
+    /// A rule for requests to exactly `path` (`/v2/`, which every path contains).
+    pub fn exact(method: &str, path: &str, action: RuleAction) -> Rule {
+        Rule {
+            exact: true,
+            ..Rule::new(method, path, action)
         }
     }
 
     fn matches(&self, method: &str, path: &str) -> bool {
         (self.method.is_empty() || self.method.eq_ignore_ascii_case(method))
-            && path.contains(&self.path_contains)
+            && if self.exact {
+                path == self.path_contains
+            } else {
+                path.contains(&self.path_contains)
+            }
     }
 }
 
@@ -661,10 +677,10 @@ async fn handle_conn(client: TcpStream, shared: Arc<Shared>) {
                     && copy_body(req_body, &mut cr, &mut tokio::io::sink())
                         .await
                         .is_ok();
-                let reason = if status == 429 {
-                    "Too Many Requests"
-                } else {
-                    "Service Unavailable"
+                let reason = match status {
+                    200 => "OK",
+                    429 => "Too Many Requests",
+                    _ => "Service Unavailable",
                 };
                 let mut hs = vec![
                     ("Content-Type".to_string(), "application/json".to_string()),

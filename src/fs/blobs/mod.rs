@@ -37,8 +37,9 @@ pub use plan::{plan, Want, CHUNK};
 
 /// Blobs at least this large are read lazily by Range (smaller ones whole).
 pub const RANGE_THRESHOLD: u64 = 16 << 20;
-/// Larger than any real blob: a descriptor claiming more is hostile.
-pub const MAX_BLOB: u64 = 1 << 44;
+/// Larger than any real blob: a descriptor claiming more is hostile (and
+/// refused where descriptors are parsed; this is a backstop).
+pub const MAX_BLOB: u64 = crate::oci::MAX_BLOB_SIZE;
 /// Segments in flight per blob.
 const MAX_SEGMENTS: usize = 8;
 /// Bytes gathered before a blocking thread writes and hashes them (a few
@@ -85,6 +86,9 @@ impl Blobs {
 
     /// The verified blob in the cache, downloading what is missing first.
     pub async fn fetch(&self, repo: &str, desc: &Desc) -> Result<PathBuf, Error> {
+        if let Some(p) = self.cached(&desc.digest).await {
+            return Ok(p);
+        }
         match self.join(repo, desc)? {
             Joined::Cached(p) => Ok(p),
             Joined::Live(dl) => dl.wait_whole().await,
@@ -103,6 +107,9 @@ impl Blobs {
         size: u32,
         sequential: bool,
     ) -> Result<Read, Error> {
+        if let Some(p) = self.cached(&desc.digest).await {
+            return Ok(Read::Verified(p));
+        }
         let dl = match self.join(repo, desc)? {
             Joined::Cached(p) => return Ok(Read::Verified(p)),
             Joined::Live(dl) => dl,
@@ -119,6 +126,16 @@ impl Blobs {
         dl.wait_range(want).await
     }
 
+    /// The verified blob in the cache, checked off the async threads (a file
+    /// changed since it was verified is hashed again).
+    async fn cached(&self, d: &crate::digest::Digest) -> Option<PathBuf> {
+        let (cache, d) = (self.cache.clone(), d.clone());
+        tokio::task::spawn_blocking(move || cache.blob(&d))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// The verified blob, or the download of `desc`, joined or started.
     fn join(&self, repo: &str, desc: &Desc) -> Result<Joined, Error> {
         if desc.size > MAX_BLOB {
@@ -132,8 +149,9 @@ impl Blobs {
         }
         let mut live = lock(&self.live);
         // Checked under the lock: a download that just finished has moved
-        // its file into the cache before it counts as ended.
-        if let Some(p) = self.cache.blob(&desc.digest) {
+        // its file into the cache before it counts as ended. (Only whether
+        // the file is there: it is checked when it is opened.)
+        if let Some(p) = self.cache.has_blob_file(&desc.digest) {
             return Ok(Joined::Cached(p));
         }
         // Downloads that ended hold a file each: forget them.

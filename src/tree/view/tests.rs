@@ -211,3 +211,78 @@ fn hostile_manifests_are_errors() {
         assert!(e.contains(want), "{e} should mention {want}");
     }
 }
+
+/// Regression (issue 11, item 9): a descriptor claiming 2^60 bytes was
+/// shown with that size and fetched. Over the 16 TiB limit it is left out
+/// of the tree, said why, and the rest of the manifest still shows.
+#[test]
+fn absurd_sizes_are_skipped_before_any_request() {
+    let bytes = br#"{
+      "schemaVersion": 2,
+      "mediaType": "application/vnd.oci.image.manifest.v1+json",
+      "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                 "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+      "layers": [
+        {"mediaType": "application/vnd.oci.image.layer.v1.tar",
+         "digest": "sha256:0101010101010101010101010101010101010101010101010101010101010101",
+         "size": 1152921504606846976,
+         "annotations": {"org.opencontainers.image.title": "huge.bin"}},
+        {"mediaType": "application/vnd.oci.image.layer.v1.tar",
+         "digest": "sha256:0202020202020202020202020202020202020202020202020202020202020202",
+         "size": 17592186044417},
+        {"mediaType": "application/vnd.oci.image.layer.v1.tar",
+         "digest": "sha256:0303030303030303030303030303030303030303030303030303030303030303",
+         "size": 17592186044416,
+         "annotations": {"org.opencontainers.image.title": "at-the-limit.bin"}},
+        {"mediaType": "application/vnd.oci.image.layer.v1.tar",
+         "digest": "sha256:0404040404040404040404040404040404040404040404040404040404040404",
+         "size": 5,
+         "annotations": {"org.opencontainers.image.title": "fine.txt"}}
+      ]
+    }"#;
+    let v = View::parse(bytes, None).unwrap();
+    assert_eq!(
+        names(&v.root),
+        [
+            "at-the-limit.bin",
+            "blobs",
+            "fine.txt",
+            "manifest.json",
+            "referrers"
+        ]
+    );
+    let sizes: Vec<u64> = v.blobs.iter().map(|b| b.size).collect();
+    assert_eq!(sizes, [2, 1 << 44, 5], "config, then the layers kept");
+    let sha = v.dir(&["blobs".into(), "sha256".into()]).unwrap();
+    assert!(!sha.contains_key(&"01".repeat(32)));
+    assert!(!sha.contains_key(&"02".repeat(32)));
+    assert_eq!(
+        v.skipped,
+        [
+            "manifest descriptor layers[0] is unusable: size 1152921504606846976 is over \
+             the 16 TiB limit",
+            "manifest descriptor layers[1] is unusable: size 17592186044417 is over \
+             the 16 TiB limit",
+        ]
+    );
+
+    // In an index, such a child is skipped the same way.
+    let index = br#"{
+      "schemaVersion": 2,
+      "mediaType": "application/vnd.oci.image.index.v1+json",
+      "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+         "digest": "sha256:0101010101010101010101010101010101010101010101010101010101010101",
+         "size": 1152921504606846976, "platform": {"os": "linux", "architecture": "amd64"}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+         "digest": "sha256:0202020202020202020202020202020202020202020202020202020202020202",
+         "size": 500, "platform": {"os": "linux", "architecture": "arm64"}}
+      ]
+    }"#;
+    let v = View::parse(index, None).unwrap();
+    assert_eq!(
+        names(&v.root),
+        ["linux-arm64", "manifest.json", "referrers"]
+    );
+    assert_eq!(v.skipped.len(), 1, "{:?}", v.skipped);
+}
