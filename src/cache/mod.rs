@@ -86,7 +86,14 @@ pub struct Cache {
     max_bytes: u64,
     /// Blobs this process has open, which eviction must keep.
     open: Mutex<HashMap<Digest, usize>>,
+    /// Records this process read or wrote, and when it last marked each
+    /// blob used: a warm open then costs one `fstat`, not a record read
+    /// and a write (many small files read again and again).
+    known: Mutex<HashMap<Digest, (Identity, Option<std::time::Instant>)>>,
 }
+
+/// How often one process marks a blob used (the LRU clock need not be finer).
+const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,6 +149,7 @@ impl Cache {
             root: root.to_path_buf(),
             max_bytes,
             open: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
         })
     }
 
@@ -169,9 +177,6 @@ impl Cache {
         self.root.join("verified/sha256").join(d.hex())
     }
 
-    /// The verified blob's path, if the cache has it. A file changed since
-    /// it was verified is hashed again first (blocking), and dropped if it
-    /// no longer matches.
     /// Whether a file is where the verified blob `d` goes, without checking
     /// it (cheap: for a decision under a lock; `open_blob` checks).
     pub fn has_blob_file(&self, d: &Digest) -> Option<PathBuf> {
@@ -179,6 +184,9 @@ impl Cache {
         p.exists().then_some(p)
     }
 
+    /// The verified blob's path, if the cache has it. A file changed since
+    /// it was verified is hashed again first (blocking), and dropped if it
+    /// no longer matches.
     pub fn blob(&self, d: &Digest) -> Option<PathBuf> {
         let p = self.blob_file(d);
         let f = File::open(&p).ok()?;
@@ -210,10 +218,14 @@ impl Cache {
             return false;
         };
         let now = Identity::of(&meta);
+        if self.lock_known().get(d).is_some_and(|(id, _)| *id == now) {
+            return true;
+        }
         let recorded = fs::read(self.record_file(d))
             .ok()
             .and_then(|b| Identity::from_json(&b));
         if recorded == Some(now) {
+            self.remember(d, now);
             return true;
         }
         match identity::digest_of(f) {
@@ -238,8 +250,22 @@ impl Cache {
         }
     }
 
+    fn lock_known(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Digest, (Identity, Option<std::time::Instant>)>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers the record of `d` as `id`, keeping when it was last touched.
+    fn remember(&self, d: &Digest, id: Identity) {
+        let mut known = self.lock_known();
+        let touched = known.get(d).and_then(|(_, t)| *t);
+        known.insert(d.clone(), (id, touched));
+    }
+
     /// Records what blob `d`'s file is (just verified).
     fn record(&self, d: &Digest, id: Identity) {
+        self.remember(d, id);
         if let Err(e) = write_atomic(&self.root, &self.record_file(d), &id.to_json()) {
             // Without a record the next open hashes the blob again: slower, not wrong.
             tracing::warn!(digest = %d, "cannot record the verified blob: {e}");
@@ -258,6 +284,15 @@ impl Cache {
     /// (the blob's own file is never touched after verification, so that
     /// its identity holds).
     fn touch(&self, d: &Digest) {
+        {
+            let mut known = self.lock_known();
+            if let Some((_, t)) = known.get_mut(d) {
+                if t.is_some_and(|t| t.elapsed() < TOUCH_EVERY) {
+                    return;
+                }
+                *t = Some(std::time::Instant::now());
+            }
+        }
         if let Ok(f) = File::open(self.record_file(d)) {
             // Failing only makes eviction less fair.
             let _ = f.set_modified(SystemTime::now());
@@ -270,6 +305,7 @@ impl Cache {
         let p = self.blob_file(d);
         let same = ino.is_none_or(|ino| fs::metadata(&p).is_ok_and(|m| m.ino() == ino));
         if same {
+            self.lock_known().remove(d);
             let _ = fs::remove_file(&p);
             let _ = fs::remove_file(self.record_file(d));
         }
@@ -759,8 +795,10 @@ mod tests {
             before,
             "recorded anew"
         );
-        // A cache from before records: hashed once, then recorded.
+        // A cache from before records, opened by a new process: hashed
+        // once, then recorded.
         fs::remove_file(c.record_file(&d)).unwrap();
+        let c = Cache::open(c.root(), 1 << 30).unwrap();
         assert!(c.blob(&d).is_some());
         assert!(c.record_file(&d).exists());
     }

@@ -44,10 +44,12 @@ impl Fs {
                 // it at open, so every read goes to the verified file (and
                 // the kernel can pass reads through to it). Lazy blobs are
                 // fetched by the reads themselves.
-                if !self.blobs.is_lazy(desc) {
+                let mut file = self.open_verified(desc).await?;
+                if file.is_none() && !self.blobs.is_lazy(desc) {
                     self.blobs.fetch(repo, desc).await?;
+                    file = self.open_verified(desc).await?;
                 }
-                let file = self.open_verified(desc).await?.map(Arc::new);
+                let file = file.map(Arc::new);
                 Handle::Blob {
                     repo: repo.clone(),
                     desc: desc.clone(),
