@@ -91,6 +91,16 @@ fn support_run_reports_failures_and_timeouts() {
 }
 
 #[test]
+fn support_finds_the_pinned_oras_cli_and_crane() {
+    let v = oras(&["version"]);
+    assert!(
+        v.lines().next() == Some(&format!("Version:    {ORAS_VERSION}")[..]),
+        "oras version:\n{v}"
+    );
+    assert_eq!(crane(&["version"]).trim(), CRANE_VERSION);
+}
+
+#[test]
 fn registry_starts_answers_and_stops() {
     let mut reg = Registry::start();
     let r = http_get(&reg.host(), "/v2/").unwrap();
