@@ -15,7 +15,9 @@
 //!   folders added, removed or changed);
 //! - a new folder becomes an ORAS artifact: one layer per file, a tar+gzip
 //!   layer per subfolder, the empty config; platform-named subfolders make
-//!   it an image index of one manifest per platform.
+//!   it an image index of one manifest per platform, the platform read from
+//!   the name (`Platform::from_folder_name`: `windows-amd64-10.0.20348.2113`
+//!   has an `os.version`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -628,13 +630,14 @@ impl<R: Resolver> Planner<'_, R> {
         d.insert("mediaType".into(), json!(made.media_type));
         d.insert("digest".into(), json!(made.digest.to_string()));
         d.insert("size".into(), json!(made.size));
+        // Keys in the order `oras manifest index create` writes them.
+        if let Some(p) = platform {
+            d.insert("platform".into(), Value::Object(p.to_json()));
+        }
         if let Some(t) = &made.artifact_type {
             if keep.is_none() {
                 d.insert("artifactType".into(), json!(t));
             }
-        }
-        if let Some(p) = platform {
-            d.insert("platform".into(), Value::Object(p.to_json()));
         }
         Value::Object(d)
     }

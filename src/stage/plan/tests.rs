@@ -138,6 +138,60 @@ fn platform_folders_make_an_index() {
 }
 
 #[test]
+fn platform_folders_with_an_os_version() {
+    let d = dir(
+        &[],
+        vec![
+            (
+                "windows-amd64-10.0.20348.2113",
+                dir(&[("tool.exe", b"win")], vec![]),
+            ),
+            ("darwin-arm64-macOS_13", dir(&[("tool", b"mac")], vec![])),
+            ("linux-arm-v7-3.2", dir(&[("tool", b"arm")], vec![])),
+        ],
+    );
+    let p = plan(&input(&d), &settings(), &mut Fake::default()).unwrap();
+    let idx = top_json(&p);
+    let kids = idx["manifests"].as_array().unwrap();
+    // folders in name order; an os.version written in the name is kept as written
+    let platforms: Vec<String> = kids.iter().map(|k| k["platform"].to_string()).collect();
+    assert_eq!(
+        platforms,
+        [
+            r#"{"architecture":"arm64","os":"darwin","os.version":"macOS_13"}"#,
+            r#"{"architecture":"arm","os":"linux","os.version":"3.2","variant":"v7"}"#,
+            r#"{"architecture":"amd64","os":"windows","os.version":"10.0.20348.2113"}"#,
+        ]
+    );
+    // each config is the same platform JSON, as oras push --artifact-platform writes it
+    for (k, want) in kids.iter().zip(&platforms) {
+        let child = p
+            .manifests
+            .iter()
+            .find(|m| m.digest.to_string() == k["digest"])
+            .unwrap();
+        let child: Value = serde_json::from_slice(&child.bytes).unwrap();
+        let config = p
+            .blobs
+            .iter()
+            .find(|b| b.digest.to_string() == child["config"]["digest"])
+            .unwrap();
+        assert_eq!(config.source, Source::Bytes(want.as_bytes().to_vec()));
+    }
+    // the entry's keys in the order of `oras manifest index create`
+    let keys: Vec<&str> = kids[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["mediaType", "digest", "size", "platform", "artifactType"]
+    );
+}
+
+#[test]
 fn bad_layouts_are_clear_errors() {
     let mixed = dir(
         &[("stray", b"s")],
