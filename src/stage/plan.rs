@@ -12,7 +12,8 @@
 //!   the registry;
 //! - a changed existing tag keeps its manifest exactly, but for the titled
 //!   layers added, replaced or removed (and an index for the platform
-//!   folders added, removed or changed);
+//!   folders added, removed or changed); when the changes leave it as it
+//!   was, its own bytes are planned again, never a re-serialization;
 //! - a new folder becomes an ORAS artifact: one layer per file, a tar+gzip
 //!   layer per subfolder, the empty config; platform-named subfolders make
 //!   it an image index of one manifest per platform, the platform read from
@@ -642,16 +643,23 @@ impl<R: Resolver> Planner<'_, R> {
         Value::Object(d)
     }
 
+    /// The index at `path` listing `manifests`: a new one, or `keep` (the
+    /// existing index `base`) with its list replaced.
     fn index_manifest(
         &mut self,
         path: &str,
         manifests: Vec<Value>,
-        keep: Option<Map<String, Value>>,
+        keep: Option<(Map<String, Value>, &Base)>,
     ) -> Result<Made, PlanError> {
         if manifests.is_empty() {
             return Err(invalid(path, "an index needs at least one platform folder"));
         }
         let is_new = keep.is_none();
+        let (keep, base) = match keep {
+            Some((m, b)) => (Some(m), Some(b)),
+            None => (None, None),
+        };
+        let old = keep.clone();
         let mut m = keep.unwrap_or_else(|| {
             let mut m = Map::new();
             m.insert("schemaVersion".into(), json!(2));
@@ -670,7 +678,41 @@ impl<R: Resolver> Planner<'_, R> {
             .and_then(Value::as_str)
             .unwrap_or(INDEX_MEDIA_TYPE)
             .to_string();
-        Ok(self.emit(path, m, &media_type, artifact_type))
+        Ok(match (base, old) {
+            (Some(b), Some(old)) => self.emit_change(path, b, &old, m, &media_type, artifact_type),
+            _ => self.emit(path, m, &media_type, artifact_type),
+        })
+    }
+
+    /// An existing manifest after its changes: its own bytes again when
+    /// the changes left it as it was. It is never re-serialized for no
+    /// change: other tools' spacing and key order are part of its digest,
+    /// and a new digest would move the tag.
+    fn emit_change(
+        &mut self,
+        path: &str,
+        base: &Base,
+        old: &Map<String, Value>,
+        m: Map<String, Value>,
+        media_type: &str,
+        artifact_type: Option<String>,
+    ) -> Made {
+        if to_bytes(&m) != to_bytes(old) {
+            return self.emit(path, m, media_type, artifact_type);
+        }
+        self.plan.add_manifest(Manifest {
+            digest: base.digest.clone(),
+            media_type: media_type.to_string(),
+            bytes: base.bytes.clone(),
+            path: path.to_string(),
+            existing: false,
+        });
+        Made {
+            digest: base.digest.clone(),
+            size: base.bytes.len() as u64,
+            media_type: media_type.to_string(),
+            artifact_type,
+        }
     }
 
     fn emit(

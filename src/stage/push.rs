@@ -1,7 +1,9 @@
 //! Carrying out a plan: what must already be there is checked first, then
 //! blobs (HEAD, cross-repository mount, upload), child manifests by digest,
 //! and the tags last, so a failure at any step moves no tag and the next
-//! commit resumes, skipping what is already there.
+//! commit resumes, skipping what is already there. A tag that already
+//! points at the plan's top manifest is left alone; when every tag does,
+//! nothing is pushed at all (`Outcome::unchanged`).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -30,6 +32,15 @@ pub enum Event<'a> {
     Tagged(&'a str, &'a Digest),
 }
 
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The top manifest, which the tags point at.
+    pub digest: Digest,
+    /// Every tag already pointed at it: nothing was pushed, nothing moved.
+    pub unchanged: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
     #[error("{what} is neither staged nor in {repo}: stage it, or push it first")]
@@ -50,8 +61,22 @@ pub async fn push(
     tags: &[String],
     mount_from: &[String],
     on: &(dyn Fn(Event<'_>) + Send + Sync),
-) -> Result<Digest, PushError> {
+) -> Result<Outcome, PushError> {
     let top = plan.top().ok_or(PushError::Empty)?;
+    // 0. Tags already at the top manifest stay as they are. When all are,
+    // the registry holds the manifest and everything it names: done.
+    let mut to_move = Vec::new();
+    for t in tags {
+        if points_at(backend, repo, t).await?.as_ref() != Some(&top.digest) {
+            to_move.push(t);
+        }
+    }
+    if to_move.is_empty() {
+        return Ok(Outcome {
+            digest: top.digest.clone(),
+            unchanged: true,
+        });
+    }
     // 1. What the plan does not carry must be there already.
     for b in plan.blobs.iter().filter(|b| b.source == Source::Registry) {
         if !backend.blob_exists(repo, &b.digest).await?
@@ -108,13 +133,25 @@ pub async fn push(
         }
     }
     // 4. Tags, last.
-    for t in tags {
+    for t in to_move {
         backend
             .put_manifest(repo, t, &top.media_type, &top.bytes)
             .await?;
         on(Event::Tagged(t, &top.digest));
     }
-    Ok(top.digest.clone())
+    Ok(Outcome {
+        digest: top.digest.clone(),
+        unchanged: false,
+    })
+}
+
+/// What `tag` points at now; `None` when there is no such tag.
+async fn points_at(backend: &Backend, repo: &str, tag: &str) -> Result<Option<Digest>, PushError> {
+    match backend.head_manifest(repo, tag).await {
+        Ok(d) => Ok(d),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn try_mount(

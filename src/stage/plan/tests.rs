@@ -275,6 +275,120 @@ fn unchanged_base_gives_the_same_bytes_back() {
     assert_eq!(p.top().unwrap().digest, Digest::of(&base_manifest()));
 }
 
+/// `base_manifest` as the ORAS Python SDK writes JSON: `", "` and `": "`.
+fn spaced_base() -> Vec<u8> {
+    let v: Value = serde_json::from_slice(&base_manifest()).unwrap();
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    serde::Serialize::serialize(&v, &mut ser).unwrap();
+    let spaced = String::from_utf8(out)
+        .unwrap()
+        .replace(",\n", ", ")
+        .replace('\n', "");
+    assert!(spaced.contains(r#""schemaVersion": 2, "#), "{spaced}");
+    spaced.into_bytes()
+}
+
+#[test]
+fn an_edit_that_changes_nothing_plans_the_manifest_bytes_unchanged() {
+    let bytes = spaced_base();
+    let base = Base {
+        digest: Digest::of(&bytes),
+        bytes: bytes.clone(),
+        media_type: None,
+    };
+    let ann =
+        |k: &str, v: &str| BTreeMap::from([(format!("{ANNOTATION_XATTR}{k}"), v.to_string())]);
+    /// What is staged, xattrs by path, whether the manifest changes.
+    type Row = (
+        StagedDir,
+        Vec<(&'static str, BTreeMap<String, String>)>,
+        bool,
+    );
+    let table: Vec<Row> = vec![
+        // nothing staged
+        (dir(&[], vec![]), vec![], false),
+        // a copy of a file over itself
+        (dir(&[("one.txt", b"one")], vec![]), vec![], false),
+        // an annotation set to the value it has
+        (
+            dir(&[], vec![]),
+            vec![("", ann("x", "y")), ("one.txt", ann("keep", "me"))],
+            false,
+        ),
+        // something under referrers/ (not a layer)
+        (
+            dir(
+                &[],
+                vec![(
+                    "referrers",
+                    dir(&[], vec![("sig", dir(&[("s", b"s")], vec![]))]),
+                )],
+            ),
+            vec![],
+            false,
+        ),
+        // real changes: new bytes, a new annotation value, a new file
+        (dir(&[("one.txt", b"ONE")], vec![]), vec![], true),
+        (dir(&[], vec![]), vec![("", ann("x", "z"))], true),
+        (dir(&[("new.txt", b"n")], vec![]), vec![], true),
+    ];
+    for (i, (d, xattrs, changes)) in table.into_iter().enumerate() {
+        let mut inp = input(&d);
+        inp.base = Some(base.clone());
+        inp.xattrs = xattrs
+            .into_iter()
+            .map(|(p, a)| (p.to_string(), a))
+            .collect();
+        let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+        let top = p.top().unwrap();
+        assert_eq!(top.digest != base.digest, changes, "row {i}");
+        if changes {
+            assert_eq!(top.digest, Digest::of(&top.bytes), "row {i}");
+        } else {
+            assert_eq!(
+                top.bytes, bytes,
+                "row {i}: the same bytes, not re-serialized"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_index_whose_children_did_not_change_keeps_its_bytes() {
+    let child = base_manifest();
+    let cd = Digest::of(&child);
+    let idx = format!(
+        r#"{{"schemaVersion": 2, "mediaType": "{INDEX_MEDIA_TYPE}", "manifests": [{{"mediaType": "{MANIFEST_MEDIA_TYPE}", "digest": "{cd}", "size": {}, "platform": {{"architecture": "amd64", "os": "linux"}}}}], "annotations": {{"a": "b"}}}}"#,
+        child.len()
+    )
+    .into_bytes();
+    let mut fake = Fake::default();
+    fake.manifests.insert(
+        cd.clone(),
+        Base {
+            digest: cd.clone(),
+            bytes: child,
+            media_type: Some(MANIFEST_MEDIA_TYPE.into()),
+        },
+    );
+    // the child folder staged with a copy of its own file
+    let d = dir(
+        &[],
+        vec![("linux-amd64", dir(&[("one.txt", b"one")], vec![]))],
+    );
+    let mut inp = input(&d);
+    inp.base = Some(Base {
+        digest: Digest::of(&idx),
+        bytes: idx.clone(),
+        media_type: None,
+    });
+    let p = plan(&inp, &settings(), &mut fake).unwrap();
+    assert_eq!(p.top().unwrap().bytes, idx);
+    assert_eq!(p.manifests[0].digest, cd);
+}
+
 #[test]
 fn xattrs_set_annotations_and_artifact_type() {
     let d = dir(&[("a.txt", b"a")], vec![]);
