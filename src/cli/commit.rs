@@ -291,19 +291,21 @@ async fn build_plan(
 }
 
 fn write_output(args: &CommitArgs, reference: &str, plan: &Plan) -> anyhow::Result<()> {
-    let manifests: Vec<serde_json::Value> = plan
-        .manifests
-        .iter()
-        .filter(|m| !m.existing)
-        .map(|m| {
-            serde_json::json!({
-                "path": m.path,
-                "digest": m.digest.to_string(),
-                "mediaType": m.media_type,
-                "manifest": serde_json::from_slice::<serde_json::Value>(&m.bytes).unwrap_or_default(),
+    let listed = |list: &[plan::Manifest]| -> Vec<serde_json::Value> {
+        list.iter()
+            .filter(|m| !m.existing)
+            .map(|m| {
+                serde_json::json!({
+                    "path": m.path,
+                    "digest": m.digest.to_string(),
+                    "mediaType": m.media_type,
+                    "manifest": serde_json::from_slice::<serde_json::Value>(&m.bytes).unwrap_or_default(),
+                })
             })
-        })
-        .collect();
+            .collect()
+    };
+    let manifests = listed(&plan.manifests);
+    let referrers = listed(&plan.referrers);
     let blobs: Vec<serde_json::Value> = plan
         .blobs
         .iter()
@@ -326,6 +328,7 @@ fn write_output(args: &CommitArgs, reference: &str, plan: &Plan) -> anyhow::Resu
         "digest": top.digest.to_string(),
         "mediaType": top.media_type,
         "manifests": manifests,
+        "referrers": referrers,
         "blobs": blobs,
     });
     let mut text = serde_json::to_string_pretty(&doc)?;
@@ -382,6 +385,7 @@ async fn push_with_output(
         Event::Uploaded(b) => println!("Uploaded  {} ({} bytes)", b.name, b.size),
         Event::ManifestExists(m) => println!("Exists    {} {}", m.media_type, m.digest),
         Event::ManifestPushed(m) => println!("Uploaded  {} {}", m.media_type, m.digest),
+        Event::Attached(m, subject) => println!("Attached  {} to {subject}", m.digest),
         Event::Tagged(t, _) => {
             println!("Tagged    {t}");
             moved

@@ -14,6 +14,9 @@
 //!   layers added, replaced or removed (and an index for the platform
 //!   folders added, removed or changed); when the changes leave it as it
 //!   was, its own bytes are planned again, never a re-serialization;
+//! - a folder under a manifest folder's `referrers/` is an artifact whose
+//!   subject is that manifest (`referrers`): verbatim with a `manifest.json`,
+//!   else a change of the existing referrer it is named after, else new;
 //! - a new folder becomes an ORAS artifact: one layer per file, a tar+gzip
 //!   layer per subfolder, the empty config; platform-named subfolders make
 //!   it an image index of one manifest per platform, the platform read from
@@ -33,13 +36,13 @@ use crate::oci::{
     INDEX_MEDIA_TYPE, LAYER_GZIP_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE,
     TITLE_ANNOTATION, UNPACK_ANNOTATION,
 };
-use crate::tree::view::{title_components, View, CONFIG_JSON, MANIFEST_JSON};
+use crate::tree::view::{title_components, View, BLOBS, CONFIG_JSON, MANIFEST_JSON, REFERRERS};
 
 pub const ANNOTATION_XATTR: &str = "user.oci.annotation.";
 pub const ARTIFACT_TYPE_XATTR: &str = "user.oci.artifactType";
 
 /// Names in a staged folder that are not layers.
-const NOT_LAYERS: [&str; 2] = ["blobs", "referrers"];
+const NOT_LAYERS: [&str; 2] = [BLOBS, REFERRERS];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -130,12 +133,14 @@ pub struct Manifest {
     pub existing: bool,
 }
 
-/// What to push, in order: blobs, then manifests (children first). The last
-/// manifest is what the tag will point at.
+/// What to push, in order: blobs, then manifests (children first), then
+/// referrers (subjects first). The last manifest is what the tag will
+/// point at; referrers are pushed by digest only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub blobs: Vec<Blob>,
     pub manifests: Vec<Manifest>,
+    pub referrers: Vec<Manifest>,
 }
 
 impl Plan {
@@ -159,7 +164,9 @@ impl Plan {
     }
 }
 
-/// The descriptor of a planned manifest, for its parent index.
+/// The descriptor of a planned manifest, for its parent index (or its
+/// referrers' `subject`).
+#[derive(Debug, Clone)]
 struct Made {
     digest: Digest,
     size: u64,
@@ -323,7 +330,20 @@ impl<R: Resolver> Planner<'_, R> {
         a
     }
 
+    /// The manifest folder at `path`, and the referrers staged under it.
     fn folder(
+        &mut self,
+        path: &str,
+        dir: &StagedDir,
+        base: Option<Base>,
+        depth: usize,
+    ) -> Result<Made, PlanError> {
+        let made = self.manifest_folder(path, dir, base, depth)?;
+        self.referrers(path, dir, &made, depth)?;
+        Ok(made)
+    }
+
+    fn manifest_folder(
         &mut self,
         path: &str,
         dir: &StagedDir,
@@ -353,7 +373,7 @@ impl<R: Resolver> Planner<'_, R> {
                 {
                     self.new_index(path, dir, depth)
                 } else {
-                    self.new_manifest(path, dir, None)
+                    self.new_manifest(path, dir, None, None)
                 }
             }
         }
@@ -523,6 +543,9 @@ impl<R: Resolver> Planner<'_, R> {
             layers.push(self.file_layer(f, name, &join(path, name)));
         }
         for (name, d) in &dir.dirs {
+            if name == REFERRERS {
+                continue; // artifacts of their own (`referrers`)
+            }
             if NOT_LAYERS.contains(&name.as_str()) {
                 return Err(invalid(
                     &join(path, name),
@@ -537,11 +560,14 @@ impl<R: Resolver> Planner<'_, R> {
         Ok(layers)
     }
 
+    /// A new artifact of the files of `dir`: for a platform folder, with
+    /// that platform's config; for a new referrer, with its `subject`.
     fn new_manifest(
         &mut self,
         path: &str,
         dir: &StagedDir,
         platform: Option<&Platform>,
+        subject: Option<&Made>,
     ) -> Result<Made, PlanError> {
         let layers = self.new_layers(path, dir)?;
         if layers.is_empty() {
@@ -591,6 +617,13 @@ impl<R: Resolver> Planner<'_, R> {
         }
         m.insert("config".into(), config);
         m.insert("layers".into(), Value::Array(layers));
+        if let Some(s) = subject {
+            // As `oras attach` writes it: after the layers, before the annotations.
+            m.insert(
+                "subject".into(),
+                json!({"mediaType": s.media_type, "digest": s.digest.to_string(), "size": s.size}),
+            );
+        }
         let ann = self.manifest_annotations(path, true);
         set_annotations(&mut m, &ann);
         Ok(self.emit(path, m, MANIFEST_MEDIA_TYPE, artifact_type))
@@ -605,20 +638,36 @@ impl<R: Resolver> Planner<'_, R> {
         }
         let mut manifests = Vec::new();
         for (name, sub) in &dir.dirs {
+            if name == REFERRERS {
+                continue;
+            }
             let Some(platform) = Platform::from_folder_name(name) else {
                 return Err(invalid(
                     &join(path, name),
                     "not a platform folder name (like linux-amd64 or linux-arm-v7) beside platform folders",
                 ));
             };
-            let made = if sub.files.contains_key(MANIFEST_JSON) {
-                self.folder(&join(path, name), sub, None, depth + 1)?
-            } else {
-                self.new_manifest(&join(path, name), sub, Some(&platform))?
-            };
+            let made = self.platform_folder(&join(path, name), sub, &platform, depth + 1)?;
             manifests.push(self.child_descriptor(&made, Some(&platform), None));
         }
         self.index_manifest(path, manifests, None)
+    }
+
+    /// A new platform folder of an index: verbatim with a `manifest.json`,
+    /// else an artifact for that platform; then its referrers.
+    fn platform_folder(
+        &mut self,
+        path: &str,
+        dir: &StagedDir,
+        platform: &Platform,
+        depth: usize,
+    ) -> Result<Made, PlanError> {
+        if dir.files.contains_key(MANIFEST_JSON) {
+            return self.folder(path, dir, None, depth);
+        }
+        let made = self.new_manifest(path, dir, Some(platform), None)?;
+        self.referrers(path, dir, &made, depth)?;
+        Ok(made)
     }
 
     fn child_descriptor(
@@ -750,5 +799,6 @@ fn staged_dir<'a>(dir: &'a StagedDir, rel: &str) -> Option<&'a StagedDir> {
 }
 
 mod change;
+mod referrers;
 #[cfg(test)]
 mod tests;

@@ -597,3 +597,214 @@ fn an_image_regfs_carries_verbatim_passes_crane_validate() {
         fs::read(layout.path().join("blobs/sha256").join(hex(&img.digest))).unwrap()
     );
 }
+
+// ====================================================================
+// referrers: attach in a mount, mirror with rsync
+// ====================================================================
+
+fn setfattr(path: &Path, name: &str, value: &str) {
+    run_timeout(
+        Command::new("setfattr")
+            .args(["-n", name, "-v", value])
+            .arg(path),
+        OP,
+    );
+}
+
+/// `regfs commit ARGS...`, checked; stdout.
+fn regfs_commit_out(args: &[&str]) -> String {
+    let mut c = regfs();
+    c.arg("commit").args(args);
+    String::from_utf8_lossy(&run_timeout(&mut c, Duration::from_secs(180)).stdout).into_owned()
+}
+
+/// `oras discover --format json` of `reference`: each referrer as
+/// (digest, artifactType, its own referrers), depth first.
+fn discover(reference: &str, layout: bool) -> Vec<(String, String, usize)> {
+    let mut args = vec!["discover", "--format", "json", reference];
+    args.push(if layout {
+        "--oci-layout"
+    } else {
+        "--plain-http"
+    });
+    let v: Value = serde_json::from_str(&oras(&args)).unwrap();
+    fn walk(v: &Value, out: &mut Vec<(String, String, usize)>) {
+        for r in v["referrers"].as_array().into_iter().flatten() {
+            let n = r["referrers"].as_array().map_or(0, Vec::len);
+            out.push((
+                r["digest"].as_str().unwrap().to_string(),
+                r["artifactType"].as_str().unwrap_or("").to_string(),
+                n,
+            ));
+            walk(r, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&v, &mut out);
+    out
+}
+
+#[test]
+fn a_folder_made_under_referrers_is_attached_and_the_tag_stays() {
+    let reg = Registry::start();
+    let host = reg.host();
+    let w = tmpdir();
+    write_file(w.path(), "a.txt", "subject\n");
+    write_file(
+        w.path(),
+        "sbom.spdx.json",
+        "{\"spdxVersion\":\"SPDX-2.3\"}\n",
+    );
+    let subject_ref = format!("{host}/att/app:v1");
+    let subject = oras_digest(&oras_in(
+        w.path(),
+        &["push", "--plain-http", &subject_ref, "a.txt"],
+    ));
+    let m = Mount::new(&host, MOUNT_ARGS);
+    let sbom = m.join("att/app/v1/referrers/sbom");
+    mkdir_p(&sbom);
+    cp(&[w.path().join("sbom.spdx.json")], &sbom);
+    setfattr(&sbom, "user.oci.artifactType", "application/spdx+json");
+    setfattr(&sbom, "user.oci.annotation.org.example.k", "v");
+    let out = regfs_commit_out(&[m.join("att/app/v1").to_str().unwrap()]);
+    let attached = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Attached  "))
+        .unwrap_or_else(|| panic!("no Attached line:\n{out}"));
+    let (r, to) = attached.split_once(" to ").unwrap();
+    assert_eq!(to, subject, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l == format!("Unchanged [registry] {host}/att/app:v1")),
+        "{out}"
+    );
+    assert_eq!(oras_digest(&out), subject);
+    assert!(!out.contains("Tagged"), "{out}");
+    assert_eq!(crane(&["digest", &subject_ref]).trim(), subject);
+
+    // what ORAS sees: one referrer, its type, annotation and file
+    assert_eq!(
+        discover(&subject_ref, false),
+        [(r.to_string(), "application/spdx+json".to_string(), 0)]
+    );
+    let rj: Value =
+        serde_json::from_slice(&manifest_fetch(&format!("{host}/att/app@{r}"))).unwrap();
+    assert_eq!(rj["annotations"]["org.example.k"], "v");
+    let (pd, pulled) = oras_pull_files(&format!("{host}/att/app@{r}"), &[]);
+    assert_eq!(pulled, ["sbom.spdx.json"]);
+    assert_eq!(
+        fs::read(pd.path().join("sbom.spdx.json")).unwrap(),
+        fs::read(w.path().join("sbom.spdx.json")).unwrap()
+    );
+    // no referrers API here: the tag schema, as ORAS writes it
+    let schema: Value = serde_json::from_slice(&manifest_fetch(&format!(
+        "{host}/att/app:sha256-{}",
+        hex(&subject)
+    )))
+    .unwrap();
+    assert_eq!(schema["manifests"][0]["digest"], r);
+    assert_eq!(
+        schema["manifests"][0]["artifactType"],
+        "application/spdx+json"
+    );
+
+    // the mount shows it by digest, and nothing is left staged
+    let refs = m.join("att/app/v1/referrers");
+    wait_until(REFRESH, "the referrer to show by digest", || {
+        try_ls(&refs).is_ok_and(|n| n == [r.to_string()])
+    });
+    assert_eq!(
+        read(&refs.join(r).join("sbom.spdx.json")),
+        fs::read(w.path().join("sbom.spdx.json")).unwrap()
+    );
+    let st = run_timeout(regfs().arg("status").arg(m.path()), OP);
+    assert!(
+        String::from_utf8_lossy(&st.stdout).contains("staged: nothing"),
+        "{}",
+        String::from_utf8_lossy(&st.stdout)
+    );
+    finish(m);
+}
+
+#[test]
+fn a_mirror_carries_referrers_with_their_subject() {
+    let reg_a = Registry::start();
+    let reg_b = Registry::start();
+    let (ha, hb) = (reg_a.host(), reg_b.host());
+    let w = tmpdir();
+    write_file(w.path(), "a.txt", "subject\n");
+    write_file(
+        w.path(),
+        "sbom.spdx.json",
+        "{\"spdxVersion\":\"SPDX-2.3\"}\n",
+    );
+    write_file(w.path(), "sbom.sig", "signature of the sbom\n");
+    let subject = oras_digest(&oras_in(
+        w.path(),
+        &["push", "--plain-http", &format!("{ha}/mir/app:v1"), "a.txt"],
+    ));
+    let sbom = oras_digest(&oras_in(
+        w.path(),
+        &[
+            "attach",
+            "--plain-http",
+            "--artifact-type",
+            "application/spdx+json",
+            &format!("{ha}/mir/app:v1"),
+            "sbom.spdx.json",
+        ],
+    ));
+    let sig = oras_digest(&oras_in(
+        w.path(),
+        &[
+            "attach",
+            "--plain-http",
+            "--artifact-type",
+            "application/vnd.example.sig",
+            &format!("{ha}/mir/app@{sbom}"),
+            "sbom.sig",
+        ],
+    ));
+    let want = vec![
+        (sbom.clone(), "application/spdx+json".to_string(), 1),
+        (sig.clone(), "application/vnd.example.sig".to_string(), 0),
+    ];
+    assert_eq!(discover(&format!("{ha}/mir/app:v1"), false), want);
+
+    let ma = Mount::new(&ha, MOUNT_ARGS);
+    let usb = tmpdir();
+    let mut c = Command::new("rsync");
+    c.arg("-aH")
+        .arg(format!("{}/", ma.join("mir/app").display()))
+        .arg(format!("{}/", usb.path().display()));
+    run_timeout(&mut c, OP);
+    let v1 = usb.path().join("v1");
+    assert!(v1
+        .join(format!("referrers/{sbom}/referrers/{sig}/manifest.json"))
+        .is_file());
+
+    // into registry B with commit --to: the same digests, the same graph
+    let out = regfs_commit_out(&[v1.to_str().unwrap(), "--to", &format!("{hb}/mir/app:v1")]);
+    assert_eq!(oras_digest(&out), subject, "{out}");
+    assert_eq!(discover(&format!("{hb}/mir/app:v1"), false), want);
+
+    // into an OCI layout: untagged index.json entries, as oras attach --oci-layout
+    let oci = tmpdir();
+    let target = format!("{}:v1", oci.path().display());
+    regfs_commit_out(&[v1.to_str().unwrap(), "--to", &format!("oci:{target}")]);
+    assert_eq!(discover(&target, true), want);
+
+    // through a mount of B, rsync and commit of the repository
+    let mb = Mount::new(&hb, MOUNT_ARGS);
+    mkdir_p(&mb.join("mir/copy"));
+    let mut c = Command::new("rsync");
+    c.arg("-aH")
+        .arg(format!("{}/", ma.join("mir/app").display()))
+        .arg(format!("{}/", mb.join("mir/copy").display()));
+    run_timeout(&mut c, OP);
+    let out = regfs_commit_out(&[mb.join("mir/copy").to_str().unwrap()]);
+    assert_eq!(oras_digest(&out), subject, "{out}");
+    assert_eq!(discover(&format!("{hb}/mir/copy:v1"), false), want);
+    finish(mb);
+    finish(ma);
+}

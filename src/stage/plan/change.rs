@@ -228,11 +228,7 @@ impl<R: Resolver> Planner<'_, R> {
                     "an index folder holds only platform folders (like linux-amd64)",
                 ));
             };
-            let made = if sub.files.contains_key(MANIFEST_JSON) {
-                self.folder(&join(path, name), sub, None, depth + 1)?
-            } else {
-                self.new_manifest(&join(path, name), sub, Some(&platform))?
-            };
+            let made = self.platform_folder(&join(path, name), sub, &platform, depth + 1)?;
             manifests.push(self.child_descriptor(&made, Some(&platform), None));
         }
         if let Some(name) = dir.files.keys().find(|n| n.as_str() != MANIFEST_JSON) {

@@ -513,3 +513,152 @@ fn index_platform_add_and_remove() {
         .iter()
         .any(|m| m.existing && m.digest == Digest::of(&amd)));
 }
+
+/// A staged `referrers/<name>/` folder holding `files`.
+fn referrers_dir(entries: Vec<(&str, StagedDir)>) -> StagedDir {
+    dir(&[], vec![("referrers", dir(&[], entries))])
+}
+
+fn base_of(bytes: Vec<u8>) -> Base {
+    Base {
+        digest: Digest::of(&bytes),
+        bytes,
+        media_type: None,
+    }
+}
+
+#[test]
+fn a_new_folder_under_referrers_is_attached_and_the_subject_is_unchanged() {
+    let d = referrers_dir(vec![("sbom", dir(&[("sbom.json", b"{}\n")], vec![]))]);
+    let mut inp = input(&d);
+    inp.base = Some(base_of(base_manifest()));
+    inp.xattrs.insert(
+        "referrers/sbom".into(),
+        [(
+            ARTIFACT_TYPE_XATTR.to_string(),
+            "application/spdx+json".to_string(),
+        )]
+        .into(),
+    );
+    let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+    // the subject is planned as it was: the tag will not move
+    assert_eq!(p.top().unwrap().bytes, base_manifest());
+    assert_eq!(p.referrers.len(), 1);
+    let r: Value = serde_json::from_slice(&p.referrers[0].bytes).unwrap();
+    assert_eq!(p.referrers[0].path, "referrers/sbom");
+    // what `oras attach` writes, keys in its order
+    let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "schemaVersion",
+            "mediaType",
+            "artifactType",
+            "config",
+            "layers",
+            "subject",
+            "annotations"
+        ]
+    );
+    assert_eq!(r["artifactType"], "application/spdx+json");
+    assert_eq!(
+        r["subject"],
+        json!({"mediaType": MANIFEST_MEDIA_TYPE,
+               "digest": Digest::of(&base_manifest()).to_string(),
+               "size": base_manifest().len()})
+    );
+    assert_eq!(r["layers"][0]["annotations"][TITLE_ANNOTATION], "sbom.json");
+    assert_eq!(r["annotations"][CREATED_ANNOTATION], "2026-01-01T00:00:00Z");
+    assert!(p.blobs.iter().any(|b| b.digest == Digest::of(b"{}\n")));
+}
+
+#[test]
+fn referrers_of_a_new_tag_name_the_new_manifest_and_nest_subject_first() {
+    let sig = dir(&[("sig", b"signature")], vec![]);
+    let sbom = dir(
+        &[("sbom.json", b"{}")],
+        vec![("referrers", dir(&[], vec![("sig", sig)]))],
+    );
+    let d = dir(
+        &[("a.txt", b"a")],
+        vec![(
+            "referrers",
+            dir(&[], vec![("sbom", sbom), ("empty", dir(&[], vec![]))]),
+        )],
+    );
+    let p = plan(&input(&d), &settings(), &mut Fake::default()).unwrap();
+    assert_eq!(p.manifests.len(), 1, "the tag's own manifest only");
+    let top = p.top().unwrap();
+    let paths: Vec<&str> = p.referrers.iter().map(|m| m.path.as_str()).collect();
+    assert_eq!(paths, ["referrers/sbom", "referrers/sbom/referrers/sig"]);
+    let subject = |m: &Manifest| {
+        let v: Value = serde_json::from_slice(&m.bytes).unwrap();
+        v["subject"]["digest"].as_str().unwrap().to_string()
+    };
+    assert_eq!(subject(&p.referrers[0]), top.digest.to_string());
+    assert_eq!(subject(&p.referrers[1]), p.referrers[0].digest.to_string());
+}
+
+#[test]
+fn a_mirrored_referrer_is_pushed_verbatim() {
+    // a referrer as the ORAS Python client wrote it, with its file
+    let subject = Digest::of(&base_manifest());
+    let file = b"signature".to_vec();
+    let bytes = format!(
+        r#"{{"schemaVersion": 2, "mediaType": "{MANIFEST_MEDIA_TYPE}", "artifactType": "application/x.sig", "config": {{"mediaType": "{EMPTY_CONFIG_MEDIA_TYPE}", "digest": "{EMPTY_JSON_DIGEST}", "size": 2}}, "layers": [{{"mediaType": "{LAYER_MEDIA_TYPE}", "digest": "{}", "size": 9, "annotations": {{"{TITLE_ANNOTATION}": "sig"}}}}], "subject": {{"mediaType": "{MANIFEST_MEDIA_TYPE}", "digest": "{subject}", "size": {}}}}}"#,
+        Digest::of(&file),
+        base_manifest().len()
+    )
+    .into_bytes();
+    let rd = Digest::of(&bytes);
+    let name = rd.to_string();
+    let mirrored = dir(&[("manifest.json", &bytes), ("sig", &file)], vec![]);
+    let d = referrers_dir(vec![(name.as_str(), mirrored)]);
+    let mut fake = Fake::default();
+    fake.files
+        .insert(PathBuf::from("/stage/manifest.json"), bytes.clone());
+    let mut inp = input(&d);
+    inp.base = Some(base_of(base_manifest()));
+    let p = plan(&inp, &settings(), &mut fake).unwrap();
+    assert_eq!(p.referrers.len(), 1);
+    assert_eq!(p.referrers[0].bytes, bytes);
+    assert_eq!(p.referrers[0].digest, rd);
+    let b = p
+        .blobs
+        .iter()
+        .find(|b| b.digest == Digest::of(&file))
+        .unwrap();
+    assert_eq!(b.source, Source::File(PathBuf::from("/stage/sig")));
+}
+
+#[test]
+fn a_copy_of_an_existing_referrer_plans_its_own_bytes() {
+    let existing = spaced_base();
+    let ed = Digest::of(&existing);
+    let mut fake = Fake::default();
+    fake.manifests.insert(ed.clone(), base_of(existing.clone()));
+    let name = ed.to_string();
+    let d = referrers_dir(vec![(name.as_str(), dir(&[("one.txt", b"one")], vec![]))]);
+    let mut inp = input(&d);
+    inp.base = Some(base_of(base_manifest()));
+    let p = plan(&inp, &settings(), &mut fake).unwrap();
+    assert_eq!(p.referrers.len(), 1);
+    assert_eq!(p.referrers[0].bytes, existing);
+}
+
+#[test]
+fn what_referrers_cannot_hold_is_a_clear_error() {
+    let refused = |d: &StagedDir, removed: &[&str]| {
+        let mut inp = input(d);
+        inp.base = Some(base_of(base_manifest()));
+        inp.removed = removed.iter().map(|s| s.to_string()).collect();
+        plan(&inp, &settings(), &mut Fake::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let stray = dir(&[], vec![("referrers", dir(&[("x", b"x")], vec![]))]);
+    assert!(refused(&stray, &[]).contains("referrers/x"));
+    let name = format!("referrers/{}", Digest::of(b"r"));
+    let e = refused(&dir(&[], vec![]), &[name.as_str()]);
+    assert!(e.contains("removing a referrer is not supported"), "{e}");
+}
