@@ -6,7 +6,13 @@
 #        attr (getfattr/setfattr), file, rsync, curl, time, apache2-utils
 #        (htpasswd, bcrypt for the registry's basic auth), python3 + pip
 #   pip: oras (the ORAS Python SDK used by tests/fixtures/push_oras.py)
+#   go:  the ORAS CLI and crane, pinned (tests/it/peers.rs runs them as
+#        peers), installed into `go env GOPATH`/bin; go itself from
+#        /usr/local/go, else apt's golang-go
 set -euo pipefail
+
+ORAS_VERSION=v1.3.6
+CRANE_VERSION=v0.22.1
 
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
@@ -59,6 +65,33 @@ if ! python3 -c 'import oras.client' >/dev/null 2>&1; then
     || python3 -m pip install -q --break-system-packages oras </dev/null
 fi
 
+# The ORAS CLI and crane, built from their pinned module versions. A
+# binary already in GOPATH/bin is kept when it reports the pinned version.
+if ! command -v go >/dev/null 2>&1; then
+  if [ -x /usr/local/go/bin/go ]; then
+    export PATH="/usr/local/go/bin:$PATH"
+  else
+    echo "install-deps: apt-get install golang-go"
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q golang-go </dev/null
+  fi
+fi
+GOBIN_DIR="$(go env GOPATH)/bin"
+installed_version() { # binary -> the version it reports, or nothing
+  case "$1" in
+    oras) "$GOBIN_DIR/oras" version 2>/dev/null | awk '/^Version:/ {print "v" $2}' ;;
+    crane) "$GOBIN_DIR/crane" version 2>/dev/null ;;
+  esac
+}
+for tool in "oras oras.land/oras/cmd/oras $ORAS_VERSION" \
+            "crane github.com/google/go-containerregistry/cmd/crane $CRANE_VERSION"; do
+  read -r bin module version <<<"$tool"
+  if [ "$(installed_version "$bin")" != "$version" ]; then
+    echo "install-deps: go install $module@$version"
+    go install "$module@$version" </dev/null
+  fi
+done
+
 # FUSE device (normally present; create it if the node is missing).
 if [ ! -e /dev/fuse ]; then
   $SUDO modprobe fuse 2>/dev/null || true
@@ -72,5 +105,10 @@ for bin in fusermount3 docker-registry skopeo getfattr setfattr file rsync curl 
 done
 [ -x /usr/bin/time ] || { echo "install-deps: /usr/bin/time still missing" >&2; exit 1; }
 python3 -c 'import oras.client' || { echo "install-deps: python3 cannot import oras" >&2; exit 1; }
+for tool in "oras $ORAS_VERSION" "crane $CRANE_VERSION"; do
+  read -r bin version <<<"$tool"
+  [ "$(installed_version "$bin")" = "$version" ] \
+    || { echo "install-deps: $GOBIN_DIR/$bin is not $version" >&2; exit 1; }
+done
 [ -e /dev/fuse ] || echo "install-deps: warning: no /dev/fuse; mount tests will fail" >&2
 echo "install-deps: ok"

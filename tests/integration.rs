@@ -1,5 +1,5 @@
-//! Integration tests: real docker-registry, real ORAS/skopeo fixtures, the
-//! regfs binary mounted through FUSE.
+//! Integration tests: real docker-registry, the real ORAS CLI and Python
+//! client, skopeo and crane, and the regfs binary mounted through FUSE.
 //!
 //! Section 1 checks the test support code itself (tests/support), so that a
 //! failing regfs test can be trusted to be about regfs. Section 2 holds the
@@ -88,6 +88,16 @@ fn support_run_reports_failures_and_timeouts() {
     let t = Instant::now();
     assert!(try_run(Command::new("sleep").arg("30"), Duration::from_millis(300)).is_err());
     assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn support_finds_the_pinned_oras_cli_and_crane() {
+    let v = oras(&["version"]);
+    assert!(
+        v.lines().next() == Some(&format!("Version:    {ORAS_VERSION}")[..]),
+        "oras version:\n{v}"
+    );
+    assert_eq!(crane(&["version"]).trim(), CRANE_VERSION);
 }
 
 #[test]
@@ -774,6 +784,10 @@ mod read;
 // Write path: staging, commit, status, discard, mirroring (tests/it/write.rs).
 #[path = "it/write.rs"]
 mod write;
+
+// The ORAS CLI and crane as peers, both directions (tests/it/peers.rs).
+#[path = "it/peers.rs"]
+mod peers;
 
 // Stopping readers and mounts while the registry stalls (tests/it/stop.rs).
 #[path = "it/stop.rs"]

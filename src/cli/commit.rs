@@ -13,13 +13,12 @@ use anyhow::{anyhow, bail, Context};
 use super::args::{CommitArgs, DiscardArgs};
 use super::records::Record;
 use crate::cache::{now_secs, Cache};
-use crate::digest::Digest;
 use crate::oci::format_rfc3339;
 use crate::reference::{parse_target, Source};
 use crate::registry::{self, layout::Layout, Backend, Client};
 use crate::stage::jobs::{self, Change, TagJob};
 use crate::stage::plan::{self, AnnotationFile, Input, Plan, Settings};
-use crate::stage::push::{push, Event, IoResolver};
+use crate::stage::push::{push, Event, IoResolver, Outcome};
 use crate::stage::scan::scan;
 use crate::stage::{Staging, State};
 
@@ -224,11 +223,11 @@ async fn commit_tag(
             .collect(),
         None => Vec::new(),
     };
-    let digest = push_with_output(&run.backend, &job.repo, &plan, &tags, &origins)
+    let outcome = push_with_output(&run.backend, &job.repo, &plan, &tags, &origins)
         .await
         .map_err(|f| fail(&f.moved, f.cause))?;
     // What was just pushed from here reads back without a download.
-    if let Some(c) = &run.cache {
+    if let (Some(c), false) = (&run.cache, outcome.unchanged) {
         for b in &plan.blobs {
             if let plan::Source::File(p) = &b.source {
                 if let Err(e) = c.insert_file(p, &b.digest) {
@@ -243,9 +242,20 @@ async fn commit_tag(
     staging
         .discard(&job.rel)
         .with_context(|| format!("pushed, but cannot clear the staged copy of {}", job.rel))?;
-    println!("Pushed {}", run.backend.describe(&job.repo, &job.tag));
-    println!("Digest: {digest}");
+    print_outcome(&run.backend, &job.repo, &job.tag, &outcome);
     Ok(())
+}
+
+/// The last lines of a commit: `Pushed` (as ORAS), or `Unchanged` when
+/// every tag already pointed at the result; then `Digest:`.
+fn print_outcome(backend: &Backend, repo: &str, tag: &str, outcome: &Outcome) {
+    let verb = if outcome.unchanged {
+        "Unchanged"
+    } else {
+        "Pushed"
+    };
+    println!("{verb} {}", backend.describe(repo, tag));
+    println!("Digest: {}", outcome.digest);
 }
 
 async fn build_plan(
@@ -281,19 +291,21 @@ async fn build_plan(
 }
 
 fn write_output(args: &CommitArgs, reference: &str, plan: &Plan) -> anyhow::Result<()> {
-    let manifests: Vec<serde_json::Value> = plan
-        .manifests
-        .iter()
-        .filter(|m| !m.existing)
-        .map(|m| {
-            serde_json::json!({
-                "path": m.path,
-                "digest": m.digest.to_string(),
-                "mediaType": m.media_type,
-                "manifest": serde_json::from_slice::<serde_json::Value>(&m.bytes).unwrap_or_default(),
+    let listed = |list: &[plan::Manifest]| -> Vec<serde_json::Value> {
+        list.iter()
+            .filter(|m| !m.existing)
+            .map(|m| {
+                serde_json::json!({
+                    "path": m.path,
+                    "digest": m.digest.to_string(),
+                    "mediaType": m.media_type,
+                    "manifest": serde_json::from_slice::<serde_json::Value>(&m.bytes).unwrap_or_default(),
+                })
             })
-        })
-        .collect();
+            .collect()
+    };
+    let manifests = listed(&plan.manifests);
+    let referrers = listed(&plan.referrers);
     let blobs: Vec<serde_json::Value> = plan
         .blobs
         .iter()
@@ -316,6 +328,7 @@ fn write_output(args: &CommitArgs, reference: &str, plan: &Plan) -> anyhow::Resu
         "digest": top.digest.to_string(),
         "mediaType": top.media_type,
         "manifests": manifests,
+        "referrers": referrers,
         "blobs": blobs,
     });
     let mut text = serde_json::to_string_pretty(&doc)?;
@@ -341,7 +354,7 @@ async fn push_with_output(
     plan: &Plan,
     tags: &[String],
     origins: &[String],
-) -> Result<Digest, PushFailed> {
+) -> Result<Outcome, PushFailed> {
     let bars = std::io::stderr().is_terminal();
     let moved = Mutex::new(Vec::new());
     let on = |e: Event<'_>| match e {
@@ -372,6 +385,7 @@ async fn push_with_output(
         Event::Uploaded(b) => println!("Uploaded  {} ({} bytes)", b.name, b.size),
         Event::ManifestExists(m) => println!("Exists    {} {}", m.media_type, m.digest),
         Event::ManifestPushed(m) => println!("Uploaded  {} {}", m.media_type, m.digest),
+        Event::Attached(m, subject) => println!("Attached  {} to {subject}", m.digest),
         Event::Tagged(t, _) => {
             println!("Tagged    {t}");
             moved
@@ -428,11 +442,10 @@ async fn commit_plain(args: &CommitArgs, path: &Path, target: &str) -> anyhow::R
     }
     let mut tags = vec![tag.clone()];
     tags.extend(args.tags.iter().cloned());
-    let digest = push_with_output(&run.backend, &repo, &plan, &tags, &[])
+    let outcome = push_with_output(&run.backend, &repo, &plan, &tags, &[])
         .await
         .map_err(|f| not_committed(&what, &f.moved, false, &f.cause))?;
-    println!("Pushed {}", run.backend.describe(&repo, &tag));
-    println!("Digest: {digest}");
+    print_outcome(&run.backend, &repo, &tag, &outcome);
     Ok(())
 }
 

@@ -9,7 +9,7 @@ mod platform;
 mod time;
 
 pub use descriptor::{ordered_annotations, Desc, DescriptorError};
-pub use platform::Platform;
+pub use platform::{prepare_descriptor, Platform};
 pub use time::{format_rfc3339, parse_rfc3339};
 
 // ---- manifests ----

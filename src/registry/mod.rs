@@ -640,7 +640,7 @@ impl Backend {
 }
 
 /// The `subject` digest of manifest bytes, if any.
-fn subject_of(bytes: &[u8]) -> Option<Digest> {
+pub fn subject_of(bytes: &[u8]) -> Option<Digest> {
     let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     v.get("subject")?.get("digest")?.as_str()?.parse().ok()
 }

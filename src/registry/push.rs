@@ -225,6 +225,54 @@ impl Layout {
 
     /// Points `tag` at a manifest: rewrites `index.json` through a rename.
     fn set_tag(&self, tag: &str, d: &Digest, media_type: &str, size: u64) -> Result<(), Error> {
+        let entry = serde_json::json!({
+            "mediaType": media_type,
+            "digest": d.to_string(),
+            "size": size,
+            "annotations": { REF_NAME_ANNOTATION: tag },
+        });
+        self.edit_index(|list| {
+            list.retain(|m| {
+                m.get("annotations")
+                    .and_then(|a| a.get(REF_NAME_ANNOTATION))
+                    .and_then(|v| v.as_str())
+                    != Some(tag)
+            });
+            list.push(entry);
+        })
+    }
+
+    /// Lists a manifest pushed by digest in `index.json`, untagged, unless
+    /// it is there already: how a layout knows its referrers (`oras attach
+    /// --oci-layout` writes the same entry: the manifest's annotations and
+    /// artifactType).
+    fn add_untagged(&self, d: &Digest, media_type: &str, bytes: &[u8]) -> Result<(), Error> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+        let mut entry = serde_json::json!({
+            "mediaType": media_type,
+            "digest": d.to_string(),
+            "size": bytes.len(),
+        });
+        if let Some(a) = v.get("annotations") {
+            entry["annotations"] = a.clone();
+        }
+        if let Some(t) = v.get("artifactType") {
+            entry["artifactType"] = t.clone();
+        }
+        let digest = d.to_string();
+        self.edit_index(|list| {
+            if !list
+                .iter()
+                .any(|m| m.get("digest").and_then(|v| v.as_str()) == Some(digest.as_str()))
+            {
+                list.push(entry);
+            }
+        })
+    }
+
+    /// Changes the `manifests` list of `index.json`, replacing the file
+    /// through a rename.
+    fn edit_index(&self, edit: impl FnOnce(&mut Vec<serde_json::Value>)) -> Result<(), Error> {
         let path = self.root().join("index.json");
         let io = |source| Error::Io {
             what: path.display().to_string(),
@@ -236,12 +284,6 @@ impl Layout {
                 url: path.display().to_string(),
                 reason: e.to_string(),
             })?;
-        let entry = serde_json::json!({
-            "mediaType": media_type,
-            "digest": d.to_string(),
-            "size": size,
-            "annotations": { REF_NAME_ANNOTATION: tag },
-        });
         let list = idx
             .as_object_mut()
             .and_then(|o| {
@@ -253,13 +295,7 @@ impl Layout {
                 url: path.display().to_string(),
                 reason: "index.json has no manifests list".into(),
             })?;
-        list.retain(|m| {
-            m.get("annotations")
-                .and_then(|a| a.get(REF_NAME_ANNOTATION))
-                .and_then(|v| v.as_str())
-                != Some(tag)
-        });
-        list.push(entry);
+        edit(list);
         let out = serde_json::to_vec(&idx).map_err(|e| Error::Protocol {
             url: path.display().to_string(),
             reason: e.to_string(),
@@ -327,6 +363,8 @@ impl Backend {
                 l.write_blob_file(&d, &Payload::Bytes(Bytes::copy_from_slice(bytes)))?;
                 if reference.parse::<Digest>().is_err() {
                     l.set_tag(reference, &d, media_type, bytes.len() as u64)?;
+                } else if super::subject_of(bytes).is_some() {
+                    l.add_untagged(&d, media_type, bytes)?;
                 }
                 Ok(Pushed {
                     subject_indexed: true,

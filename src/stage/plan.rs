@@ -12,10 +12,16 @@
 //!   the registry;
 //! - a changed existing tag keeps its manifest exactly, but for the titled
 //!   layers added, replaced or removed (and an index for the platform
-//!   folders added, removed or changed);
+//!   folders added, removed or changed); when the changes leave it as it
+//!   was, its own bytes are planned again, never a re-serialization;
+//! - a folder under a manifest folder's `referrers/` is an artifact whose
+//!   subject is that manifest (`referrers`): verbatim with a `manifest.json`,
+//!   else a change of the existing referrer it is named after, else new;
 //! - a new folder becomes an ORAS artifact: one layer per file, a tar+gzip
 //!   layer per subfolder, the empty config; platform-named subfolders make
-//!   it an image index of one manifest per platform.
+//!   it an image index of one manifest per platform, the platform read from
+//!   the name (`Platform::from_folder_name`: `windows-amd64-10.0.20348.2113`
+//!   has an `os.version`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,13 +36,13 @@ use crate::oci::{
     INDEX_MEDIA_TYPE, LAYER_GZIP_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE,
     TITLE_ANNOTATION, UNPACK_ANNOTATION,
 };
-use crate::tree::view::{title_components, View, CONFIG_JSON, MANIFEST_JSON};
+use crate::tree::view::{title_components, View, BLOBS, CONFIG_JSON, MANIFEST_JSON, REFERRERS};
 
 pub const ANNOTATION_XATTR: &str = "user.oci.annotation.";
 pub const ARTIFACT_TYPE_XATTR: &str = "user.oci.artifactType";
 
 /// Names in a staged folder that are not layers.
-const NOT_LAYERS: [&str; 2] = ["blobs", "referrers"];
+const NOT_LAYERS: [&str; 2] = [BLOBS, REFERRERS];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -127,12 +133,14 @@ pub struct Manifest {
     pub existing: bool,
 }
 
-/// What to push, in order: blobs, then manifests (children first). The last
-/// manifest is what the tag will point at.
+/// What to push, in order: blobs, then manifests (children first), then
+/// referrers (subjects first). The last manifest is what the tag will
+/// point at; referrers are pushed by digest only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub blobs: Vec<Blob>,
     pub manifests: Vec<Manifest>,
+    pub referrers: Vec<Manifest>,
 }
 
 impl Plan {
@@ -156,7 +164,9 @@ impl Plan {
     }
 }
 
-/// The descriptor of a planned manifest, for its parent index.
+/// The descriptor of a planned manifest, for its parent index (or its
+/// referrers' `subject`).
+#[derive(Debug, Clone)]
 struct Made {
     digest: Digest,
     size: u64,
@@ -320,7 +330,20 @@ impl<R: Resolver> Planner<'_, R> {
         a
     }
 
+    /// The manifest folder at `path`, and the referrers staged under it.
     fn folder(
+        &mut self,
+        path: &str,
+        dir: &StagedDir,
+        base: Option<Base>,
+        depth: usize,
+    ) -> Result<Made, PlanError> {
+        let made = self.manifest_folder(path, dir, base, depth)?;
+        self.referrers(path, dir, &made, depth)?;
+        Ok(made)
+    }
+
+    fn manifest_folder(
         &mut self,
         path: &str,
         dir: &StagedDir,
@@ -350,113 +373,10 @@ impl<R: Resolver> Planner<'_, R> {
                 {
                     self.new_index(path, dir, depth)
                 } else {
-                    self.new_manifest(path, dir, None)
+                    self.new_manifest(path, dir, None, None)
                 }
             }
         }
-    }
-
-    /// Pushes `manifest.json` as it is, with the blobs and children it names.
-    fn verbatim(
-        &mut self,
-        path: &str,
-        dir: &StagedDir,
-        file: &StagedFile,
-        depth: usize,
-    ) -> Result<Made, PlanError> {
-        let bytes = self.resolver.read(file)?;
-        let obj = parse_json(&bytes, path)?;
-        let index = is_index(&obj, None);
-        let media_type = obj
-            .get("mediaType")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| {
-                if index {
-                    INDEX_MEDIA_TYPE
-                } else {
-                    MANIFEST_MEDIA_TYPE
-                }
-                .to_string()
-            });
-        // The folder must show what the manifest names, unchanged.
-        let view =
-            View::parse(&bytes, Some(&media_type)).map_err(|e| invalid(path, e.to_string()))?;
-        let staged = dir.walk();
-        let find = |d: &Digest| {
-            staged
-                .iter()
-                .find(|(_, f)| f.digest == *d)
-                .map(|(_, f)| f.path.clone())
-        };
-        if index {
-            for child in &view.children {
-                let sub = dir.dirs.iter().find(|(_, s)| {
-                    s.files
-                        .get(MANIFEST_JSON)
-                        .is_some_and(|m| m.digest == child.digest)
-                });
-                match sub {
-                    Some((name, s)) => {
-                        let made = self.folder(&join(path, name), s, None, depth + 1)?;
-                        if made.digest != child.digest {
-                            return Err(invalid(&join(path, name), "child manifest changed"));
-                        }
-                    }
-                    None => self.plan.add_manifest(Manifest {
-                        digest: child.digest.clone(),
-                        media_type: child.media_type.clone(),
-                        bytes: Vec::new(),
-                        path: join(path, &child.digest.to_string()),
-                        existing: true,
-                    }),
-                }
-            }
-        } else {
-            for (i, b) in view.blobs.iter().enumerate() {
-                if let Some(t) = b.title() {
-                    if let Some(f) = dir.file(t) {
-                        if f.digest != b.digest {
-                            return Err(invalid(
-                                &join(path, t),
-                                "this titled file differs from the layer manifest.json names; \
-                                 remove manifest.json to build a new manifest from the files",
-                            ));
-                        }
-                    }
-                }
-                let source = if let Some(p) = find(&b.digest) {
-                    Source::File(p)
-                } else if i == 0 && b.digest.to_string() == EMPTY_JSON_DIGEST {
-                    Source::Bytes(EMPTY_JSON.to_vec())
-                } else {
-                    Source::Registry
-                };
-                self.plan.add_blob(Blob {
-                    digest: b.digest.clone(),
-                    size: b.size,
-                    source,
-                    name: b
-                        .title()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| b.media_type.clone()),
-                });
-            }
-        }
-        let digest = file.digest.clone();
-        self.plan.add_manifest(Manifest {
-            digest: digest.clone(),
-            media_type: media_type.clone(),
-            bytes,
-            path: path.to_string(),
-            existing: false,
-        });
-        Ok(Made {
-            digest,
-            size: file.size,
-            media_type,
-            artifact_type: view.artifact_type,
-        })
     }
 
     fn file_blob(&mut self, f: &StagedFile, name: &str) {
@@ -520,6 +440,9 @@ impl<R: Resolver> Planner<'_, R> {
             layers.push(self.file_layer(f, name, &join(path, name)));
         }
         for (name, d) in &dir.dirs {
+            if name == REFERRERS {
+                continue; // artifacts of their own (`referrers`)
+            }
             if NOT_LAYERS.contains(&name.as_str()) {
                 return Err(invalid(
                     &join(path, name),
@@ -534,11 +457,14 @@ impl<R: Resolver> Planner<'_, R> {
         Ok(layers)
     }
 
+    /// A new artifact of the files of `dir`: for a platform folder, with
+    /// that platform's config; for a new referrer, with its `subject`.
     fn new_manifest(
         &mut self,
         path: &str,
         dir: &StagedDir,
         platform: Option<&Platform>,
+        subject: Option<&Made>,
     ) -> Result<Made, PlanError> {
         let layers = self.new_layers(path, dir)?;
         if layers.is_empty() {
@@ -588,6 +514,13 @@ impl<R: Resolver> Planner<'_, R> {
         }
         m.insert("config".into(), config);
         m.insert("layers".into(), Value::Array(layers));
+        if let Some(s) = subject {
+            // As `oras attach` writes it: after the layers, before the annotations.
+            m.insert(
+                "subject".into(),
+                json!({"mediaType": s.media_type, "digest": s.digest.to_string(), "size": s.size}),
+            );
+        }
         let ann = self.manifest_annotations(path, true);
         set_annotations(&mut m, &ann);
         Ok(self.emit(path, m, MANIFEST_MEDIA_TYPE, artifact_type))
@@ -602,20 +535,36 @@ impl<R: Resolver> Planner<'_, R> {
         }
         let mut manifests = Vec::new();
         for (name, sub) in &dir.dirs {
+            if name == REFERRERS {
+                continue;
+            }
             let Some(platform) = Platform::from_folder_name(name) else {
                 return Err(invalid(
                     &join(path, name),
                     "not a platform folder name (like linux-amd64 or linux-arm-v7) beside platform folders",
                 ));
             };
-            let made = if sub.files.contains_key(MANIFEST_JSON) {
-                self.folder(&join(path, name), sub, None, depth + 1)?
-            } else {
-                self.new_manifest(&join(path, name), sub, Some(&platform))?
-            };
+            let made = self.platform_folder(&join(path, name), sub, &platform, depth + 1)?;
             manifests.push(self.child_descriptor(&made, Some(&platform), None));
         }
         self.index_manifest(path, manifests, None)
+    }
+
+    /// A new platform folder of an index: verbatim with a `manifest.json`,
+    /// else an artifact for that platform; then its referrers.
+    fn platform_folder(
+        &mut self,
+        path: &str,
+        dir: &StagedDir,
+        platform: &Platform,
+        depth: usize,
+    ) -> Result<Made, PlanError> {
+        if dir.files.contains_key(MANIFEST_JSON) {
+            return self.folder(path, dir, None, depth);
+        }
+        let made = self.new_manifest(path, dir, Some(platform), None)?;
+        self.referrers(path, dir, &made, depth)?;
+        Ok(made)
     }
 
     fn child_descriptor(
@@ -628,27 +577,35 @@ impl<R: Resolver> Planner<'_, R> {
         d.insert("mediaType".into(), json!(made.media_type));
         d.insert("digest".into(), json!(made.digest.to_string()));
         d.insert("size".into(), json!(made.size));
+        // Keys in the order `oras manifest index create` writes them.
+        if let Some(p) = platform {
+            d.insert("platform".into(), Value::Object(p.to_json()));
+        }
         if let Some(t) = &made.artifact_type {
             if keep.is_none() {
                 d.insert("artifactType".into(), json!(t));
             }
         }
-        if let Some(p) = platform {
-            d.insert("platform".into(), Value::Object(p.to_json()));
-        }
         Value::Object(d)
     }
 
+    /// The index at `path` listing `manifests`: a new one, or `keep` (the
+    /// existing index `base`) with its list replaced.
     fn index_manifest(
         &mut self,
         path: &str,
         manifests: Vec<Value>,
-        keep: Option<Map<String, Value>>,
+        keep: Option<(Map<String, Value>, &Base)>,
     ) -> Result<Made, PlanError> {
         if manifests.is_empty() {
             return Err(invalid(path, "an index needs at least one platform folder"));
         }
         let is_new = keep.is_none();
+        let (keep, base) = match keep {
+            Some((m, b)) => (Some(m), Some(b)),
+            None => (None, None),
+        };
+        let old = keep.clone();
         let mut m = keep.unwrap_or_else(|| {
             let mut m = Map::new();
             m.insert("schemaVersion".into(), json!(2));
@@ -667,7 +624,41 @@ impl<R: Resolver> Planner<'_, R> {
             .and_then(Value::as_str)
             .unwrap_or(INDEX_MEDIA_TYPE)
             .to_string();
-        Ok(self.emit(path, m, &media_type, artifact_type))
+        Ok(match (base, old) {
+            (Some(b), Some(old)) => self.emit_change(path, b, &old, m, &media_type, artifact_type),
+            _ => self.emit(path, m, &media_type, artifact_type),
+        })
+    }
+
+    /// An existing manifest after its changes: its own bytes again when
+    /// the changes left it as it was. It is never re-serialized for no
+    /// change: other tools' spacing and key order are part of its digest,
+    /// and a new digest would move the tag.
+    fn emit_change(
+        &mut self,
+        path: &str,
+        base: &Base,
+        old: &Map<String, Value>,
+        m: Map<String, Value>,
+        media_type: &str,
+        artifact_type: Option<String>,
+    ) -> Made {
+        if to_bytes(&m) != to_bytes(old) {
+            return self.emit(path, m, media_type, artifact_type);
+        }
+        self.plan.add_manifest(Manifest {
+            digest: base.digest.clone(),
+            media_type: media_type.to_string(),
+            bytes: base.bytes.clone(),
+            path: path.to_string(),
+            existing: false,
+        });
+        Made {
+            digest: base.digest.clone(),
+            size: base.bytes.len() as u64,
+            media_type: media_type.to_string(),
+            artifact_type,
+        }
     }
 
     fn emit(
@@ -705,5 +696,7 @@ fn staged_dir<'a>(dir: &'a StagedDir, rel: &str) -> Option<&'a StagedDir> {
 }
 
 mod change;
+mod referrers;
 #[cfg(test)]
 mod tests;
+mod verbatim;

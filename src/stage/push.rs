@@ -1,7 +1,14 @@
 //! Carrying out a plan: what must already be there is checked first, then
 //! blobs (HEAD, cross-repository mount, upload), child manifests by digest,
-//! and the tags last, so a failure at any step moves no tag and the next
-//! commit resumes, skipping what is already there.
+//! referrers by digest, and the tags last, so a failure at any step moves
+//! no tag and the next commit resumes, skipping what is already there. A
+//! tag that already points at the plan's top manifest is left alone; when
+//! every tag does and there is no referrer to push, nothing is pushed at
+//! all (`Outcome::unchanged`).
+//!
+//! A registry without the referrers API learns of a referrer through the
+//! `sha256-<hex>` tag-schema index of its subject, read, added to and put
+//! as ORAS does; an OCI layout, through an untagged entry of `index.json`.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -16,7 +23,7 @@ use crate::cache::Cache;
 use crate::digest::Digest;
 use crate::oci::INDEX_MEDIA_TYPE;
 use crate::registry::push::Payload;
-use crate::registry::{self, Backend};
+use crate::registry::{self, subject_of, Backend};
 
 /// What happened, for the caller to show.
 #[derive(Debug)]
@@ -27,7 +34,20 @@ pub enum Event<'a> {
     Uploaded(&'a Blob),
     ManifestExists(&'a Manifest),
     ManifestPushed(&'a Manifest),
+    /// A referrer is in the registry and listed for its subject (the
+    /// digest), pushed now or before.
+    Attached(&'a Manifest, &'a Digest),
     Tagged(&'a str, &'a Digest),
+}
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The top manifest, which the tags point at.
+    pub digest: Digest,
+    /// Every tag already pointed at it: no tag moved, and nothing was
+    /// pushed but the plan's referrers.
+    pub unchanged: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +70,22 @@ pub async fn push(
     tags: &[String],
     mount_from: &[String],
     on: &(dyn Fn(Event<'_>) + Send + Sync),
-) -> Result<Digest, PushError> {
+) -> Result<Outcome, PushError> {
     let top = plan.top().ok_or(PushError::Empty)?;
+    // 0. Tags already at the top manifest stay as they are. When all are,
+    // the registry holds the manifest and everything it names: done.
+    let mut to_move = Vec::new();
+    for t in tags {
+        if points_at(backend, repo, t).await?.as_ref() != Some(&top.digest) {
+            to_move.push(t);
+        }
+    }
+    if to_move.is_empty() && plan.referrers.is_empty() {
+        return Ok(Outcome {
+            digest: top.digest.clone(),
+            unchanged: true,
+        });
+    }
     // 1. What the plan does not carry must be there already.
     for b in plan.blobs.iter().filter(|b| b.source == Source::Registry) {
         if !backend.blob_exists(repo, &b.digest).await?
@@ -63,7 +97,8 @@ pub async fn push(
             });
         }
     }
-    for m in plan.manifests.iter().filter(|m| m.existing) {
+    let all = || plan.manifests.iter().chain(&plan.referrers);
+    for m in all().filter(|m| m.existing) {
         if !backend.manifest_exists(repo, &m.digest).await? {
             return Err(PushError::Missing {
                 what: format!("manifest {} ({})", m.digest, m.path),
@@ -102,19 +137,54 @@ pub async fn push(
                 .put_manifest(repo, &m.digest.to_string(), &m.media_type, &m.bytes)
                 .await?;
             on(Event::ManifestPushed(m));
-            if !pushed.subject_indexed {
-                update_referrers_tag(backend, repo, m).await?;
+            if let (false, Some(subject)) = (pushed.subject_indexed, subject_of(&m.bytes)) {
+                update_referrers_tag(backend, repo, m, &subject).await?;
             }
         }
     }
-    // 4. Tags, last.
-    for t in tags {
+    // 4. Referrers, by digest; each listed for its subject.
+    for m in plan.referrers.iter().filter(|m| !m.existing) {
+        let Some(subject) = subject_of(&m.bytes) else {
+            continue;
+        };
+        // Pushed and listed before: done. Pushed but not listed (a commit
+        // that died in between): the put is repeated, which lists it.
+        let listed = backend.manifest_exists(repo, &m.digest).await?
+            && backend.referrers(repo, &subject).await?.contains(&m.digest);
+        if listed {
+            on(Event::ManifestExists(m));
+        } else {
+            let pushed = backend
+                .put_manifest(repo, &m.digest.to_string(), &m.media_type, &m.bytes)
+                .await?;
+            on(Event::ManifestPushed(m));
+            if !pushed.subject_indexed {
+                update_referrers_tag(backend, repo, m, &subject).await?;
+            }
+        }
+        on(Event::Attached(m, &subject));
+    }
+    // 5. Tags, last.
+    let unchanged = to_move.is_empty();
+    for t in to_move {
         backend
             .put_manifest(repo, t, &top.media_type, &top.bytes)
             .await?;
         on(Event::Tagged(t, &top.digest));
     }
-    Ok(top.digest.clone())
+    Ok(Outcome {
+        digest: top.digest.clone(),
+        unchanged,
+    })
+}
+
+/// What `tag` points at now; `None` when there is no such tag.
+async fn points_at(backend: &Backend, repo: &str, tag: &str) -> Result<Option<Digest>, PushError> {
+    match backend.head_manifest(repo, tag).await {
+        Ok(d) => Ok(d),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn try_mount(
@@ -134,30 +204,25 @@ async fn try_mount(
 }
 
 /// A registry without the referrers API learns of a manifest's subject
-/// through the `sha256-<hex>` tag schema: add the manifest to that index.
+/// through the `sha256-<hex>` tag schema: add the manifest to that index
+/// (read, add, put, as ORAS does; the entry's keys in ORAS's order).
 async fn update_referrers_tag(
     backend: &Backend,
     repo: &str,
     m: &Manifest,
+    subject: &Digest,
 ) -> Result<(), PushError> {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.bytes) else {
         return Ok(());
     };
-    let Some(subject) = v
-        .get("subject")
-        .and_then(|s| s.get("digest"))
-        .and_then(|d| d.as_str())
-        .and_then(|d| d.parse::<Digest>().ok())
-    else {
-        return Ok(());
-    };
     let tag = format!("sha256-{}", subject.hex());
+    let empty =
+        || serde_json::json!({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []});
     let mut index = match backend.manifest(repo, &tag).await {
-        Ok(existing) => serde_json::from_slice::<serde_json::Value>(&existing.bytes)
-            .unwrap_or_else(|_| serde_json::json!({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []})),
-        Err(e) if e.is_not_found() => {
-            serde_json::json!({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []})
+        Ok(existing) => {
+            serde_json::from_slice::<serde_json::Value>(&existing.bytes).unwrap_or_else(|_| empty())
         }
+        Err(e) if e.is_not_found() => empty(),
         Err(e) => return Err(e.into()),
     };
     let mut desc = serde_json::json!({
@@ -165,15 +230,15 @@ async fn update_referrers_tag(
         "digest": m.digest.to_string(),
         "size": m.bytes.len(),
     });
+    if let Some(a) = v.get("annotations") {
+        desc["annotations"] = a.clone();
+    }
     let artifact_type = v
         .get("artifactType")
         .or_else(|| v.get("config").and_then(|c| c.get("mediaType")))
         .cloned();
     if let Some(t) = artifact_type {
         desc["artifactType"] = t;
-    }
-    if let Some(a) = v.get("annotations") {
-        desc["annotations"] = a.clone();
     }
     let Some(list) = index.get_mut("manifests").and_then(|l| l.as_array_mut()) else {
         return Ok(());

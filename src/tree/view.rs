@@ -12,8 +12,8 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
 use crate::digest::Digest;
 use crate::oci::{
-    ordered_annotations, DescriptorError, CREATED_ANNOTATION, EMPTY_CONFIG_MEDIA_TYPE,
-    EMPTY_JSON_DIGEST,
+    ordered_annotations, prepare_descriptor, DescriptorError, CREATED_ANNOTATION,
+    EMPTY_CONFIG_MEDIA_TYPE, EMPTY_JSON_DIGEST,
 };
 // `fs` names these through `tree::view`.
 pub use crate::oci::{Desc, TITLE_ANNOTATION};
@@ -142,6 +142,7 @@ impl View {
         let mut value = value;
         let mut skipped = Vec::new();
         if let Some(items) = value.get_mut(list).and_then(|v| v.as_array_mut()) {
+            items.iter_mut().for_each(prepare_descriptor);
             let mut i = 0;
             items.retain(|item| {
                 let field = format!("{list}[{i}]");
@@ -251,8 +252,10 @@ impl View {
         let mut root = BTreeMap::new();
         root.insert(MANIFEST_JSON.to_string(), Entry::ManifestJson);
         root.insert(REFERRERS.to_string(), Entry::Referrers);
-        // Children with a free, safe platform name first, in order; the rest
-        // get `<platform or unknown>-<12 hex>`.
+        // A child's name is its platform's (`Platform::folder_name`, with
+        // its os.version), from its own entry alone. Children with a free,
+        // safe platform name first, in order; the rest (no platform, or a
+        // platform repeated exactly) get `<platform or unknown>-<12 hex>`.
         let mut deferred = Vec::new();
         for (i, c) in children.iter().enumerate() {
             match c.platform.as_deref() {

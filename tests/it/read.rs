@@ -147,29 +147,6 @@ fn assert_read_fails(
     t.elapsed()
 }
 
-/// `user.*` extended attributes, as `getfattr -d` prints them.
-fn xattrs(path: &Path) -> BTreeMap<String, String> {
-    let out = run_timeout(
-        Command::new("getfattr")
-            .args(["-d", "--absolute-names", "-e", "text"])
-            .arg(path),
-        OP,
-    );
-    let mut m = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let (k, v) = line.split_once('=').unwrap_or((line, ""));
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(v);
-        m.insert(k.to_string(), v.to_string());
-    }
-    m
-}
-
 fn assert_xattrs_include(path: &Path, want: &[(&str, &str)]) {
     let got = xattrs(path);
     for (k, v) in want {

@@ -1902,6 +1902,111 @@ fn annotation_file_artifact_type_extra_tags_and_unchanged_recommit() {
     );
 }
 
+/// Manifest PUTs the proxy saw (`PUT /v2/.../manifests/REF`), as `REPO:REF`.
+fn manifest_puts(proxy: &FaultProxy) -> Vec<String> {
+    proxy
+        .log()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/manifests/"))
+        .map(|r| {
+            r.path
+                .replacen("/v2/", "", 1)
+                .replacen("/manifests/", ":", 1)
+        })
+        .collect()
+}
+
+#[test]
+fn a_commit_with_no_effective_change_is_unchanged_and_moves_nothing() {
+    let reg = Registry::start();
+    let host = reg.host();
+    let proxy = FaultProxy::start(&host, Mode::Pass);
+    let src = tmpdir();
+    write_file(src.path(), "a.txt", "A\n");
+    write_file(src.path(), "b.txt", "B\n");
+    // the ORAS Python SDK's own push: JSON with ", " and ": "
+    let digest = oras_push_with(
+        &host,
+        "unch:v1",
+        &["a.txt", "b.txt"],
+        src.path(),
+        &PushOpts {
+            python_native: true,
+            ..Default::default()
+        },
+    );
+    let before = fetch_manifest(&host, "unch", "v1").bytes;
+    assert!(String::from_utf8_lossy(&before).contains(", "));
+    let m = mount(&proxy.host());
+    let tag = m.join("unch/v1");
+    // edits that change nothing: a file copied over itself, touched, its
+    // title and a derived attribute copied back
+    cp(&[&src.path().join("a.txt")], &tag);
+    sh(Command::new("touch").arg(tag.join("b.txt")));
+    setfattr(
+        &tag.join("a.txt"),
+        &format!("user.oci.annotation.{ANNOTATION_TITLE}"),
+        "a.txt",
+    );
+    setfattr(&tag, "user.oci.digest", &digest);
+    assert!(
+        status(&tag).contains("staged changed unch:v1"),
+        "{}",
+        status(&tag)
+    );
+    proxy.reset_counters();
+    let out = commit(Some(&m), &[&tag]);
+    assert_line(
+        &out,
+        &format!("Unchanged [registry] {}/unch:v1", proxy.host()),
+    );
+    assert_eq!(digest_line(&out), digest);
+    assert!(!out.contains("Tagged"), "{out}");
+    assert!(
+        manifest_puts(&proxy).is_empty(),
+        "{:?}\n{out}",
+        manifest_puts(&proxy)
+    );
+    assert!(
+        upload_traffic(&proxy).is_empty(),
+        "{:?}",
+        upload_traffic(&proxy)
+    );
+    assert_eq!(fetch_manifest(&host, "unch", "v1").bytes, before);
+    // nothing is left staged, and the folder shows the same manifest
+    assert!(!status(&tag).contains("unch:v1"), "{}", status(&tag));
+    wait_shows(&m, "unch/v1", &digest);
+
+    // a real change moves the tag, and the rest of the manifest is kept
+    write_file(src.path(), "a.txt", "A2\n");
+    cp(&[&src.path().join("a.txt")], &tag);
+    proxy.reset_counters();
+    let out = commit(Some(&m), &[&tag]);
+    let d2 = digest_line(&out);
+    assert_ne!(d2, digest);
+    assert_line(&out, "Tagged    v1");
+    assert_eq!(
+        manifest_puts(&proxy),
+        [format!("unch:{d2}"), "unch:v1".to_string()]
+    );
+    // an extra tag that does not point there yet is moved, the tag itself is not
+    wait_shows(&m, "unch/v1", &d2);
+    cp(&[&src.path().join("a.txt")], &tag);
+    proxy.reset_counters();
+    let out = commit(
+        Some(&m),
+        &[tag.as_os_str(), OsStr::new("--tag"), OsStr::new("extra")],
+    );
+    assert_line(&out, "Tagged    extra");
+    assert!(!has_line(&out, "Tagged    v1"), "{out}");
+    assert_eq!(manifest_puts(&proxy), ["unch:extra".to_string()]);
+    assert_eq!(
+        tag_digest(&reg, "unch", "extra").as_deref(),
+        Some(d2.as_str())
+    );
+    finish(m);
+}
+
 // ====================================================================
 // 8. refusals, read-only mounts, OCI layouts
 // ====================================================================

@@ -3,8 +3,10 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
+use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -91,4 +93,27 @@ pub fn walk_files(root: &Path) -> Vec<String> {
     go(root, root, &mut out);
     out.sort();
     out
+}
+
+/// `user.*` extended attributes, as `getfattr -d` prints them.
+pub fn xattrs(path: &Path) -> BTreeMap<String, String> {
+    let out = super::cmd::run_timeout(
+        Command::new("getfattr")
+            .args(["-d", "--absolute-names", "-e", "text"])
+            .arg(path),
+        OP,
+    );
+    let mut m = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (k, v) = line.split_once('=').unwrap_or((line, ""));
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        m.insert(k.to_string(), v.to_string());
+    }
+    m
 }

@@ -4,7 +4,8 @@
 //! runners that fail loudly and never hang.
 //!
 //! External tools come from scripts/install-deps.sh: docker-registry,
-//! skopeo, fuse3 (fusermount3), apache2-utils (htpasswd), python3 + oras.
+//! skopeo, fuse3 (fusermount3), apache2-utils (htpasswd), python3 + oras
+//! (the ORAS Python SDK), and the ORAS CLI and crane (`peers`).
 #![allow(dead_code, unused_imports)]
 
 pub mod cmd;
@@ -12,6 +13,7 @@ pub mod fixtures;
 pub mod fsops;
 pub mod http;
 pub mod mount;
+pub mod peers;
 pub mod proxy;
 pub mod registry;
 
@@ -23,5 +25,6 @@ pub use fixtures::*;
 pub use fsops::*;
 pub use http::{basic_auth, http_get, http_request, HttpResponse, MANIFEST_ACCEPT};
 pub use mount::{daemon_pids, finish, regfs, regfs_bin, wait_daemon_gone, Mount, MountFailure};
+pub use peers::{crane, oras, oras_digest, oras_in, peer_bin, CRANE_VERSION, ORAS_VERSION};
 pub use proxy::{FaultProxy, Mode, ProxyHandle, RequestRecord, Rule, RuleAction};
 pub use registry::Registry;

@@ -17,6 +17,7 @@ impl<R: Resolver> Planner<'_, R> {
         base: &Base,
         mut m: Map<String, Value>,
     ) -> Result<Made, PlanError> {
+        let old = m.clone();
         let old_layers = m
             .get("layers")
             .and_then(Value::as_array)
@@ -147,7 +148,7 @@ impl<R: Resolver> Planner<'_, R> {
             .get("artifactType")
             .and_then(Value::as_str)
             .map(str::to_string);
-        Ok(self.emit(path, m, &media_type, artifact_type))
+        Ok(self.emit_change(path, base, &old, m, &media_type, artifact_type))
     }
 
     /// An existing index with platform folders added, removed or changed.
@@ -227,11 +228,7 @@ impl<R: Resolver> Planner<'_, R> {
                     "an index folder holds only platform folders (like linux-amd64)",
                 ));
             };
-            let made = if sub.files.contains_key(MANIFEST_JSON) {
-                self.folder(&join(path, name), sub, None, depth + 1)?
-            } else {
-                self.new_manifest(&join(path, name), sub, Some(&platform))?
-            };
+            let made = self.platform_folder(&join(path, name), sub, &platform, depth + 1)?;
             manifests.push(self.child_descriptor(&made, Some(&platform), None));
         }
         if let Some(name) = dir.files.keys().find(|n| n.as_str() != MANIFEST_JSON) {
@@ -240,6 +237,6 @@ impl<R: Resolver> Planner<'_, R> {
                 "files belong inside a platform folder of an index",
             ));
         }
-        self.index_manifest(path, manifests, Some(m))
+        self.index_manifest(path, manifests, Some((m, base)))
     }
 }

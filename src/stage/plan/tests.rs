@@ -138,6 +138,60 @@ fn platform_folders_make_an_index() {
 }
 
 #[test]
+fn platform_folders_with_an_os_version() {
+    let d = dir(
+        &[],
+        vec![
+            (
+                "windows-amd64-10.0.20348.2113",
+                dir(&[("tool.exe", b"win")], vec![]),
+            ),
+            ("darwin-arm64-macOS_13", dir(&[("tool", b"mac")], vec![])),
+            ("linux-arm-v7-3.2", dir(&[("tool", b"arm")], vec![])),
+        ],
+    );
+    let p = plan(&input(&d), &settings(), &mut Fake::default()).unwrap();
+    let idx = top_json(&p);
+    let kids = idx["manifests"].as_array().unwrap();
+    // folders in name order; an os.version written in the name is kept as written
+    let platforms: Vec<String> = kids.iter().map(|k| k["platform"].to_string()).collect();
+    assert_eq!(
+        platforms,
+        [
+            r#"{"architecture":"arm64","os":"darwin","os.version":"macOS_13"}"#,
+            r#"{"architecture":"arm","os":"linux","os.version":"3.2","variant":"v7"}"#,
+            r#"{"architecture":"amd64","os":"windows","os.version":"10.0.20348.2113"}"#,
+        ]
+    );
+    // each config is the same platform JSON, as oras push --artifact-platform writes it
+    for (k, want) in kids.iter().zip(&platforms) {
+        let child = p
+            .manifests
+            .iter()
+            .find(|m| m.digest.to_string() == k["digest"])
+            .unwrap();
+        let child: Value = serde_json::from_slice(&child.bytes).unwrap();
+        let config = p
+            .blobs
+            .iter()
+            .find(|b| b.digest.to_string() == child["config"]["digest"])
+            .unwrap();
+        assert_eq!(config.source, Source::Bytes(want.as_bytes().to_vec()));
+    }
+    // the entry's keys in the order of `oras manifest index create`
+    let keys: Vec<&str> = kids[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["mediaType", "digest", "size", "platform", "artifactType"]
+    );
+}
+
+#[test]
 fn bad_layouts_are_clear_errors() {
     let mixed = dir(
         &[("stray", b"s")],
@@ -219,6 +273,120 @@ fn unchanged_base_gives_the_same_bytes_back() {
     });
     let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
     assert_eq!(p.top().unwrap().digest, Digest::of(&base_manifest()));
+}
+
+/// `base_manifest` as the ORAS Python SDK writes JSON: `", "` and `": "`.
+fn spaced_base() -> Vec<u8> {
+    let v: Value = serde_json::from_slice(&base_manifest()).unwrap();
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    serde::Serialize::serialize(&v, &mut ser).unwrap();
+    let spaced = String::from_utf8(out)
+        .unwrap()
+        .replace(",\n", ", ")
+        .replace('\n', "");
+    assert!(spaced.contains(r#""schemaVersion": 2, "#), "{spaced}");
+    spaced.into_bytes()
+}
+
+#[test]
+fn an_edit_that_changes_nothing_plans_the_manifest_bytes_unchanged() {
+    let bytes = spaced_base();
+    let base = Base {
+        digest: Digest::of(&bytes),
+        bytes: bytes.clone(),
+        media_type: None,
+    };
+    let ann =
+        |k: &str, v: &str| BTreeMap::from([(format!("{ANNOTATION_XATTR}{k}"), v.to_string())]);
+    /// What is staged, xattrs by path, whether the manifest changes.
+    type Row = (
+        StagedDir,
+        Vec<(&'static str, BTreeMap<String, String>)>,
+        bool,
+    );
+    let table: Vec<Row> = vec![
+        // nothing staged
+        (dir(&[], vec![]), vec![], false),
+        // a copy of a file over itself
+        (dir(&[("one.txt", b"one")], vec![]), vec![], false),
+        // an annotation set to the value it has
+        (
+            dir(&[], vec![]),
+            vec![("", ann("x", "y")), ("one.txt", ann("keep", "me"))],
+            false,
+        ),
+        // something under referrers/ (not a layer)
+        (
+            dir(
+                &[],
+                vec![(
+                    "referrers",
+                    dir(&[], vec![("sig", dir(&[("s", b"s")], vec![]))]),
+                )],
+            ),
+            vec![],
+            false,
+        ),
+        // real changes: new bytes, a new annotation value, a new file
+        (dir(&[("one.txt", b"ONE")], vec![]), vec![], true),
+        (dir(&[], vec![]), vec![("", ann("x", "z"))], true),
+        (dir(&[("new.txt", b"n")], vec![]), vec![], true),
+    ];
+    for (i, (d, xattrs, changes)) in table.into_iter().enumerate() {
+        let mut inp = input(&d);
+        inp.base = Some(base.clone());
+        inp.xattrs = xattrs
+            .into_iter()
+            .map(|(p, a)| (p.to_string(), a))
+            .collect();
+        let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+        let top = p.top().unwrap();
+        assert_eq!(top.digest != base.digest, changes, "row {i}");
+        if changes {
+            assert_eq!(top.digest, Digest::of(&top.bytes), "row {i}");
+        } else {
+            assert_eq!(
+                top.bytes, bytes,
+                "row {i}: the same bytes, not re-serialized"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_index_whose_children_did_not_change_keeps_its_bytes() {
+    let child = base_manifest();
+    let cd = Digest::of(&child);
+    let idx = format!(
+        r#"{{"schemaVersion": 2, "mediaType": "{INDEX_MEDIA_TYPE}", "manifests": [{{"mediaType": "{MANIFEST_MEDIA_TYPE}", "digest": "{cd}", "size": {}, "platform": {{"architecture": "amd64", "os": "linux"}}}}], "annotations": {{"a": "b"}}}}"#,
+        child.len()
+    )
+    .into_bytes();
+    let mut fake = Fake::default();
+    fake.manifests.insert(
+        cd.clone(),
+        Base {
+            digest: cd.clone(),
+            bytes: child,
+            media_type: Some(MANIFEST_MEDIA_TYPE.into()),
+        },
+    );
+    // the child folder staged with a copy of its own file
+    let d = dir(
+        &[],
+        vec![("linux-amd64", dir(&[("one.txt", b"one")], vec![]))],
+    );
+    let mut inp = input(&d);
+    inp.base = Some(Base {
+        digest: Digest::of(&idx),
+        bytes: idx.clone(),
+        media_type: None,
+    });
+    let p = plan(&inp, &settings(), &mut fake).unwrap();
+    assert_eq!(p.top().unwrap().bytes, idx);
+    assert_eq!(p.manifests[0].digest, cd);
 }
 
 #[test]
@@ -344,4 +512,153 @@ fn index_platform_add_and_remove() {
         .manifests
         .iter()
         .any(|m| m.existing && m.digest == Digest::of(&amd)));
+}
+
+/// A staged `referrers/<name>/` folder holding `files`.
+fn referrers_dir(entries: Vec<(&str, StagedDir)>) -> StagedDir {
+    dir(&[], vec![("referrers", dir(&[], entries))])
+}
+
+fn base_of(bytes: Vec<u8>) -> Base {
+    Base {
+        digest: Digest::of(&bytes),
+        bytes,
+        media_type: None,
+    }
+}
+
+#[test]
+fn a_new_folder_under_referrers_is_attached_and_the_subject_is_unchanged() {
+    let d = referrers_dir(vec![("sbom", dir(&[("sbom.json", b"{}\n")], vec![]))]);
+    let mut inp = input(&d);
+    inp.base = Some(base_of(base_manifest()));
+    inp.xattrs.insert(
+        "referrers/sbom".into(),
+        [(
+            ARTIFACT_TYPE_XATTR.to_string(),
+            "application/spdx+json".to_string(),
+        )]
+        .into(),
+    );
+    let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+    // the subject is planned as it was: the tag will not move
+    assert_eq!(p.top().unwrap().bytes, base_manifest());
+    assert_eq!(p.referrers.len(), 1);
+    let r: Value = serde_json::from_slice(&p.referrers[0].bytes).unwrap();
+    assert_eq!(p.referrers[0].path, "referrers/sbom");
+    // what `oras attach` writes, keys in its order
+    let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "schemaVersion",
+            "mediaType",
+            "artifactType",
+            "config",
+            "layers",
+            "subject",
+            "annotations"
+        ]
+    );
+    assert_eq!(r["artifactType"], "application/spdx+json");
+    assert_eq!(
+        r["subject"],
+        json!({"mediaType": MANIFEST_MEDIA_TYPE,
+               "digest": Digest::of(&base_manifest()).to_string(),
+               "size": base_manifest().len()})
+    );
+    assert_eq!(r["layers"][0]["annotations"][TITLE_ANNOTATION], "sbom.json");
+    assert_eq!(r["annotations"][CREATED_ANNOTATION], "2026-01-01T00:00:00Z");
+    assert!(p.blobs.iter().any(|b| b.digest == Digest::of(b"{}\n")));
+}
+
+#[test]
+fn referrers_of_a_new_tag_name_the_new_manifest_and_nest_subject_first() {
+    let sig = dir(&[("sig", b"signature")], vec![]);
+    let sbom = dir(
+        &[("sbom.json", b"{}")],
+        vec![("referrers", dir(&[], vec![("sig", sig)]))],
+    );
+    let d = dir(
+        &[("a.txt", b"a")],
+        vec![(
+            "referrers",
+            dir(&[], vec![("sbom", sbom), ("empty", dir(&[], vec![]))]),
+        )],
+    );
+    let p = plan(&input(&d), &settings(), &mut Fake::default()).unwrap();
+    assert_eq!(p.manifests.len(), 1, "the tag's own manifest only");
+    let top = p.top().unwrap();
+    let paths: Vec<&str> = p.referrers.iter().map(|m| m.path.as_str()).collect();
+    assert_eq!(paths, ["referrers/sbom", "referrers/sbom/referrers/sig"]);
+    let subject = |m: &Manifest| {
+        let v: Value = serde_json::from_slice(&m.bytes).unwrap();
+        v["subject"]["digest"].as_str().unwrap().to_string()
+    };
+    assert_eq!(subject(&p.referrers[0]), top.digest.to_string());
+    assert_eq!(subject(&p.referrers[1]), p.referrers[0].digest.to_string());
+}
+
+#[test]
+fn a_mirrored_referrer_is_pushed_verbatim() {
+    // a referrer as the ORAS Python client wrote it, with its file
+    let subject = Digest::of(&base_manifest());
+    let file = b"signature".to_vec();
+    let bytes = format!(
+        r#"{{"schemaVersion": 2, "mediaType": "{MANIFEST_MEDIA_TYPE}", "artifactType": "application/x.sig", "config": {{"mediaType": "{EMPTY_CONFIG_MEDIA_TYPE}", "digest": "{EMPTY_JSON_DIGEST}", "size": 2}}, "layers": [{{"mediaType": "{LAYER_MEDIA_TYPE}", "digest": "{}", "size": 9, "annotations": {{"{TITLE_ANNOTATION}": "sig"}}}}], "subject": {{"mediaType": "{MANIFEST_MEDIA_TYPE}", "digest": "{subject}", "size": {}}}}}"#,
+        Digest::of(&file),
+        base_manifest().len()
+    )
+    .into_bytes();
+    let rd = Digest::of(&bytes);
+    let name = rd.to_string();
+    let mirrored = dir(&[("manifest.json", &bytes), ("sig", &file)], vec![]);
+    let d = referrers_dir(vec![(name.as_str(), mirrored)]);
+    let mut fake = Fake::default();
+    fake.files
+        .insert(PathBuf::from("/stage/manifest.json"), bytes.clone());
+    let mut inp = input(&d);
+    inp.base = Some(base_of(base_manifest()));
+    let p = plan(&inp, &settings(), &mut fake).unwrap();
+    assert_eq!(p.referrers.len(), 1);
+    assert_eq!(p.referrers[0].bytes, bytes);
+    assert_eq!(p.referrers[0].digest, rd);
+    let b = p
+        .blobs
+        .iter()
+        .find(|b| b.digest == Digest::of(&file))
+        .unwrap();
+    assert_eq!(b.source, Source::File(PathBuf::from("/stage/sig")));
+}
+
+#[test]
+fn a_copy_of_an_existing_referrer_plans_its_own_bytes() {
+    let existing = spaced_base();
+    let ed = Digest::of(&existing);
+    let mut fake = Fake::default();
+    fake.manifests.insert(ed.clone(), base_of(existing.clone()));
+    let name = ed.to_string();
+    let d = referrers_dir(vec![(name.as_str(), dir(&[("one.txt", b"one")], vec![]))]);
+    let mut inp = input(&d);
+    inp.base = Some(base_of(base_manifest()));
+    let p = plan(&inp, &settings(), &mut fake).unwrap();
+    assert_eq!(p.referrers.len(), 1);
+    assert_eq!(p.referrers[0].bytes, existing);
+}
+
+#[test]
+fn what_referrers_cannot_hold_is_a_clear_error() {
+    let refused = |d: &StagedDir, removed: &[&str]| {
+        let mut inp = input(d);
+        inp.base = Some(base_of(base_manifest()));
+        inp.removed = removed.iter().map(|s| s.to_string()).collect();
+        plan(&inp, &settings(), &mut Fake::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let stray = dir(&[], vec![("referrers", dir(&[("x", b"x")], vec![]))]);
+    assert!(refused(&stray, &[]).contains("referrers/x"));
+    let name = format!("referrers/{}", Digest::of(b"r"));
+    let e = refused(&dir(&[], vec![]), &[name.as_str()]);
+    assert!(e.contains("removing a referrer is not supported"), "{e}");
 }

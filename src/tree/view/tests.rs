@@ -286,3 +286,131 @@ fn absurd_sizes_are_skipped_before_any_request() {
     );
     assert_eq!(v.skipped.len(), 1, "{:?}", v.skipped);
 }
+
+/// The names a literal index gives its children.
+fn child_names(index: &str) -> Vec<(String, usize)> {
+    let v = View::parse(index.as_bytes(), None).unwrap();
+    v.root
+        .iter()
+        .filter_map(|(n, e)| match e {
+            Entry::Child(i) => Some((n.clone(), *i)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A Homebrew bottle index (the shape of ORAS issue #1053): one
+/// `darwin/arm64` child per macOS release, told apart by `os.version`.
+const HOMEBREW_INDEX: &str = r#"{
+  "schemaVersion": 2,
+  "mediaType": "application/vnd.oci.image.index.v1+json",
+  "manifests": [
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+     "digest": "sha256:bba084a74022aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "size": 1203,
+     "platform": {"architecture": "arm64", "os": "darwin", "os.version": "macOS 14"},
+     "annotations": {"org.opencontainers.image.ref.name": "8.7.1.arm64_sonoma",
+                     "sh.brew.bottle.digest": "1111111111111111111111111111111111111111111111111111111111111111"}},
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+     "digest": "sha256:2bedd7c590d7bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "size": 1203,
+     "platform": {"architecture": "arm64", "os": "darwin", "os.version": "macOS 13"},
+     "annotations": {"org.opencontainers.image.ref.name": "8.7.1.arm64_ventura"}},
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+     "digest": "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc", "size": 1203,
+     "platform": {"architecture": "arm64", "os": "darwin", "os.version": "macOS 12"}},
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+     "digest": "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd", "size": 1203,
+     "platform": {"architecture": "amd64", "os": "darwin", "os.version": "macOS 13"}},
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+     "digest": "sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", "size": 1203,
+     "platform": {"architecture": "amd64", "os": "linux", "os.version": "Ubuntu 22.04"}}
+  ]
+}"#;
+
+#[test]
+fn homebrew_bottles_are_named_by_os_version() {
+    let names = child_names(HOMEBREW_INDEX);
+    assert_eq!(
+        names,
+        [
+            ("darwin-amd64-macOS_13".to_string(), 3),
+            ("darwin-arm64-macOS_12".to_string(), 2),
+            ("darwin-arm64-macOS_13".to_string(), 1),
+            ("darwin-arm64-macOS_14".to_string(), 0),
+            ("linux-amd64-Ubuntu_22.04".to_string(), 4),
+        ]
+    );
+    let v = View::parse(HOMEBREW_INDEX.as_bytes(), None).unwrap();
+    assert_eq!(
+        v.children[0].platform_spec.as_deref(),
+        Some("darwin/arm64:macOS 14")
+    );
+}
+
+#[test]
+fn a_child_name_depends_only_on_its_own_entry() {
+    let child = |hex: char, platform: &str| {
+        format!(
+            r#"{{"mediaType": "{MANIFEST_MEDIA_TYPE}", "digest": "sha256:{}", "size": 10, "platform": {platform}}}"#,
+            hex.to_string().repeat(64)
+        )
+    };
+    let index = |children: &[String]| {
+        format!(
+            r#"{{"schemaVersion": 2, "mediaType": "{INDEX_MEDIA_TYPE}", "manifests": [{}]}}"#,
+            children.join(",")
+        )
+    };
+    let win = child(
+        'a',
+        r#"{"architecture": "amd64", "os": "windows", "os.version": "10.0.20348.2113"}"#,
+    );
+    let win_older = child(
+        'b',
+        r#"{"architecture": "amd64", "os": "windows", "os.version": "10.0.17763.5206"}"#,
+    );
+    let linux = child('c', r#"{"architecture": "amd64", "os": "linux"}"#);
+    let alone = child_names(&index(std::slice::from_ref(&win)));
+    assert_eq!(alone, [("windows-amd64-10.0.20348.2113".to_string(), 0)]);
+    // siblings added before or after leave the name as it was
+    let with_siblings = child_names(&index(&[win_older.clone(), linux.clone(), win.clone()]));
+    assert_eq!(
+        with_siblings,
+        [
+            ("linux-amd64".to_string(), 1),
+            ("windows-amd64-10.0.17763.5206".to_string(), 0),
+            ("windows-amd64-10.0.20348.2113".to_string(), 2),
+        ]
+    );
+    // a platform repeated exactly is told apart by digest, the first keeps the name
+    let again = child(
+        'd',
+        r#"{"architecture": "amd64", "os": "windows", "os.version": "10.0.20348.2113"}"#,
+    );
+    let repeated = child_names(&index(&[win, again, linux]));
+    assert_eq!(
+        repeated,
+        [
+            ("linux-amd64".to_string(), 2),
+            ("windows-amd64-10.0.20348.2113".to_string(), 0),
+            ("windows-amd64-10.0.20348.2113-dddddddddddd".to_string(), 1),
+        ]
+    );
+}
+
+#[test]
+fn every_index_child_name_reads_back_as_its_platform() {
+    // What the tree shows, commit reads back: a platform folder copied out
+    // and in again makes the same platform (os.version only loses the
+    // characters a name cannot hold).
+    let v = View::parse(HOMEBREW_INDEX.as_bytes(), None).unwrap();
+    for c in &v.children {
+        let name = c.platform.as_deref().unwrap();
+        let p = crate::oci::Platform::from_folder_name(name)
+            .unwrap_or_else(|| panic!("{name} does not read back as a platform"));
+        assert_eq!(p.folder_name(), name);
+        assert_eq!(
+            p.spec().replace(' ', "_"),
+            c.platform_spec.as_deref().unwrap().replace(' ', "_")
+        );
+    }
+}
