@@ -4,6 +4,12 @@
 //! (tokio catches it; the reply is dropped, which fuser answers with EIO).
 //!
 //! This is the only module that names fuser.
+//!
+//! - `mod.rs`      the `Filesystem` callbacks and the spawn/reply helpers
+//! - `interrupt`   requests in flight: interrupts answer them with EINTR
+//! - `pages`       what the kernel's page cache may keep across opens
+//! - `passthrough` reads of verified cache files handed to the kernel
+//! - `session`     the kernel mount, serving it, and shutting it down
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -21,9 +27,11 @@ use crate::fs::{self, Attr, Fs, Kind};
 mod interrupt;
 mod pages;
 mod passthrough;
+mod session;
 use interrupt::{Requests, Stop};
 use pages::Pages;
 use passthrough::Passthrough;
+pub use session::{mount, MountConfig, Mounted, Stopper, Unmounter};
 
 /// Mount settings the adapter needs.
 #[derive(Debug, Clone)]
@@ -836,93 +844,4 @@ pub fn epoch_secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// How the kernel mount is made.
-#[derive(Debug, Clone)]
-pub struct MountConfig {
-    /// Shown as the source in /proc/mounts.
-    pub fsname: String,
-    pub read_only: bool,
-    pub allow_other: bool,
-}
-
-/// A live kernel mount, not yet serving.
-pub struct Mounted {
-    session: fuser::Session<FuseFs>,
-    requests: Arc<Requests>,
-}
-
-/// Stops every request in flight (answered with EIO) and refuses new ones:
-/// the first step of a shutdown, so that no reader holds the mount.
-#[derive(Clone)]
-pub struct Stopper(Arc<Requests>);
-
-impl Stopper {
-    /// Returns how many requests were stopped.
-    pub fn stop_all(&self) -> usize {
-        self.0.shutdown()
-    }
-}
-
-/// Unmounts a `Mounted` from another thread (on a signal).
-pub struct Unmounter(fuser::SessionUnmounter);
-
-impl Unmounter {
-    pub fn unmount(&mut self) -> std::io::Result<()> {
-        self.0.unmount()
-    }
-}
-
-impl Mounted {
-    pub fn unmounter(&mut self) -> Unmounter {
-        Unmounter(self.session.unmount_callable())
-    }
-
-    pub fn stopper(&self) -> Stopper {
-        Stopper(self.requests.clone())
-    }
-
-    /// Serves requests until the filesystem is unmounted.
-    pub fn run(self) -> std::io::Result<()> {
-        self.session.run()
-    }
-}
-
-/// Mounts `fs` at `mountpoint`; returns once the kernel mount is live.
-pub fn mount(
-    fs: Arc<Fs>,
-    rt: tokio::runtime::Handle,
-    settings: Settings,
-    mountpoint: &std::path::Path,
-    mc: &MountConfig,
-) -> std::io::Result<Mounted> {
-    use fuser::{MountOption, SessionACL};
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        MountOption::FSName(mc.fsname.clone()),
-        MountOption::Subtype("regfs".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        if mc.read_only {
-            MountOption::RO
-        } else {
-            MountOption::RW
-        },
-    ];
-    config.acl = if mc.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    // Handlers only decode and spawn; two threads keep the queue drained.
-    config.n_threads = Some(2);
-    config.clone_fd = true;
-    let ffs = FuseFs::new(fs, rt, settings);
-    let requests = ffs.requests.clone();
-    let notifier = ffs.notifier.clone();
-    let session = fuser::Session::new(ffs, mountpoint, &config)?;
-    let _ = notifier.set(session.notifier());
-    Ok(Mounted { session, requests })
 }
