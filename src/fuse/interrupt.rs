@@ -15,11 +15,14 @@
 //! when the request registers.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+
+use crate::fs;
 
 /// Why an operation was stopped before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +69,27 @@ impl Requests {
         Ok(rx)
     }
 
-    /// The request finished by itself.
-    pub fn done(&self, unique: u64) {
+    /// Runs `fut`, the work of request `unique` (`stop` from `register`),
+    /// with `limit`: its result (running out of time is
+    /// `fs::Error::Timeout`), or why it was stopped first. The future is
+    /// dropped either way before this returns.
+    pub async fn guard<T>(
+        &self,
+        unique: u64,
+        mut stop: oneshot::Receiver<Stop>,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, fs::Error>>,
+    ) -> Result<Result<T, fs::Error>, Stop> {
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(limit, fut) => {
+                Ok(r.unwrap_or(Err(fs::Error::Timeout(limit))))
+            }
+            // A closed channel means the table was dropped: the session is
+            // over, answer as for a shutdown.
+            why = &mut stop => Err(why.unwrap_or(Stop::Shutdown)),
+        };
         lock(&self.running).remove(&unique);
+        outcome
     }
 
     /// The kernel interrupted request `unique`.
@@ -129,7 +150,7 @@ mod tests {
     fn a_finished_request_ignores_a_late_interrupt_for_another() {
         let r = Requests::default();
         let mut rx = r.register(1).unwrap();
-        r.done(1);
+        lock(&r.running).remove(&1);
         r.interrupt(2);
         assert!(rx.try_recv().is_err());
         assert_eq!(r.in_flight(), 0);

@@ -83,34 +83,16 @@ impl FuseFs {
         R: FnOnce(Result<T, Errno>) + Send + 'static,
     {
         let unique = req.unique().0;
-        let mut stop = match self.requests.register(unique) {
+        let stop = match self.requests.register(unique) {
             Ok(rx) => rx,
             Err(why) => return reply(Err(stopped(op, why))),
         };
         let requests = self.requests.clone();
         self.rt.spawn(async move {
-            let r = tokio::select! {
-                r = tokio::time::timeout(limit, fut) => {
-                    requests.done(unique);
-                    match r {
-                        Ok(r) => r,
-                        Err(_) => Err(fs::Error::Timeout(limit)),
-                    }
-                }
-                why = &mut stop => {
-                    // A closed channel means the table was dropped: the
-                    // session is over, answer as for a shutdown.
-                    return reply(Err(stopped(op, why.unwrap_or(Stop::Shutdown))));
-                }
-            };
-            reply(r.map_err(|e| {
-                if e.is_quiet() {
-                    tracing::debug!(op, "{e}");
-                } else {
-                    tracing::warn!(op, "{e}");
-                }
-                Errno::from_i32(e.errno())
-            }));
+            match requests.guard(unique, stop, limit, fut).await {
+                Ok(r) => reply(r.map_err(|e| errno_of(op, &e))),
+                Err(why) => reply(Err(stopped(op, why))),
+            }
         });
     }
 
@@ -177,6 +159,17 @@ impl FuseFs {
     fn read_limit(&self) -> Duration {
         self.settings.op_timeout.saturating_mul(20)
     }
+}
+
+/// The answer to an operation that failed, logged once here at the
+/// error's own level.
+fn errno_of(op: &'static str, e: &fs::Error) -> Errno {
+    if e.is_quiet() {
+        tracing::debug!(op, "{e}");
+    } else {
+        tracing::warn!(op, "{e}");
+    }
+    Errno::from_i32(e.errno())
 }
 
 /// The answer to an operation stopped before it finished.
@@ -324,7 +317,7 @@ impl Filesystem for FuseFs {
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
         let unique = req.unique().0;
-        let mut stop = match self.requests.register(unique) {
+        let stop = match self.requests.register(unique) {
             Ok(rx) => rx,
             Err(why) => return reply.error(stopped("readdirplus", why)),
         };
@@ -367,24 +360,10 @@ impl Filesystem for FuseFs {
                 }
                 Ok::<_, fs::Error>(())
             };
-            // `work` borrows `reply`; it is dropped when the select ends.
-            let outcome = tokio::select! {
-                r = tokio::time::timeout(limit, work) => Ok(r),
-                why = &mut stop => Err(why.unwrap_or(Stop::Shutdown)),
-            };
-            requests.done(unique);
-            match outcome {
-                Ok(Ok(Ok(()))) => reply.ok(),
-                Ok(Ok(Err(e))) => {
-                    if !e.is_quiet() {
-                        tracing::warn!(op = "readdirplus", "{e}");
-                    }
-                    reply.error(Errno::from_i32(e.errno()));
-                }
-                Ok(Err(_)) => {
-                    tracing::warn!(op = "readdirplus", "timed out after {limit:?}");
-                    reply.error(Errno::EIO);
-                }
+            // `work` borrows `reply`; `guard` drops it before returning.
+            match requests.guard(unique, stop, limit, work).await {
+                Ok(Ok(())) => reply.ok(),
+                Ok(Err(e)) => reply.error(errno_of("readdirplus", &e)),
                 Err(why) => reply.error(stopped("readdirplus", why)),
             }
         });

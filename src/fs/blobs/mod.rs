@@ -123,12 +123,15 @@ impl Blobs {
         } else {
             Want::Chunks(offset, end)
         };
-        dl.wait_range(want).await
+        dl.wait(want).await
     }
 
     /// The verified blob in the cache, checked off the async threads (a file
     /// changed since it was verified is hashed again).
     async fn cached(&self, d: &crate::digest::Digest) -> Option<PathBuf> {
+        // A lazy read of a blob not cached yet (every read of it, until it
+        // is): one stat says so, without a trip to a blocking thread.
+        self.cache.has_blob_file(d)?;
         let (cache, d) = (self.cache.clone(), d.clone());
         tokio::task::spawn_blocking(move || cache.blob(&d))
             .await
@@ -248,10 +251,6 @@ impl Download {
                 reason: "not verified".into(),
             }),
         }
-    }
-
-    async fn wait_range(self: &Arc<Self>, want: Want) -> Result<Read, Error> {
-        self.wait(want).await
     }
 
     /// Starts what `want` needs and waits until its bytes are held (for
