@@ -147,18 +147,6 @@ fn assert_read_fails(
     t.elapsed()
 }
 
-fn assert_xattrs_include(path: &Path, want: &[(&str, &str)]) {
-    let got = xattrs(path);
-    for (k, v) in want {
-        assert_eq!(
-            got.get(*k).map(String::as_str),
-            Some(*v),
-            "xattr {k} of {}; all: {got:#?}",
-            path.display()
-        );
-    }
-}
-
 fn regfs_log(cache_dir: &Path) -> String {
     fs::read_to_string(cache_dir.join("regfs.log")).unwrap_or_default()
 }

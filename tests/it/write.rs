@@ -1261,6 +1261,51 @@ fn registry_dies_mid_commit_then_resumes() {
     finish(m);
 }
 
+/// What a command spawned by `commit_caught_mid_upload` printed so far.
+fn output_in(outs: &Path, name: &str) -> String {
+    fs::read_to_string(outs.join(name)).unwrap_or_default()
+}
+
+/// Spawns `cmd` (a `regfs commit`), its stdout and stderr going to `out`
+/// and `err` in `outs`, and returns it once it has been uploading `blob`
+/// through `proxy` for 1.5 s and is still running (`before`: what must not
+/// have happened yet, for the message).
+fn commit_caught_mid_upload(
+    cmd: &mut Command,
+    proxy: &FaultProxy,
+    blob: &str,
+    outs: &Path,
+    before: &str,
+) -> std::process::Child {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(outs.join("out")).unwrap())
+        .stderr(fs::File::create(outs.join("err")).unwrap())
+        .spawn()
+        .expect("spawn regfs commit");
+    let t = Instant::now();
+    while !proxy.log().iter().any(|r| is_upload_of(r, blob)) {
+        if t.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the upload of {blob} never started\nstdout: {}\nstderr: {}",
+                output_in(outs, "out"),
+                output_in(outs, "err")
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "commit ended before {before}\nstdout: {}\nstderr: {}",
+        output_in(outs, "out"),
+        output_in(outs, "err")
+    );
+    child
+}
+
 #[test]
 fn commit_killed_mid_upload_then_rerun() {
     let reg = Registry::start();
@@ -1283,31 +1328,12 @@ fn commit_killed_mid_upload_then_rerun() {
         RuleAction::SlowBody(1024 * 1024),
     )));
     let outs = tmpdir();
-    let mut child = regfs()
-        .arg("commit")
-        .arg(&tag)
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(outs.path().join("out")).unwrap())
-        .stderr(fs::File::create(outs.path().join("err")).unwrap())
-        .spawn()
-        .expect("spawn regfs commit");
-    let t = Instant::now();
-    while !proxy.log().iter().any(|r| is_upload_of(r, &big)) {
-        if t.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the upload of big.bin never started\nstdout: {}\nstderr: {}",
-                fs::read_to_string(outs.path().join("out")).unwrap_or_default(),
-                fs::read_to_string(outs.path().join("err")).unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    thread::sleep(Duration::from_millis(1500));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "commit ended before the kill"
+    let mut child = commit_caught_mid_upload(
+        regfs().arg("commit").arg(&tag),
+        &proxy,
+        &big,
+        outs.path(),
+        "the kill",
     );
     child.kill().expect("kill -9 regfs commit");
     let st = crate::support::cmd::wait_timeout(&mut child, Duration::from_secs(10))
@@ -1365,38 +1391,19 @@ fn commit_to_reports_a_registry_killed_mid_upload() {
     )));
     let target = format!("{}/cut:v1", proxy.host());
     let outs = tmpdir();
-    let mut child = regfs()
-        .arg("commit")
-        .arg(src.path())
-        .arg("--to")
-        .arg(&target)
-        .args(["--timeout", "5"])
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(outs.path().join("out")).unwrap())
-        .stderr(fs::File::create(outs.path().join("err")).unwrap())
-        .spawn()
-        .expect("spawn regfs commit");
-    let output = |name: &str| fs::read_to_string(outs.path().join(name)).unwrap_or_default();
-    let t = Instant::now();
-    while !proxy.log().iter().any(|r| is_upload_of(r, &big)) {
-        if t.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the upload of big.bin never started\nstdout: {}\nstderr: {}",
-                output("out"),
-                output("err")
-            );
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    thread::sleep(Duration::from_millis(1500));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "commit ended before the registry died\nstdout: {}\nstderr: {}",
-        output("out"),
-        output("err")
+    let mut child = commit_caught_mid_upload(
+        regfs()
+            .arg("commit")
+            .arg(src.path())
+            .arg("--to")
+            .arg(&target)
+            .args(["--timeout", "5"]),
+        &proxy,
+        &big,
+        outs.path(),
+        "the registry died",
     );
+    let output = |name: &str| output_in(outs.path(), name);
     reg.stop();
     let st = crate::support::cmd::wait_timeout(&mut child, COMMIT_TIMEOUT).unwrap_or_else(|| {
         let _ = child.kill();

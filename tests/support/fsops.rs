@@ -117,3 +117,17 @@ pub fn xattrs(path: &Path) -> BTreeMap<String, String> {
     }
     m
 }
+
+/// Asserts that `path` has at least these `user.*` attributes, with these
+/// values.
+pub fn assert_xattrs_include(path: &Path, want: &[(&str, &str)]) {
+    let got = xattrs(path);
+    for (k, v) in want {
+        assert_eq!(
+            got.get(*k).map(String::as_str),
+            Some(*v),
+            "xattr {k} of {}; all: {got:#?}",
+            path.display()
+        );
+    }
+}
