@@ -162,6 +162,100 @@ impl Verifier {
     }
 }
 
+/// The sha256 of each `size`-byte chunk of a stream, in order (the last
+/// chunk may be shorter): what a chunk-digest list holds.
+pub struct ChunkHasher {
+    size: u64,
+    hasher: Sha256,
+    /// Bytes of the current chunk hashed so far.
+    filled: u64,
+    done: Vec<Digest>,
+}
+
+impl ChunkHasher {
+    pub fn new(size: u64) -> ChunkHasher {
+        ChunkHasher {
+            size: size.max(1),
+            hasher: Sha256::new(),
+            filled: 0,
+            done: Vec::new(),
+        }
+    }
+
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let room = (self.size - self.filled).min(bytes.len() as u64) as usize;
+            self.hasher.update(&bytes[..room]);
+            self.filled += room as u64;
+            bytes = &bytes[room..];
+            if self.filled == self.size {
+                let h = std::mem::take(&mut self.hasher);
+                self.done.push(Digest::from_hash(&h.finalize()));
+                self.filled = 0;
+            }
+        }
+    }
+
+    /// The digests of every chunk (none for an empty stream).
+    pub fn finish(mut self) -> Vec<Digest> {
+        if self.filled > 0 {
+            self.done.push(Digest::from_hash(&self.hasher.finalize()));
+        }
+        self.done
+    }
+}
+
+/// The digest of everything `r` yields and the digests of its
+/// `chunk`-byte chunks, from one read: the chunks are hashed on a second
+/// thread, so on two cores this costs what the whole-stream hash costs.
+pub fn of_reader_with_chunks(
+    mut r: impl std::io::Read,
+    chunk: u64,
+) -> std::io::Result<(Digest, Vec<Digest>)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(4);
+    std::thread::scope(|s| {
+        let chunker = s.spawn(move || {
+            let mut c = ChunkHasher::new(chunk);
+            for block in rx {
+                c.update(&block);
+            }
+            c.finish()
+        });
+        let mut whole = Sha256::new();
+        let read = loop {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0;
+            // Fill the block (fewer, larger blocks through the channel).
+            let eof = loop {
+                match r.read(&mut buf[n..]) {
+                    Ok(0) => break true,
+                    Ok(k) => {
+                        n += k;
+                        if n == buf.len() {
+                            break false;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            buf.truncate(n);
+            whole.update(&buf);
+            if n > 0 && tx.send(std::sync::Arc::new(buf)).is_err() {
+                break Err(std::io::Error::other("chunk hasher stopped"));
+            }
+            if eof {
+                break Ok(());
+            }
+        };
+        drop(tx);
+        let chunks = chunker
+            .join()
+            .map_err(|_| std::io::Error::other("chunk hasher panicked"))?;
+        read.map(|()| (Digest::from_hash(&whole.finalize()), chunks))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +293,26 @@ mod tests {
         for (input, want) in table {
             assert_eq!(input.parse::<Digest>().unwrap_err(), want, "{input}");
         }
+    }
+
+    #[test]
+    fn chunk_hashes_are_the_hashes_of_the_chunks_whatever_the_pieces() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let want: Vec<Digest> = data.chunks(4096).map(Digest::of).collect();
+        assert_eq!(want.len(), 3);
+        for piece in [1, 100, 4096, 5000, 10_000] {
+            let mut c = ChunkHasher::new(4096);
+            for p in data.chunks(piece) {
+                c.update(p);
+            }
+            assert_eq!(c.finish(), want, "pieces of {piece}");
+        }
+        assert!(ChunkHasher::new(4096).finish().is_empty());
+        let (whole, chunks) = of_reader_with_chunks(&data[..], 4096).unwrap();
+        assert_eq!((whole, chunks), (Digest::of(&data), want));
+        // A multiple of the chunk size has no short last chunk.
+        let (_, chunks) = of_reader_with_chunks(&data[..8192], 4096).unwrap();
+        assert_eq!(chunks.len(), 2);
     }
 
     #[test]

@@ -44,7 +44,7 @@ use crate::digest::{Digest, Verifier};
 pub use check::{Checked, Damaged, Stored};
 pub use evict::{plan_eviction, CacheEntry};
 use identity::Identity;
-pub use partial::{Partial, Progress, RangeSet};
+pub use partial::{BadChunk, Partial, Progress, RangeSet};
 
 /// Why a download could not be moved into the verified cache.
 #[derive(Debug, thiserror::Error)]

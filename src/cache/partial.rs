@@ -61,6 +61,27 @@ impl RangeSet {
         self.0 = out;
     }
 
+    /// Takes `a..b` out.
+    pub fn remove(&mut self, a: u64, b: u64) {
+        if a >= b {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.0.len() + 1);
+        for &(x, y) in &self.0 {
+            if y <= a || x >= b {
+                out.push((x, y));
+                continue;
+            }
+            if x < a {
+                out.push((x, a));
+            }
+            if y > b {
+                out.push((b, y));
+            }
+        }
+        self.0 = out;
+    }
+
     /// Whether all of `a..b` is held.
     pub fn contains(&self, a: u64, b: u64) -> bool {
         if a >= b {
@@ -123,6 +144,27 @@ struct Hasher {
     hashed: u64,
 }
 
+/// Chunk-by-chunk verification against a chunk-digest list: a chunk's bytes
+/// count as ready for readers only once they matched its digest, and a
+/// chunk that does not match is dropped (its range is no longer held, so it
+/// is fetched again).
+struct Chunks {
+    size: u64,
+    digests: Vec<Digest>,
+    verified: Vec<bool>,
+    /// Chunks hashed in memory as their bytes arrive in order from the
+    /// chunk's start; a chunk filled any other way is hashed from disk.
+    filling: std::collections::HashMap<usize, Verifier>,
+}
+
+/// A chunk that did not match its listed digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadChunk {
+    pub index: u64,
+    pub offset: u64,
+    pub actual: Digest,
+}
+
 /// A blob being downloaded (see the module doc). Shared by every task that
 /// writes into it; all methods take `&self` and may block on disk I/O (call
 /// them from blocking threads).
@@ -134,6 +176,7 @@ pub struct Partial {
     map_path: PathBuf,
     held: Mutex<RangeSet>,
     hasher: Mutex<Hasher>,
+    chunks: Mutex<Option<Chunks>>,
     /// Moved into place or dropped: nothing more is saved.
     ended: std::sync::atomic::AtomicBool,
 }
@@ -144,12 +187,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// What a write did to the download.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
     /// Bytes held now.
     pub held: u64,
     /// The whole blob is held and hashed: call `Cache::complete`.
     pub complete: bool,
+    /// A chunk this write completed did not match its listed digest; its
+    /// bytes were dropped.
+    pub bad_chunk: Option<BadChunk>,
 }
 
 impl Partial {
@@ -201,6 +247,7 @@ impl Partial {
                 verifier: Some(Verifier::new(digest.clone())),
                 hashed: 0,
             }),
+            chunks: Mutex::new(None),
             ended: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -242,6 +289,7 @@ impl Partial {
                 return Ok(Progress {
                     held: held.len(),
                     complete: false,
+                    bad_chunk: None,
                 });
             }
             let mut at = offset;
@@ -258,7 +306,166 @@ impl Partial {
             held.insert(offset, end);
             whole
         };
-        self.hash(whole.then_some((offset, bytes)))
+        let bad_chunk = self.check_chunks(offset, bytes, whole)?;
+        let fresh = (whole && bad_chunk.is_none()).then_some((offset, bytes));
+        let mut progress = self.hash(fresh)?;
+        progress.bad_chunk = bad_chunk;
+        Ok(progress)
+    }
+
+    /// From now on, bytes are ready for readers only chunk by chunk, once
+    /// each matched its digest in `digests` (the chunks of `chunk_size`
+    /// bytes, in order). Ignored if a list is in use already, or if it does
+    /// not have one digest per chunk.
+    pub fn verify_chunks(&self, digests: Vec<Digest>, chunk_size: u64) -> bool {
+        let mut c = lock(&self.chunks);
+        if c.is_some() {
+            return true;
+        }
+        if chunk_size == 0 || digests.len() as u64 != self.size.div_ceil(chunk_size) {
+            return false;
+        }
+        *c = Some(Chunks {
+            size: chunk_size,
+            verified: vec![false; digests.len()],
+            digests,
+            filling: Default::default(),
+        });
+        true
+    }
+
+    /// Whether reads are verified chunk by chunk.
+    pub fn has_chunks(&self) -> bool {
+        lock(&self.chunks).is_some()
+    }
+
+    /// Whether `a..b` may be read: held, and with a chunk list, every chunk
+    /// it touches verified.
+    pub fn ready(&self, a: u64, b: u64) -> bool {
+        match &*lock(&self.chunks) {
+            None => self.holds(a, b),
+            Some(c) => a >= b || chunk_span(c.size, a, b).all(|i| c.verified[i]),
+        }
+    }
+
+    /// Verifies, from disk, the chunks touching `a..b` that are held but
+    /// not verified (held before the list was known, or by a download that
+    /// resumed). A chunk that does not match is dropped.
+    pub fn check_held_chunks(&self, a: u64, b: u64) -> Result<Option<BadChunk>, Error> {
+        let span: Vec<usize> = match &*lock(&self.chunks) {
+            None => return Ok(None),
+            Some(c) => chunk_span(c.size, a, b.max(a + 1).min(self.size))
+                .filter(|&i| !c.verified[i])
+                .collect(),
+        };
+        let mut bad = None;
+        for i in span {
+            bad = bad.or(self.check_chunk(i)?);
+        }
+        Ok(bad)
+    }
+
+    /// After a write: feeds fresh bytes to the chunks filling in order, and
+    /// verifies every chunk the write completed.
+    fn check_chunks(
+        &self,
+        offset: u64,
+        bytes: &[u8],
+        fresh: bool,
+    ) -> Result<Option<BadChunk>, Error> {
+        let end = offset + bytes.len() as u64;
+        let span: Vec<usize> = {
+            let mut guard = lock(&self.chunks);
+            let Some(c) = guard.as_mut() else {
+                return Ok(None);
+            };
+            let span: Vec<usize> = chunk_span(c.size, offset, end).collect();
+            for &i in &span {
+                let (cs, ce) = chunk_bounds(c.size, self.size, i);
+                let (pa, pb) = (offset.max(cs), end.min(ce));
+                let piece = &bytes[(pa - offset) as usize..(pb - offset) as usize];
+                match c.filling.get_mut(&i) {
+                    Some(v) if fresh && v.len() == pa - cs => v.update(piece),
+                    Some(_) => {
+                        c.filling.remove(&i);
+                    }
+                    None if fresh && pa == cs && !c.verified[i] => {
+                        let mut v = Verifier::new(c.digests[i].clone());
+                        v.update(piece);
+                        c.filling.insert(i, v);
+                    }
+                    None => {}
+                }
+            }
+            span
+        };
+        let mut bad = None;
+        for i in span {
+            bad = bad.or(self.check_chunk(i)?);
+        }
+        Ok(bad)
+    }
+
+    /// Verifies chunk `i` if it is wholly held and not verified yet: from
+    /// the bytes hashed as they arrived, else from disk.
+    fn check_chunk(&self, i: usize) -> Result<Option<BadChunk>, Error> {
+        let (chunk, expected, in_memory) = {
+            let mut guard = lock(&self.chunks);
+            let Some(c) = guard.as_mut() else {
+                return Ok(None);
+            };
+            let (cs, ce) = chunk_bounds(c.size, self.size, i);
+            if c.verified[i] || !self.holds(cs, ce) {
+                return Ok(None);
+            }
+            let in_memory = match c.filling.remove(&i) {
+                Some(v) if v.len() == ce - cs => Some(v),
+                _ => None,
+            };
+            ((cs, ce), c.digests[i].clone(), in_memory)
+        };
+        let (cs, ce) = chunk;
+        let verdict = match in_memory {
+            Some(v) => v.finish(),
+            None => {
+                let mut buf = vec![0u8; (ce - cs) as usize];
+                self.file
+                    .read_exact_at(&mut buf, cs)
+                    .map_err(err(&self.path))?;
+                let actual = Digest::of(&buf);
+                if actual == expected {
+                    Ok(())
+                } else {
+                    Err(actual)
+                }
+            }
+        };
+        let mut guard = lock(&self.chunks);
+        let Some(c) = guard.as_mut() else {
+            return Ok(None);
+        };
+        match verdict {
+            Ok(()) => {
+                c.verified[i] = true;
+                Ok(None)
+            }
+            Err(actual) => {
+                // Never readable, never rewritten in place: the range is
+                // given up and fetched again; a prefix hash that went
+                // through it starts over.
+                lock(&self.held).remove(cs, ce);
+                let mut h = lock(&self.hasher);
+                if h.hashed > cs && h.verifier.is_some() {
+                    h.verifier = Some(Verifier::new(self.digest.clone()));
+                    h.hashed = 0;
+                }
+                Ok(Some(BadChunk {
+                    index: i as u64,
+                    offset: cs,
+                    actual,
+                }))
+            }
+        }
     }
 
     /// Hashes the held prefix past what was hashed (after a resume).
@@ -297,6 +504,7 @@ impl Partial {
         Ok(Progress {
             held,
             complete: h.hashed == self.size && h.verifier.is_some(),
+            bad_chunk: None,
         })
     }
 
@@ -352,6 +560,20 @@ impl Partial {
         }
         let _ = fs::remove_file(&self.map_path);
     }
+}
+
+/// The chunks of `size` bytes that `a..b` touches.
+fn chunk_span(size: u64, a: u64, b: u64) -> std::ops::Range<usize> {
+    if a >= b {
+        return 0..0;
+    }
+    (a / size) as usize..b.div_ceil(size) as usize
+}
+
+/// Where chunk `i` starts and ends in a blob of `total` bytes.
+fn chunk_bounds(size: u64, total: u64, i: usize) -> (u64, u64) {
+    let start = i as u64 * size;
+    (start, (start + size).min(total))
 }
 
 /// How much of a download in progress is on disk (for `regfs status`).
@@ -454,6 +676,96 @@ mod tests {
         assert!(p.write(0, b"HELLO world").unwrap().complete);
         assert_eq!(p.read_at(0, 11).unwrap(), data);
         assert!(p.take_verifier().unwrap().finish().is_ok());
+    }
+
+    #[test]
+    fn removing_ranges_splits_what_it_cuts() {
+        let mut s = set(&[(0, 10), (20, 30)]);
+        s.remove(5, 25);
+        assert_eq!(s.0, vec![(0, 5), (25, 30)]);
+        s.remove(0, 100);
+        assert!(s.is_empty());
+    }
+
+    /// 10 chunks of 1,000 bytes and a short last one.
+    fn chunked() -> (Vec<u8>, Vec<Digest>) {
+        let data: Vec<u8> = (0..10_500u32).map(|i| (i * 13 % 256) as u8).collect();
+        let digests = data.chunks(1000).map(Digest::of).collect();
+        (data, digests)
+    }
+
+    #[test]
+    fn with_a_chunk_list_bytes_are_ready_only_in_verified_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, digests) = chunked();
+        let p = Partial::open(dir.path(), &Digest::of(&data), data.len() as u64).unwrap();
+        assert!(
+            !p.verify_chunks(digests[1..].to_vec(), 1000),
+            "one digest per chunk"
+        );
+        assert!(p.verify_chunks(digests.clone(), 1000));
+        // Half a chunk is held but not ready.
+        p.write(2000, &data[2000..2500]).unwrap();
+        assert!(p.holds(2000, 2500) && !p.ready(2000, 2500));
+        p.write(2500, &data[2500..3000]).unwrap();
+        assert!(p.ready(2000, 3000) && !p.ready(2000, 3001));
+        // Out of order within a chunk: hashed from disk when whole.
+        p.write(10_200, &data[10_200..]).unwrap();
+        p.write(10_000, &data[10_000..10_200]).unwrap();
+        assert!(p.ready(10_000, 10_500));
+        // Everything, in any order: the whole blob completes as before.
+        p.write(0, &data[..2000]).unwrap();
+        let last = p.write(3000, &data[3000..10_000]).unwrap();
+        assert!(last.complete && last.bad_chunk.is_none());
+        assert!(p.take_verifier().unwrap().finish().is_ok());
+    }
+
+    #[test]
+    fn a_chunk_that_does_not_match_is_dropped_and_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, digests) = chunked();
+        let p = Partial::open(dir.path(), &Digest::of(&data), data.len() as u64).unwrap();
+        p.verify_chunks(digests, 1000);
+        let mut bad = data[..3000].to_vec();
+        bad[1500] ^= 1;
+        let w = p.write(0, &bad).unwrap();
+        assert_eq!(
+            w.bad_chunk.map(|b| (b.index, b.offset)),
+            Some((1, 1000)),
+            "the corrupted chunk is named"
+        );
+        assert!(p.ready(0, 1000) && p.ready(2000, 3000));
+        assert!(!p.holds(1000, 2000) && !p.ready(1000, 2000));
+        // The right bytes, fetched again, are taken; the prefix hash
+        // started over, so the whole blob still verifies.
+        assert!(p
+            .write(1000, &data[1000..2000])
+            .unwrap()
+            .bad_chunk
+            .is_none());
+        assert!(p.ready(0, 3000));
+        assert!(p.write(3000, &data[3000..]).unwrap().complete);
+        assert!(p.take_verifier().unwrap().finish().is_ok());
+    }
+
+    #[test]
+    fn chunks_held_before_the_list_was_known_are_checked_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, digests) = chunked();
+        let d = Digest::of(&data);
+        {
+            let p = Partial::open(dir.path(), &d, data.len() as u64).unwrap();
+            let mut bad = data[..2000].to_vec();
+            bad[10] ^= 1;
+            p.write(0, &bad).unwrap();
+            p.save();
+        }
+        let p = Partial::open(dir.path(), &d, data.len() as u64).unwrap();
+        p.verify_chunks(digests, 1000);
+        assert!(!p.ready(0, 10));
+        let bad = p.check_held_chunks(0, 2000).unwrap();
+        assert_eq!(bad.map(|b| b.index), Some(0));
+        assert!(p.ready(1000, 2000) && !p.holds(0, 1000));
     }
 
     #[test]

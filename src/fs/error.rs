@@ -48,6 +48,13 @@ pub enum Error {
     Blob { digest: Digest, reason: String },
     #[error("blob {digest}: content does not match its digest (got {actual})")]
     Mismatch { digest: Digest, actual: Digest },
+    #[error("blob {digest}: chunk {index} (from byte {offset}) does not match the layer's chunk list (got {actual}); dropped, it is fetched again on the next read")]
+    ChunkMismatch {
+        digest: Digest,
+        index: u64,
+        offset: u64,
+        actual: Digest,
+    },
     #[error("blob {digest}: nothing arrived for {after:.0?}; giving up (see --timeout)")]
     Stalled { digest: Digest, after: Duration },
     #[error("layer {digest} cannot be unpacked: {reason}")]

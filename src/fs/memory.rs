@@ -75,19 +75,47 @@ impl Memory {
     /// Pushes an ORAS-style artifact: an empty config and one titled layer
     /// per file. Returns the manifest digest.
     pub fn push(&self, repo: &str, tag: &str, files: &[(&str, &[u8])]) -> Digest {
-        let config = self.put_blob(EMPTY_CONFIG);
         let layers: Vec<serde_json::Value> = files
             .iter()
-            .map(|(title, data)| {
-                let d = self.put_blob(data);
-                serde_json::json!({
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": d.to_string(),
-                    "size": data.len(),
-                    "annotations": {"org.opencontainers.image.title": title},
-                })
-            })
+            .map(|(title, data)| self.titled_layer(title, data))
             .collect();
+        self.push_layers(repo, tag, layers)
+    }
+
+    /// Pushes a file as regfs commits a large one: its titled layer and
+    /// a chunk-digest layer with `list` (made with `chunk_list_of` or by
+    /// hand, to lie).
+    pub fn push_chunked(
+        &self,
+        repo: &str,
+        tag: &str,
+        title: &str,
+        data: &[u8],
+        list: &[u8],
+    ) -> Digest {
+        let layer = self.titled_layer(title, data);
+        let list_digest = self.put_blob(list);
+        let list_layer = serde_json::json!({
+            "mediaType": crate::oci::CHUNKS_MEDIA_TYPE,
+            "digest": list_digest.to_string(),
+            "size": list.len(),
+            "annotations": {crate::oci::CHUNKS_OF_ANNOTATION: Digest::of(data).to_string()},
+        });
+        self.push_layers(repo, tag, vec![layer, list_layer])
+    }
+
+    fn titled_layer(&self, title: &str, data: &[u8]) -> serde_json::Value {
+        let d = self.put_blob(data);
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": d.to_string(),
+            "size": data.len(),
+            "annotations": {"org.opencontainers.image.title": title},
+        })
+    }
+
+    fn push_layers(&self, repo: &str, tag: &str, layers: Vec<serde_json::Value>) -> Digest {
+        let config = self.put_blob(EMPTY_CONFIG);
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -154,6 +182,15 @@ impl Memory {
         };
         Body::new(start, stream)
     }
+}
+
+/// The chunk-digest list of `data`, as regfs commits it.
+pub fn chunk_list_of(data: &[u8]) -> Vec<u8> {
+    let chunks = data
+        .chunks(crate::oci::CHUNK_SIZE as usize)
+        .map(Digest::of)
+        .collect();
+    crate::oci::ChunkList::new(Digest::of(data), data.len() as u64, chunks).to_bytes()
 }
 
 impl Default for Memory {

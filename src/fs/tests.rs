@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::memory::{Fault, Memory};
+use super::memory::{chunk_list_of, Fault, Memory};
 use super::{Error, Fs, Kind, Options, Verify};
 use crate::cache::Cache;
 use crate::digest::Digest;
@@ -295,6 +295,137 @@ async fn a_lazy_read_of_corrupted_bytes_fails_at_the_end_and_recovers() {
     w.source.set_fault(Fault::None);
     assert!(w.read_all("org/app/v1/model.bin", 1 << 20).await.unwrap() == big);
     assert!(w.cached(&Digest::of(&big)));
+}
+
+/// `model.bin` with a chunk-digest list (`list`: its bytes, or `None` for
+/// the right ones).
+fn chunked_sample(list: Option<Vec<u8>>) -> (Memory, Vec<u8>) {
+    let m = Memory::new();
+    let big = data(17 * MIB + 12345, 9);
+    let list = list.unwrap_or_else(|| chunk_list_of(&big));
+    m.push_chunked("org/app", "v1", "model.bin", &big, &list);
+    (m, big)
+}
+
+async fn verify_attr(w: &World, path: &str) -> String {
+    let f = w.path(path).await.unwrap();
+    String::from_utf8(w.fs.getxattr(f, "user.oci.verify").await.unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_chunk_list_no_corrupted_byte_reaches_a_random_reader() {
+    let (m, big) = chunked_sample(None);
+    let w = world_with(m, Verify::Lazy, Duration::from_secs(5));
+    assert_eq!(
+        w.names("org/app/v1").await.len(),
+        4,
+        "the list is no titled file"
+    );
+    assert_eq!(verify_attr(&w, "org/app/v1/model.bin").await, "chunks");
+    // (The fault corrupts every blob answer: the list comes first, clean.)
+    assert_eq!(
+        w.read_at("org/app/v1/model.bin", 0, 10).await.unwrap(),
+        &big[..10]
+    );
+    let off = 9 * MIB as u64 + 100;
+    w.source.set_fault(Fault::Corrupt);
+    let e = w
+        .read_at("org/app/v1/model.bin", off, 4096)
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(e.to_string().contains("chunk list"), "{e}");
+    w.source.set_fault(Fault::None);
+    let got = w.read_at("org/app/v1/model.bin", off, 4096).await.unwrap();
+    assert_eq!(got, &big[off as usize..off as usize + 4096]);
+    // The end of the blob needs no end-of-file gate: its chunk is enough.
+    let before = w.source.blob_bytes.load(Ordering::Relaxed);
+    let tail = big.len() as u64 - 100;
+    let got = w.read_at("org/app/v1/model.bin", tail, 4096).await.unwrap();
+    assert_eq!(got, &big[tail as usize..]);
+    let sent = w.source.blob_bytes.load(Ordering::Relaxed) - before;
+    assert!(
+        sent <= 4 * MIB as u64,
+        "the last 100 bytes fetched {sent} bytes"
+    );
+    assert!(!w.cached(&Digest::of(&big)));
+    // A reader going through in order still gets the whole blob verified.
+    assert!(
+        w.read_all("org/app/v1/model.bin", 128 * 1024)
+            .await
+            .unwrap()
+            == big
+    );
+    assert!(w.cached(&Digest::of(&big)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_reader_of_corrupted_chunks_gets_eio_never_their_bytes() {
+    let (m, big) = chunked_sample(None);
+    let w = world_with(m, Verify::Lazy, Duration::from_secs(5));
+    let ino = w.path("org/app/v1/model.bin").await.unwrap();
+    let (fh, _) = w.fs.open(ino, false, false).await.unwrap();
+    // The first read fetches the list (clean); then every answer is corrupt.
+    let first = w.fs.read(fh, 0, 4096).await.unwrap();
+    assert_eq!(&first[..], &big[..4096]);
+    let mut off = 4096u64;
+    w.source.set_fault(Fault::Corrupt);
+    let err = loop {
+        match w.fs.read(fh, off, 128 * 1024).await {
+            Ok(b) => {
+                assert!(!b.is_empty(), "no EOF before the error");
+                assert_eq!(
+                    &b[..],
+                    &big[off as usize..off as usize + b.len()],
+                    "at {off}"
+                );
+                off += b.len() as u64;
+            }
+            Err(e) => break e,
+        }
+    };
+    w.fs.release(fh);
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    w.source.set_fault(Fault::None);
+    assert!(
+        w.read_all("org/app/v1/model.bin", 128 * 1024)
+            .await
+            .unwrap()
+            == big
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_list_that_disagrees_with_its_layer_is_ignored() {
+    // A list of the right layer, one chunk short.
+    let big = data(17 * MIB + 12345, 9);
+    let mut list: serde_json::Value = serde_json::from_slice(&chunk_list_of(&big)).unwrap();
+    list["chunks"].as_array_mut().unwrap().pop();
+    let (m, big) = chunked_sample(Some(serde_json::to_vec(&list).unwrap()));
+    let w = world_with(m, Verify::Lazy, Duration::from_secs(5));
+    assert_eq!(verify_attr(&w, "org/app/v1/model.bin").await, "chunks");
+    let off = 9 * MIB as u64;
+    let got = w.read_at("org/app/v1/model.bin", off, 4096).await.unwrap();
+    assert_eq!(got, &big[off as usize..off as usize + 4096]);
+    // Found out: reads are gated at end-of-file as without a list.
+    assert_eq!(verify_attr(&w, "org/app/v1/model.bin").await, "eof");
+    let tail = big.len() as u64 - 100;
+    w.read_at("org/app/v1/model.bin", tail, 100).await.unwrap();
+    assert!(
+        w.cached(&Digest::of(&big)),
+        "the end-of-file read verified the whole blob"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn how_lazy_reads_are_verified_is_an_attribute() {
+    let (m, _, _) = sample();
+    let w = world_with(m, Verify::Lazy, Duration::from_secs(5));
+    assert_eq!(verify_attr(&w, "org/app/v1/model.bin").await, "eof");
+    assert_eq!(verify_attr(&w, "org/app/v1/hello.txt").await, "strict");
+    let (m, _) = chunked_sample(None);
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    assert_eq!(verify_attr(&w, "org/app/v1/model.bin").await, "strict");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

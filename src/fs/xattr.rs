@@ -64,7 +64,12 @@ impl Fs {
                 let v = self.view(repo, digest).await?;
                 of_manifest(digest, &v, None)
             }
-            Node::Blob { desc, .. } => of_desc(desc),
+            Node::Blob { desc, .. } => {
+                let mut a = of_desc(desc);
+                // How a lazy read of it is verified (docs/verification.md).
+                push(&mut a, "user.oci.verify", self.blobs.verify_mode(desc));
+                a
+            }
             Node::UnpackedDir { layer, path, .. } if path.is_empty() => of_desc(layer),
             _ => Vec::new(),
         };

@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use oci_spec::image::Descriptor;
 
-use super::{Platform, MAX_BLOB_SIZE, TITLE_ANNOTATION, UNPACK_ANNOTATION};
+use super::{
+    Platform, CHUNKS_MEDIA_TYPE, CHUNKS_OF_ANNOTATION, MAX_BLOB_SIZE, TITLE_ANNOTATION,
+    UNPACK_ANNOTATION,
+};
 use crate::digest::Digest;
 
 /// A descriptor after validation.
@@ -22,6 +25,9 @@ pub struct Desc {
     pub platform: Option<String>,
     /// The platform as OCI writes it: `<os>/<arch>[/<variant>]`.
     pub platform_spec: Option<String>,
+    /// The chunk-digest list layer of the same manifest that covers this
+    /// layer (`chunks.rs`), if there is one.
+    pub chunk_list: Option<Box<Desc>>,
 }
 
 /// Why a descriptor is unusable; `field` says where it was (`layers[2]`).
@@ -58,11 +64,20 @@ impl Desc {
             artifact_type: d.artifact_type().as_ref().map(|t| t.to_string()),
             platform: platform.as_ref().map(Platform::folder_name),
             platform_spec: platform.as_ref().map(Platform::spec),
+            chunk_list: None,
         })
     }
 
     pub fn title(&self) -> Option<&str> {
         self.annotations.get(TITLE_ANNOTATION).map(String::as_str)
+    }
+
+    /// A chunk-digest list (`chunks.rs`): the digest of the layer it covers.
+    pub fn chunks_of(&self) -> Option<Digest> {
+        if self.media_type != CHUNKS_MEDIA_TYPE {
+            return None;
+        }
+        self.annotations.get(CHUNKS_OF_ANNOTATION)?.parse().ok()
     }
 
     /// A titled tar+gzip layer that ORAS unpacks into a folder.

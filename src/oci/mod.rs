@@ -4,10 +4,12 @@
 //! Every module that reads or writes manifests takes these names from here,
 //! so each string is written once. Pure: no I/O.
 
+mod chunks;
 mod descriptor;
 mod platform;
 mod time;
 
+pub use chunks::{wants_chunk_list, ChunkList, CHUNKED_MIN, CHUNK_SIZE};
 pub use descriptor::{ordered_annotations, Desc, DescriptorError};
 pub use platform::{prepare_descriptor, Platform};
 pub use time::{format_rfc3339, parse_rfc3339};

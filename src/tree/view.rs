@@ -195,6 +195,7 @@ impl View {
                 Err(e) => skipped.push(e.to_string()),
             }
         }
+        link_chunk_lists(&mut blobs);
         let mut root = BTreeMap::new();
         root.insert(MANIFEST_JSON.to_string(), Entry::ManifestJson);
         root.insert(REFERRERS.to_string(), Entry::Referrers);
@@ -358,6 +359,24 @@ impl View {
         self.annotations
             .get(CREATED_ANNOTATION)
             .and_then(|s| crate::oci::parse_rfc3339(s))
+    }
+}
+
+/// Gives each layer the chunk-digest list of the same manifest that
+/// covers it (the first, if several claim it). A list has no title, so it
+/// is never a titled file; it stays under `blobs/`.
+fn link_chunk_lists(blobs: &mut [Desc]) {
+    let lists: Vec<(Digest, Desc)> = blobs
+        .iter()
+        .skip(1)
+        .filter_map(|b| Some((b.chunks_of()?, b.clone())))
+        .collect();
+    for (of, list) in lists.into_iter().rev() {
+        for b in blobs.iter_mut().skip(1) {
+            if b.digest == of && b.chunks_of().is_none() {
+                b.chunk_list = Some(Box::new(list.clone()));
+            }
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 use super::source::Source;
 use super::{lock, Error, Verify};
 use crate::cache::{Cache, Incomplete, Partial};
+use crate::oci::{ChunkList, CHUNK_SIZE};
 use crate::registry::{self, backoff};
 use crate::tree::view::Desc;
 pub use plan::{plan, Want, CHUNK};
@@ -64,6 +65,8 @@ pub struct Blobs {
     cache: Arc<Cache>,
     settings: Settings,
     live: Mutex<HashMap<crate::digest::Digest, Arc<Download>>>,
+    /// Layers whose chunk list was refused (reads gated at end-of-file).
+    bad_lists: Mutex<std::collections::HashSet<crate::digest::Digest>>,
 }
 
 impl Blobs {
@@ -73,6 +76,7 @@ impl Blobs {
             cache,
             settings,
             live: Mutex::new(HashMap::new()),
+            bad_lists: Mutex::new(Default::default()),
         }
     }
 
@@ -115,7 +119,10 @@ impl Blobs {
             Joined::Live(dl) => dl,
         };
         let end = offset.saturating_add(size as u64).min(desc.size);
-        if end >= desc.size {
+        // With a chunk list every chunk is verified before it is returned,
+        // so the end of the blob needs no gate of its own.
+        let chunked = self.chunk_list(repo, desc, &dl).await?;
+        if end >= desc.size && !chunked {
             return Ok(Read::Verified(dl.wait_whole().await?));
         }
         let want = if sequential {
@@ -124,6 +131,60 @@ impl Blobs {
             Want::Chunks(offset, end)
         };
         dl.wait(want).await
+    }
+
+    /// How lazy reads of `desc` are verified: `strict` (not lazy: the whole
+    /// blob before any byte), `chunks` (each chunk against the layer's
+    /// chunk-digest list) or `eof` (at end-of-file only).
+    pub fn verify_mode(&self, desc: &Desc) -> &'static str {
+        if !self.is_lazy(desc) {
+            "strict"
+        } else if desc.chunk_list.is_some() && !lock(&self.bad_lists).contains(&desc.digest) {
+            "chunks"
+        } else {
+            "eof"
+        }
+    }
+
+    /// Puts the layer's chunk-digest list (a small blob, fetched and
+    /// verified whole like any other) to use for `dl`; whether reads of it
+    /// are verified chunk by chunk. A list that disagrees with the layer is
+    /// not used (logged once): reads are then gated at end-of-file.
+    async fn chunk_list(&self, repo: &str, desc: &Desc, dl: &Download) -> Result<bool, Error> {
+        let Some(list) = desc.chunk_list.as_deref() else {
+            return Ok(false);
+        };
+        if dl.partial.has_chunks() {
+            return Ok(true);
+        }
+        if lock(&self.bad_lists).contains(&desc.digest) {
+            return Ok(false);
+        }
+        // About 76 bytes a chunk: a list much larger is not a list.
+        let most = desc.size.div_ceil(CHUNK_SIZE) * 80 + 4096;
+        let parsed = if list.size > most {
+            Err(format!(
+                "{} bytes, more than a list of this layer needs",
+                list.size
+            ))
+        } else {
+            let path = self.fetch(repo, list).await?;
+            let bytes = tokio::fs::read(&path).await.map_err(|source| Error::Io {
+                what: format!("reading chunk list {}", list.digest),
+                source,
+            })?;
+            ChunkList::parse(&bytes, &desc.digest, desc.size)
+        };
+        match parsed {
+            Ok(l) => Ok(dl.partial.verify_chunks(l.chunks, CHUNK_SIZE)),
+            Err(why) => {
+                if lock(&self.bad_lists).insert(desc.digest.clone()) {
+                    tracing::warn!(layer = %desc.digest, list = %list.digest,
+                        "chunk list not used ({why}); lazy reads are verified at end-of-file");
+                }
+                Ok(false)
+            }
+        }
     }
 
     /// The verified blob in the cache, checked off the async threads (a file
@@ -276,7 +337,20 @@ impl Download {
                 Some(Err(e)) => return Err(Error::Shared(e)),
                 None => {}
             }
-            if want != Want::Whole && self.partial.holds(a, b) {
+            if want != Want::Whole && self.partial.has_chunks() && self.partial.holds(a, b) {
+                // Held before the chunk list was known: checked from disk.
+                let p = self.partial.clone();
+                let bad = tokio::task::spawn_blocking(move || p.check_held_chunks(a, b))
+                    .await
+                    .map_err(|e| Error::Io {
+                        what: "checking chunks".into(),
+                        source: std::io::Error::other(e),
+                    })??;
+                if let Some(bad) = bad {
+                    return Err(self.bad_chunk(bad));
+                }
+            }
+            if want != Want::Whole && self.partial.ready(a, b) {
                 let p = self.partial.clone();
                 let bytes = tokio::task::spawn_blocking(move || p.read_at(a, (b - a) as usize))
                     .await
@@ -316,8 +390,26 @@ impl Download {
         .await;
     }
 
+    fn bad_chunk(&self, bad: crate::cache::BadChunk) -> Error {
+        tracing::error!(digest = %self.desc.digest, chunk = bad.index, actual = %bad.actual,
+            "chunk does not match the chunk list; dropped");
+        Error::ChunkMismatch {
+            digest: self.desc.digest.clone(),
+            index: bad.index,
+            offset: bad.offset,
+            actual: bad.actual,
+        }
+    }
+
     /// Starts the segments the planner asks for.
     fn start_segments(self: &Arc<Self>, want: Want) {
+        // Verified chunk by chunk: a reader needs the whole chunks around
+        // its bytes.
+        let want = if self.partial.has_chunks() {
+            want.widened(self.desc.size)
+        } else {
+            want
+        };
         let mut st = lock(&self.state);
         if st.outcome.is_some() {
             return;
@@ -426,6 +518,11 @@ impl Download {
                 for p in pieces {
                     let progress = me.partial.write(off, &p)?;
                     off += p.len() as u64;
+                    if let Some(bad) = progress.bad_chunk {
+                        // The registry sent wrong bytes: this transfer ends,
+                        // its waiters get EIO, the next read fetches again.
+                        return Err(me.bad_chunk(bad));
+                    }
                     me.advanced(id, off);
                     if progress.complete {
                         me.complete();

@@ -17,7 +17,9 @@ use crate::cache::RangeSet;
 /// Chunk size for random reads: large requests are what make Range fast
 /// (measured on loopback: 4 MiB ranges, 8 at a time, 917 MB/s; 1 MiB ones
 /// one at a time, 178 MB/s).
-pub const CHUNK: u64 = 4 << 20;
+/// It is also the chunk size of chunk-digest lists, so a random read
+/// fetches exactly the chunks it verifies.
+pub const CHUNK: u64 = crate::oci::CHUNK_SIZE;
 /// How far ahead of a stream a wanted byte may be and still be left to it.
 pub const LOOKAHEAD: u64 = 16 << 20;
 
@@ -30,6 +32,15 @@ pub enum Want {
 }
 
 impl Want {
+    /// The same want, out to whole chunks (for a blob read chunk by chunk).
+    pub fn widened(&self, size: u64) -> Want {
+        match *self {
+            Want::Whole => Want::Whole,
+            Want::Stream(a, b) => Want::Stream(align_down(a), align_up(b).min(size)),
+            Want::Chunks(a, b) => Want::Chunks(align_down(a), align_up(b).min(size)),
+        }
+    }
+
     /// The bytes the reader waits for.
     pub fn range(&self, size: u64) -> (u64, u64) {
         match *self {

@@ -72,6 +72,47 @@ fn artifact_folder() {
 }
 
 #[test]
+fn a_chunk_list_is_linked_to_its_layer_and_is_no_titled_file() {
+    let list = |n: u8, of: u8, media_type: &str| {
+        serde_json::json!({
+            "mediaType": media_type, "digest": d(n), "size": 100,
+            "annotations": {crate::oci::CHUNKS_OF_ANNOTATION: d(of)}
+        })
+    };
+    let bytes = manifest(
+        IMAGE_CONFIG_MEDIA_TYPE,
+        vec![
+            layer(1, Some("big.bin"), false),
+            layer(2, Some("other.bin"), false),
+            list(9, 1, crate::oci::CHUNKS_MEDIA_TYPE),
+            // Not a list (wrong media type), and a list of no layer here.
+            list(8, 2, LAYER_MEDIA_TYPE),
+            list(7, 5, crate::oci::CHUNKS_MEDIA_TYPE),
+        ],
+    );
+    let v = View::parse(&bytes, None).unwrap();
+    assert_eq!(
+        names(&v.root),
+        [
+            "big.bin",
+            "blobs",
+            "config.json",
+            "manifest.json",
+            "other.bin",
+            "referrers"
+        ]
+    );
+    let big = &v.blobs[1];
+    assert_eq!(
+        big.chunk_list.as_ref().map(|l| l.digest.to_string()),
+        Some(d(9))
+    );
+    assert!(v.blobs[2].chunk_list.is_none());
+    let sha = v.dir(&["blobs".into(), "sha256".into()]).unwrap();
+    assert!(sha.contains_key(&d(9)[7..]), "the list stays under blobs/");
+}
+
+#[test]
 fn empty_config_is_hidden() {
     let bytes = manifest(EMPTY_CONFIG_MEDIA_TYPE, vec![]);
     let v = View::parse(&bytes, None).unwrap();
