@@ -796,3 +796,7 @@ mod stop;
 // No wrong byte with success, whatever the transfer did (tests/it/verify.rs).
 #[path = "it/verify.rs"]
 mod verify;
+
+// Chunk-digest lists: what commit adds, verified random reads (tests/it/chunks.rs).
+#[path = "it/chunks.rs"]
+mod chunks;

@@ -179,6 +179,8 @@ struct Planner<'a, R: Resolver> {
     settings: &'a Settings,
     resolver: &'a mut R,
     plan: Plan,
+    /// Chunk digests of the staged blobs that have them, by blob digest.
+    chunks: BTreeMap<Digest, Vec<Digest>>,
 }
 
 /// Plans one staged tag folder.
@@ -192,6 +194,7 @@ pub fn plan<R: Resolver>(
         settings,
         resolver,
         plan: Plan::default(),
+        chunks: BTreeMap::new(),
     };
     p.folder("", input.dir, input.base.clone(), 0)?;
     Ok(p.plan)
@@ -380,6 +383,7 @@ impl<R: Resolver> Planner<'_, R> {
     }
 
     fn file_blob(&mut self, f: &StagedFile, name: &str) {
+        self.note_chunks(&f.digest, f.chunks.as_ref());
         self.plan.add_blob(Blob {
             digest: f.digest.clone(),
             size: f.size,
@@ -391,6 +395,7 @@ impl<R: Resolver> Planner<'_, R> {
     fn dir_layer(&mut self, dir: &StagedDir, title: &str, path: &str) -> Result<Value, PlanError> {
         let name = title.rsplit('/').next().unwrap_or(title);
         let t = self.resolver.tarball(dir, name)?;
+        self.note_chunks(&t.digest, Some(&t.chunks));
         self.plan.add_blob(Blob {
             digest: t.digest.clone(),
             size: t.size,
@@ -466,10 +471,11 @@ impl<R: Resolver> Planner<'_, R> {
         platform: Option<&Platform>,
         subject: Option<&Made>,
     ) -> Result<Made, PlanError> {
-        let layers = self.new_layers(path, dir)?;
+        let mut layers = self.new_layers(path, dir)?;
         if layers.is_empty() {
             return Err(invalid(path, "nothing to commit: the folder has no files"));
         }
+        self.chunk_lists(&mut layers, &BTreeSet::new());
         // ORAS sets the default artifactType whenever none is given, for
         // --artifact-platform manifests as well.
         let artifact_type = Some(
@@ -696,6 +702,7 @@ fn staged_dir<'a>(dir: &'a StagedDir, rel: &str) -> Option<&'a StagedDir> {
 }
 
 mod change;
+mod chunks;
 mod referrers;
 #[cfg(test)]
 mod tests;

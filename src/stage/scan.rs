@@ -8,7 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::META_DIR;
-use crate::digest::Digest;
+use crate::digest::{of_reader_with_chunks, Digest};
+use crate::oci::{wants_chunk_list, CHUNK_SIZE};
 
 /// A regular file and its content digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,9 @@ pub struct StagedFile {
     pub path: PathBuf,
     pub digest: Digest,
     pub size: u64,
+    /// The digests of its 4 MiB chunks, for a file large enough to get a
+    /// chunk-digest list when committed (hashed in the same read).
+    pub chunks: Option<Vec<Digest>>,
 }
 
 /// A folder: its files and subfolders by name.
@@ -72,7 +76,9 @@ pub fn scan(dir: &Path) -> io::Result<StagedDir> {
     scan_dir(dir, &mut seen)
 }
 
-fn scan_dir(dir: &Path, seen: &mut HashMap<(u64, u64), (Digest, u64)>) -> io::Result<StagedDir> {
+type Hashed = (Digest, u64, Option<Vec<Digest>>);
+
+fn scan_dir(dir: &Path, seen: &mut HashMap<(u64, u64), Hashed>) -> io::Result<StagedDir> {
     let mut out = StagedDir {
         path: dir.to_path_buf(),
         ..StagedDir::default()
@@ -91,10 +97,16 @@ fn scan_dir(dir: &Path, seen: &mut HashMap<(u64, u64), (Digest, u64)>) -> io::Re
             out.dirs.insert(name, scan_dir(&e.path(), seen)?);
         } else if meta.is_file() {
             let key = (meta.dev(), meta.ino());
-            let (digest, size) = match seen.get(&key) {
+            let (digest, size, chunks) = match seen.get(&key) {
                 Some(v) => v.clone(),
                 None => {
-                    let v = (hash_file(&e.path())?, meta.len());
+                    let v = if wants_chunk_list(meta.len()) {
+                        let (d, chunks) =
+                            of_reader_with_chunks(fs::File::open(e.path())?, CHUNK_SIZE)?;
+                        (d, meta.len(), Some(chunks))
+                    } else {
+                        (hash_file(&e.path())?, meta.len(), None)
+                    };
                     seen.insert(key, v.clone());
                     v
                 }
@@ -105,6 +117,7 @@ fn scan_dir(dir: &Path, seen: &mut HashMap<(u64, u64), (Digest, u64)>) -> io::Re
                     path: e.path(),
                     digest,
                     size,
+                    chunks,
                 },
             );
         } else {

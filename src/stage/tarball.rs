@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::scan::StagedDir;
-use crate::digest::Digest;
+use crate::digest::{ChunkHasher, Digest};
+use crate::oci::CHUNK_SIZE;
 
 /// A built layer: the `.tar.gz` file, its digest and size, and the digest of
 /// the uncompressed tar (`io.deis.oras.content.digest`).
@@ -20,18 +21,24 @@ pub struct Tarball {
     pub digest: Digest,
     pub size: u64,
     pub tar_digest: Digest,
+    /// The digests of the `.tar.gz`'s 4 MiB chunks (for its chunk-digest list).
+    pub chunks: Vec<Digest>,
 }
 
 struct HashWriter<W> {
     inner: W,
     hash: Sha256,
     len: u64,
+    chunks: Option<ChunkHasher>,
 }
 
 impl<W: Write> Write for HashWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hash.update(&buf[..n]);
+        if let Some(c) = self.chunks.as_mut() {
+            c.update(&buf[..n]);
+        }
         self.len += n as u64;
         Ok(n)
     }
@@ -56,6 +63,7 @@ pub fn build(dir: &StagedDir, name: &str, tmp_dir: &Path) -> io::Result<Tarball>
         inner: file,
         hash: Sha256::new(),
         len: 0,
+        chunks: Some(ChunkHasher::new(CHUNK_SIZE)),
     };
     let gz = flate2::GzBuilder::new()
         .mtime(0)
@@ -64,6 +72,7 @@ pub fn build(dir: &StagedDir, name: &str, tmp_dir: &Path) -> io::Result<Tarball>
         inner: gz,
         hash: Sha256::new(),
         len: 0,
+        chunks: None,
     };
     let mut tar = tar::Builder::new(tar_hasher);
     tar.mode(tar::HeaderMode::Deterministic);
@@ -79,6 +88,10 @@ pub fn build(dir: &StagedDir, name: &str, tmp_dir: &Path) -> io::Result<Tarball>
         digest: digest_of(gz_hasher.hash)?,
         size: gz_hasher.len,
         tar_digest,
+        chunks: gz_hasher
+            .chunks
+            .map(ChunkHasher::finish)
+            .unwrap_or_default(),
     })
 }
 

@@ -51,6 +51,9 @@ pub enum Mode {
     /// Stop listening: new connections are refused. Listening resumes on
     /// the same port when the mode changes.
     Refuse,
+    /// Every n-th blob GET answered 206 (a Range response) has one byte
+    /// flipped, as `CorruptBlobs` does; the others pass.
+    CorruptRangesEvery(u64),
     /// Strip `Range`/`If-Range` from requests, so the registry answers 200
     /// with the whole body (Range support is optional in distribution-spec).
     IgnoreRange,
@@ -81,6 +84,8 @@ struct Counters {
     range_requests: AtomicU64,
     blob_bytes_sent: AtomicU64,
     connections: AtomicU64,
+    /// Range responses seen by `CorruptRangesEvery`.
+    ranges_answered: AtomicU64,
 }
 
 /// A fault aimed at some requests only (set with [`FaultProxy::set_rule`]),
@@ -826,6 +831,20 @@ async fn handle_conn(client: TcpStream, shared: Arc<Shared>) {
             method == "GET" && path.contains("/blobs/sha256:") && (200..300).contains(&status);
         match (is_blob_get, body) {
             (true, BodyKind::Length(n)) => {
+                let mode = match mode {
+                    Mode::CorruptRangesEvery(every) if status == 206 => {
+                        let k = shared
+                            .counters
+                            .ranges_answered
+                            .fetch_add(1, Ordering::SeqCst);
+                        if (k + 1) % every.max(1) == 0 {
+                            Mode::CorruptBlobs
+                        } else {
+                            Mode::Pass
+                        }
+                    }
+                    m => m,
+                };
                 let r = blob_body(&shared, &mode, n, &mut ur, &mut cw, &mut cr).await;
                 match r {
                     Ok(true) => {}

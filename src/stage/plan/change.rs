@@ -110,6 +110,14 @@ impl<R: Resolver> Planner<'_, R> {
             added.push(self.dir_layer(d, name, &join(path, name))?);
         }
         layers.extend(added);
+        let before: BTreeSet<Digest> = old
+            .get("layers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.get("digest")?.as_str()?.parse().ok())
+            .collect();
+        self.chunk_lists(&mut layers, &before);
         if layers.is_empty() {
             return Err(invalid(
                 path,

@@ -16,6 +16,7 @@ impl Resolver for Fake {
             digest: d.clone(),
             size: 99,
             tar_digest: Digest::of(name.as_bytes()),
+            chunks: Vec::new(),
         })
     }
     fn manifest(&mut self, d: &Digest) -> Result<Base, PlanError> {
@@ -37,6 +38,7 @@ fn file(path: &str, content: &[u8]) -> StagedFile {
         path: PathBuf::from(path),
         digest: Digest::of(content),
         size: content.len() as u64,
+        chunks: None,
     }
 }
 
@@ -661,4 +663,148 @@ fn what_referrers_cannot_hold_is_a_clear_error() {
     let name = format!("referrers/{}", Digest::of(b"r"));
     let e = refused(&dir(&[], vec![]), &[name.as_str()]);
     assert!(e.contains("removing a referrer is not supported"), "{e}");
+}
+
+/// A staged file as large as `size` claims, with its chunk digests.
+fn big_file(path: &str, seed: &[u8], size: u64) -> StagedFile {
+    let n = size.div_ceil(crate::oci::CHUNK_SIZE);
+    StagedFile {
+        path: PathBuf::from(path),
+        digest: Digest::of(seed),
+        size,
+        chunks: Some((0..n).map(|i| Digest::of(&i.to_le_bytes())).collect()),
+    }
+}
+
+fn chunk_layers(m: &Value) -> Vec<&Value> {
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["mediaType"] == crate::oci::CHUNKS_MEDIA_TYPE)
+        .collect()
+}
+
+const BIG: u64 = 20 << 20;
+
+#[test]
+fn a_large_layer_of_a_new_manifest_gets_a_chunk_list_layer() {
+    let mut d = dir(&[("small.txt", b"small")], vec![]);
+    d.files
+        .insert("big.bin".into(), big_file("/stage/big.bin", b"big", BIG));
+    let p = plan(&input(&d), &settings(), &mut Fake::default()).unwrap();
+    let m = top_json(&p);
+    let lists = chunk_layers(&m);
+    assert_eq!(lists.len(), 1, "one list, for the one large layer");
+    let l = lists[0];
+    assert_eq!(
+        l["annotations"][crate::oci::CHUNKS_OF_ANNOTATION],
+        Digest::of(b"big").to_string()
+    );
+    assert!(l["annotations"].get(TITLE_ANNOTATION).is_none());
+    assert_eq!(
+        m["layers"].as_array().unwrap().last(),
+        Some(l),
+        "after the files"
+    );
+    let blob = p
+        .blobs
+        .iter()
+        .find(|b| b.digest.to_string() == l["digest"])
+        .unwrap();
+    let Source::Bytes(bytes) = &blob.source else {
+        panic!("the list is planned from bytes")
+    };
+    let list = crate::oci::ChunkList::parse(bytes, &Digest::of(b"big"), BIG).unwrap();
+    assert_eq!(list.chunks.len(), 5);
+    assert_eq!(l["size"], bytes.len() as u64);
+}
+
+#[test]
+fn a_change_keeps_the_lists_of_kept_layers_and_drops_the_others() {
+    let list_of = |seed: &[u8]| {
+        json!({"mediaType": crate::oci::CHUNKS_MEDIA_TYPE, "digest": Digest::of(&[seed, b"-list"].concat()).to_string(), "size": 500,
+               "annotations": {crate::oci::CHUNKS_OF_ANNOTATION: Digest::of(seed).to_string()}})
+    };
+    let big = |seed: &[u8], title: &str| {
+        json!({"mediaType": LAYER_MEDIA_TYPE, "digest": Digest::of(seed).to_string(), "size": BIG,
+               "annotations": {TITLE_ANNOTATION: title}})
+    };
+    let base = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": {"mediaType": "application/x-config", "digest": Digest::of(b"cfg").to_string(), "size": 3},
+        "layers": [big(b"a", "a.bin"), big(b"b", "b.bin"), big(b"c", "c.bin"),
+                   list_of(b"a"), list_of(b"b"), list_of(b"c")],
+    }))
+    .unwrap();
+    let base = Base {
+        digest: Digest::of(&base),
+        bytes: base,
+        media_type: None,
+    };
+    // Nothing changed: the same bytes (and no new list for anything).
+    let d = dir(&[], vec![]);
+    let mut inp = input(&d);
+    inp.base = Some(base.clone());
+    let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+    assert_eq!(p.top().unwrap().digest, base.digest);
+    // The same bytes staged again (a copy-up, `touch`): still unchanged.
+    let mut d = dir(&[], vec![]);
+    d.files
+        .insert("a.bin".into(), big_file("/stage/a.bin", b"a", BIG));
+    let mut inp = input(&d);
+    inp.base = Some(base.clone());
+    let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+    assert_eq!(p.top().unwrap().digest, base.digest);
+    // b.bin replaced, c.bin removed: a's list kept, b's new, c's gone.
+    let mut d = dir(&[], vec![]);
+    d.files
+        .insert("b.bin".into(), big_file("/stage/b.bin", b"B", BIG));
+    let mut inp = input(&d);
+    inp.base = Some(base);
+    inp.removed.insert("c.bin".into());
+    let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+    let m = top_json(&p);
+    let covered: Vec<String> = chunk_layers(&m)
+        .iter()
+        .map(|l| {
+            l["annotations"][crate::oci::CHUNKS_OF_ANNOTATION]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        covered,
+        [Digest::of(b"a").to_string(), Digest::of(b"B").to_string()]
+    );
+    assert_eq!(chunk_layers(&m)[0], &list_of(b"a"), "kept as it was");
+}
+
+#[test]
+fn a_large_layer_of_another_tool_gets_no_list_when_nothing_changed() {
+    let base = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": {"mediaType": "application/x-config", "digest": Digest::of(b"cfg").to_string(), "size": 3},
+        "layers": [{"mediaType": LAYER_MEDIA_TYPE, "digest": Digest::of(b"a").to_string(), "size": BIG,
+                    "annotations": {TITLE_ANNOTATION: "a.bin"}}],
+    }))
+    .unwrap();
+    let mut d = dir(&[("notes.txt", b"n")], vec![]);
+    d.files
+        .insert("a.bin".into(), big_file("/stage/a.bin", b"a", BIG));
+    let mut inp = input(&d);
+    inp.base = Some(Base {
+        digest: Digest::of(&base),
+        bytes: base,
+        media_type: None,
+    });
+    let p = plan(&inp, &settings(), &mut Fake::default()).unwrap();
+    let m = top_json(&p);
+    assert_eq!(
+        m["layers"].as_array().unwrap().len(),
+        2,
+        "a.bin and notes.txt"
+    );
+    assert!(chunk_layers(&m).is_empty());
 }
