@@ -145,9 +145,9 @@ struct Hasher {
 }
 
 /// Chunk-by-chunk verification against a chunk-digest list: a chunk's bytes
-/// count as ready for readers only once they matched its digest, and a
-/// chunk that does not match is dropped (its range is no longer held, so it
-/// is fetched again).
+/// count as ready for readers only once they matched its digest; a chunk
+/// that does not match is reported, then dropped (`drop_chunk`: its range
+/// is no longer held, so it is fetched again).
 struct Chunks {
     size: u64,
     digests: Vec<Digest>,
@@ -162,6 +162,7 @@ struct Chunks {
 pub struct BadChunk {
     pub index: u64,
     pub offset: u64,
+    pub end: u64,
     pub actual: Digest,
 }
 
@@ -449,22 +450,26 @@ impl Partial {
                 c.verified[i] = true;
                 Ok(None)
             }
-            Err(actual) => {
-                // Never readable, never rewritten in place: the range is
-                // given up and fetched again; a prefix hash that went
-                // through it starts over.
-                lock(&self.held).remove(cs, ce);
-                let mut h = lock(&self.hasher);
-                if h.hashed > cs && h.verifier.is_some() {
-                    h.verifier = Some(Verifier::new(self.digest.clone()));
-                    h.hashed = 0;
-                }
-                Ok(Some(BadChunk {
-                    index: i as u64,
-                    offset: cs,
-                    actual,
-                }))
-            }
+            // Never readable (not verified); the caller gives it up with
+            // `drop_chunk` once no new transfer can start for it.
+            Err(actual) => Ok(Some(BadChunk {
+                index: i as u64,
+                offset: cs,
+                end: ce,
+                actual,
+            })),
+        }
+    }
+
+    /// Gives up a chunk that did not match: its range is no longer held
+    /// (so it is fetched again and its bytes are overwritten then), and a
+    /// prefix hash that went through it starts over.
+    pub fn drop_chunk(&self, bad: &BadChunk) {
+        lock(&self.held).remove(bad.offset, bad.end);
+        let mut h = lock(&self.hasher);
+        if h.hashed > bad.offset && h.verifier.is_some() {
+            h.verifier = Some(Verifier::new(self.digest.clone()));
+            h.hashed = 0;
         }
     }
 
@@ -729,11 +734,14 @@ mod tests {
         let mut bad = data[..3000].to_vec();
         bad[1500] ^= 1;
         let w = p.write(0, &bad).unwrap();
+        let b = w.bad_chunk.unwrap();
         assert_eq!(
-            w.bad_chunk.map(|b| (b.index, b.offset)),
-            Some((1, 1000)),
+            (b.index, b.offset, b.end),
+            (1, 1000, 2000),
             "the corrupted chunk is named"
         );
+        assert!(!p.ready(1000, 2000), "never ready");
+        p.drop_chunk(&b);
         assert!(p.ready(0, 1000) && p.ready(2000, 3000));
         assert!(!p.holds(1000, 2000) && !p.ready(1000, 2000));
         // The right bytes, fetched again, are taken; the prefix hash
@@ -763,8 +771,9 @@ mod tests {
         let p = Partial::open(dir.path(), &d, data.len() as u64).unwrap();
         p.verify_chunks(digests, 1000);
         assert!(!p.ready(0, 10));
-        let bad = p.check_held_chunks(0, 2000).unwrap();
-        assert_eq!(bad.map(|b| b.index), Some(0));
+        let bad = p.check_held_chunks(0, 2000).unwrap().unwrap();
+        assert_eq!(bad.index, 0);
+        p.drop_chunk(&bad);
         assert!(p.ready(1000, 2000) && !p.holds(0, 1000));
     }
 

@@ -179,6 +179,10 @@ pub struct CommitArgs {
     /// Also point these tags at what is pushed (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    /// Do not add chunk-digest lists to the manifests regfs builds (they
+    /// let lazy reads verify each 4 MiB chunk; see docs/verification.md)
+    #[arg(long)]
+    pub no_chunk_lists: bool,
     /// With --to: talk plain HTTP (the default for localhost and 127.0.0.1).
     #[arg(long)]
     pub plain_http: bool,

@@ -67,6 +67,7 @@ fn settings(args: &CommitArgs) -> anyhow::Result<Settings> {
         created: format_rfc3339(now_secs()),
         artifact_type: args.artifact_type.clone(),
         annotations,
+        no_chunk_lists: args.no_chunk_lists,
     })
 }
 
@@ -197,7 +198,8 @@ async fn commit_tag(
 ) -> anyhow::Result<()> {
     let what = run.backend.describe(&job.repo, &job.tag);
     let fail = |moved: &[String], cause: anyhow::Error| not_committed(&what, moved, true, &cause);
-    let change = Change::read(staging, state, &job.rel).map_err(|e| fail(&[], e.into()))?;
+    let change = Change::read(staging, state, &job.rel, !run.args.no_chunk_lists)
+        .map_err(|e| fail(&[], e.into()))?;
     let tmp = TempDir(
         staging
             .root()
@@ -416,7 +418,8 @@ async fn commit_plain(args: &CommitArgs, path: &Path, target: &str) -> anyhow::R
     if !path.is_dir() {
         bail!("{} is not a folder", path.display());
     }
-    let dir = scan(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let dir = scan(path, !args.no_chunk_lists)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     if dir.is_empty() {
         bail!("{} is empty: nothing to commit", path.display());
     }

@@ -174,11 +174,17 @@ pub struct Change {
 
 impl Change {
     /// Reads the change of the tag folder `rel`: hashes its staged files.
-    pub fn read(staging: &Staging, state: &State, rel: &str) -> Result<Change, Error> {
+    /// `chunks`: also hash the 4 MiB chunks of large files (for chunk lists).
+    pub fn read(
+        staging: &Staging,
+        state: &State,
+        rel: &str,
+        chunks: bool,
+    ) -> Result<Change, Error> {
         let real = staging.real(rel);
         // A tag whose only changes are removals has no folder.
         let dir = if real.is_dir() {
-            scan(&real).map_err(|source| Error { path: real, source })?
+            scan(&real, chunks).map_err(|source| Error { path: real, source })?
         } else {
             StagedDir::default()
         };

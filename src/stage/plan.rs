@@ -91,6 +91,8 @@ pub struct Settings {
     pub created: String,
     pub artifact_type: Option<String>,
     pub annotations: AnnotationFile,
+    /// Add no chunk-digest lists (`commit --no-chunk-lists`).
+    pub no_chunk_lists: bool,
 }
 
 /// One staged tag folder to plan.

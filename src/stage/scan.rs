@@ -67,18 +67,23 @@ impl StagedDir {
     }
 }
 
-/// Hashes every regular file below `dir`. Files hard-linked to each other
-/// are hashed once. Symbolic links and special files are refused: an
+/// Hashes every regular file below `dir` (and, with `chunks`, the 4 MiB
+/// chunks of files large enough for a chunk list, in the same read). Files
+/// hard-linked to each other are hashed once. Symbolic links and special files are refused: an
 /// artifact holds bytes, and following a link could push a file from
 /// outside the folder.
-pub fn scan(dir: &Path) -> io::Result<StagedDir> {
+pub fn scan(dir: &Path, chunks: bool) -> io::Result<StagedDir> {
     let mut seen = HashMap::new();
-    scan_dir(dir, &mut seen)
+    scan_dir(dir, chunks, &mut seen)
 }
 
 type Hashed = (Digest, u64, Option<Vec<Digest>>);
 
-fn scan_dir(dir: &Path, seen: &mut HashMap<(u64, u64), Hashed>) -> io::Result<StagedDir> {
+fn scan_dir(
+    dir: &Path,
+    chunks: bool,
+    seen: &mut HashMap<(u64, u64), Hashed>,
+) -> io::Result<StagedDir> {
     let mut out = StagedDir {
         path: dir.to_path_buf(),
         ..StagedDir::default()
@@ -94,13 +99,13 @@ fn scan_dir(dir: &Path, seen: &mut HashMap<(u64, u64), Hashed>) -> io::Result<St
         })?;
         let meta = fs::symlink_metadata(e.path())?;
         if meta.is_dir() {
-            out.dirs.insert(name, scan_dir(&e.path(), seen)?);
+            out.dirs.insert(name, scan_dir(&e.path(), chunks, seen)?);
         } else if meta.is_file() {
             let key = (meta.dev(), meta.ino());
             let (digest, size, chunks) = match seen.get(&key) {
                 Some(v) => v.clone(),
                 None => {
-                    let v = if wants_chunk_list(meta.len()) {
+                    let v = if chunks && wants_chunk_list(meta.len()) {
                         let (d, chunks) =
                             of_reader_with_chunks(fs::File::open(e.path())?, CHUNK_SIZE)?;
                         (d, meta.len(), Some(chunks))
@@ -146,7 +151,7 @@ mod tests {
         fs::write(dir.path().join("a.txt"), b"hello").unwrap();
         fs::write(dir.path().join("sub/deeper/b"), b"x").unwrap();
         fs::hard_link(dir.path().join("a.txt"), dir.path().join("sub/link")).unwrap();
-        let s = scan(dir.path()).unwrap();
+        let s = scan(dir.path(), true).unwrap();
         assert_eq!(s.files["a.txt"].digest, Digest::of(b"hello"));
         assert_eq!(s.file("sub/link").unwrap().digest, Digest::of(b"hello"));
         assert_eq!(s.file("sub/deeper/b").unwrap().size, 1);
@@ -159,7 +164,7 @@ mod tests {
     fn refuses_symlinks() {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("pw")).unwrap();
-        assert!(scan(dir.path())
+        assert!(scan(dir.path(), true)
             .unwrap_err()
             .to_string()
             .contains("only regular files"));

@@ -138,7 +138,7 @@ mod tests {
         std::fs::write(src.path().join("a.txt"), b"alpha").unwrap();
         std::fs::write(src.path().join("inner/b.txt"), b"beta").unwrap();
         let tmp = tempfile::tempdir().unwrap();
-        let dir = scan(src.path()).unwrap();
+        let dir = scan(src.path(), true).unwrap();
         let one = build(&dir, "docs", tmp.path()).unwrap();
         let two = build(&dir, "docs", tmp.path()).unwrap();
         assert_eq!(one.digest, two.digest);

@@ -236,6 +236,7 @@ impl Blobs {
                 outcome: None,
                 progress_at: Instant::now(),
                 next_id: 0,
+                attempt: 0,
             }),
             changed: Notify::new(),
         });
@@ -274,6 +275,10 @@ struct State {
     /// When a byte last arrived (or the download was last asked for).
     progress_at: Instant,
     next_id: u64,
+    /// Counts the attempts that ended in failure: a segment of an earlier
+    /// attempt stops at its next piece, and its failure no longer counts
+    /// (its bytes may be what made the attempt fail).
+    attempt: u64,
 }
 
 struct Download {
@@ -347,7 +352,7 @@ impl Download {
                         source: std::io::Error::other(e),
                     })??;
                 if let Some(bad) = bad {
-                    return Err(self.bad_chunk(bad));
+                    return Err(self.give_up_chunk(bad));
                 }
             }
             if want != Want::Whole && self.partial.ready(a, b) {
@@ -390,15 +395,23 @@ impl Download {
         .await;
     }
 
-    fn bad_chunk(&self, bad: crate::cache::BadChunk) -> Error {
+    /// A chunk did not match its listed digest: the attempt ends first (so
+    /// no transfer starts for the chunk while the registry may still send
+    /// wrong bytes), then the chunk is dropped, to be fetched again by the
+    /// next demand. Its waiters get EIO.
+    fn give_up_chunk(&self, bad: crate::cache::BadChunk) -> Error {
         tracing::error!(digest = %self.desc.digest, chunk = bad.index, actual = %bad.actual,
             "chunk does not match the chunk list; dropped");
-        Error::ChunkMismatch {
+        let e = Arc::new(Error::ChunkMismatch {
             digest: self.desc.digest.clone(),
             index: bad.index,
             offset: bad.offset,
-            actual: bad.actual,
-        }
+            actual: bad.actual.clone(),
+        });
+        self.end_attempt(e.clone());
+        self.partial.drop_chunk(&bad);
+        self.changed.notify_waiters();
+        Error::Shared(e)
     }
 
     /// Starts the segments the planner asks for.
@@ -427,21 +440,29 @@ impl Download {
                 end: b,
             });
             let me = self.clone();
-            tokio::spawn(async move { me.run_segment(id, a, b).await });
+            let attempt = st.attempt;
+            tokio::spawn(async move { me.run_segment(id, attempt, a, b).await });
         }
     }
 
     /// One segment, resumed after each broken transfer while it makes
     /// progress.
-    async fn run_segment(self: Arc<Self>, id: u64, start: u64, end: u64) {
+    /// Whether a segment of `attempt` should stop: the download ended, or
+    /// that attempt failed.
+    fn is_stale(&self, attempt: u64) -> bool {
+        let st = lock(&self.state);
+        st.outcome.is_some() || st.attempt != attempt
+    }
+
+    async fn run_segment(self: Arc<Self>, id: u64, attempt_of: u64, start: u64, end: u64) {
         let mut at = start;
         let mut stalls = 0;
         let mut attempt = 0;
         let result = loop {
-            if lock(&self.state).outcome.is_some() {
+            if self.is_stale(attempt_of) {
                 break Ok(());
             }
-            match self.pump(id, at, end).await {
+            match self.pump(id, attempt_of, at, end).await {
                 Ok(()) => break Ok(()),
                 Err(b) => {
                     let next = self.segment_next(id).unwrap_or(at);
@@ -469,7 +490,9 @@ impl Download {
         }
         self.partial_save().await;
         if let Err(e) = result {
-            self.end(Err(e));
+            if lock(&self.state).attempt == attempt_of {
+                self.end(Err(e));
+            }
         }
         self.changed.notify_waiters();
     }
@@ -489,7 +512,13 @@ impl Download {
 
     /// Receives `at..end` into the partial file. The network is read here
     /// while a blocking thread writes and hashes the previous batches.
-    async fn pump(self: &Arc<Self>, id: u64, at: u64, end: u64) -> Result<(), Broken> {
+    async fn pump(
+        self: &Arc<Self>,
+        id: u64,
+        attempt: u64,
+        at: u64,
+        end: u64,
+    ) -> Result<(), Broken> {
         let broken = |error: Error, progressed| Broken { error, progressed };
         let open_end = (end < self.desc.size).then_some(end);
         let mut body = self
@@ -516,12 +545,17 @@ impl Download {
         let writer = tokio::task::spawn_blocking(move || -> Result<(), Error> {
             while let Some((mut off, pieces)) = rx.blocking_recv() {
                 for p in pieces {
+                    if me.is_stale(attempt) {
+                        return Ok(());
+                    }
                     let progress = me.partial.write(off, &p)?;
                     off += p.len() as u64;
                     if let Some(bad) = progress.bad_chunk {
-                        // The registry sent wrong bytes: this transfer ends,
-                        // its waiters get EIO, the next read fetches again.
-                        return Err(me.bad_chunk(bad));
+                        // The registry sent wrong bytes: this attempt ends at
+                        // once (no segment starts for the dropped chunk while
+                        // the registry may still be sending wrong bytes), its
+                        // waiters get EIO, the next read fetches again.
+                        return Err(me.give_up_chunk(bad));
                     }
                     me.advanced(id, off);
                     if progress.complete {
@@ -580,7 +614,7 @@ impl Download {
                     if pos == end {
                         break Ok(());
                     }
-                    if lock(&self.state).outcome.is_some() {
+                    if self.is_stale(attempt) {
                         break Ok(());
                     }
                 }
@@ -652,10 +686,24 @@ impl Download {
     /// The download ended (a failure that is not a mismatch ends only the
     /// current attempt: the next demand resumes).
     fn end(&self, outcome: Result<PathBuf, Error>) {
+        match outcome {
+            Ok(p) => self.set_outcome(Ok(p)),
+            Err(e) => self.end_attempt(Arc::new(e)),
+        }
+    }
+
+    fn end_attempt(&self, e: Arc<Error>) {
+        self.set_outcome(Err(e));
+    }
+
+    fn set_outcome(&self, outcome: Result<PathBuf, Arc<Error>>) {
         {
             let mut st = lock(&self.state);
             if st.outcome.is_none() {
-                st.outcome = Some(outcome.map_err(Arc::new));
+                if outcome.is_err() {
+                    st.attempt += 1;
+                }
+                st.outcome = Some(outcome);
             }
         }
         self.changed.notify_waiters();

@@ -40,6 +40,9 @@ impl<R: Resolver> Planner<'_, R> {
     /// Adds and drops chunk lists in `layers`; `before` holds the digests of
     /// the layers the manifest had before the change (none for a new one).
     pub(super) fn chunk_lists(&mut self, layers: &mut Vec<Value>, before: &BTreeSet<Digest>) {
+        if self.settings.no_chunk_lists {
+            return;
+        }
         let present: BTreeSet<Digest> = layers
             .iter()
             .filter(|l| covers(l).is_none())

@@ -808,3 +808,17 @@ fn a_large_layer_of_another_tool_gets_no_list_when_nothing_changed() {
     );
     assert!(chunk_layers(&m).is_empty());
 }
+
+#[test]
+fn no_chunk_lists_means_none() {
+    let mut d = dir(&[], vec![]);
+    d.files
+        .insert("big.bin".into(), big_file("/stage/big.bin", b"big", BIG));
+    let s = Settings {
+        no_chunk_lists: true,
+        ..settings()
+    };
+    let p = plan(&input(&d), &s, &mut Fake::default()).unwrap();
+    assert!(chunk_layers(&top_json(&p)).is_empty());
+    assert_eq!(p.blobs.len(), 2, "the file and the empty config");
+}
