@@ -796,3 +796,7 @@ mod stop;
 // No wrong byte with success, whatever the transfer did (tests/it/verify.rs).
 #[path = "it/verify.rs"]
 mod verify;
+
+// HTTPS: reads, commits, refusals over TLS on loopback (tests/it/tls.rs).
+#[path = "it/tls.rs"]
+mod tls;
