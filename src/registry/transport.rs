@@ -3,7 +3,7 @@
 //! failure is read here (`tls_failure`, `wants_https`, `not_http`) and the
 //! client (`Client::base`) acts on it.
 //!
-//! The rule (README, *Mount options*):
+//! The rule (README, *Registry behaviour*):
 //!
 //! 1. `--plain-http`: plain HTTP (`--ca-file` and `--insecure` then have
 //!    nothing to do).
