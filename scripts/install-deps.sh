@@ -4,7 +4,8 @@
 #
 #   apt: fuse3 (fusermount3), docker-registry (the test registry), skopeo,
 #        attr (getfattr/setfattr), file, rsync, curl, time, apache2-utils
-#        (htpasswd, bcrypt for the registry's basic auth), python3 + pip
+#        (htpasswd, bcrypt for the registry's basic auth), openssl (the
+#        CAs and certificates of the HTTPS tests), python3 + pip
 #   pip: oras (the ORAS Python SDK used by tests/fixtures/push_oras.py)
 #   go:  the ORAS CLI and crane, pinned (tests/it/peers.rs runs them as
 #        peers), installed into `go env GOPATH`/bin; go itself from
@@ -29,6 +30,7 @@ declare -A NEED=(
   [rsync]=rsync
   [curl]=curl
   [htpasswd]=apache2-utils
+  [openssl]=openssl
   [python3]=python3
 )
 missing=()

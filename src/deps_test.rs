@@ -279,9 +279,11 @@ fn every_module_names_only_what_the_rule_allows() {
 
 #[test]
 fn only_fuse_names_fuser_only_registry_and_auth_name_reqwest_only_cli_prints() {
-    let owners: [(&str, &[&str]); 7] = [
+    let owners: [(&str, &[&str]); 9] = [
         ("fuser::", &["fuse"]),
         ("reqwest::", &["registry", "auth"]),
+        ("hyper::", &["registry"]),
+        ("rustls::", &["registry"]),
         ("println!", &["cli"]),
         ("eprintln!", &["cli"]),
         ("print!", &["cli"]),

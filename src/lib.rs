@@ -34,7 +34,8 @@
 //! - `digest -> {}`
 //!
 //! Only `fuse` names fuser, only `registry` and `auth` name reqwest, only
-//! `cli` prints. `deps_test` reads the arrows above and checks all of it.
+//! `registry` names hyper and rustls, only `cli` prints. `deps_test` reads
+//! the arrows above and checks all of it.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]

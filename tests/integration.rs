@@ -800,3 +800,7 @@ mod verify;
 // Chunk-digest lists: what commit adds, verified random reads (tests/it/chunks.rs).
 #[path = "it/chunks.rs"]
 mod chunks;
+
+// HTTPS: reads, commits, refusals over TLS on loopback (tests/it/tls.rs).
+#[path = "it/tls.rs"]
+mod tls;

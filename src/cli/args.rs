@@ -77,13 +77,18 @@ pub struct MountArgs {
     /// An existing, empty folder to mount on.
     pub mountpoint: PathBuf,
 
-    /// Talk plain HTTP to the registry (the default for localhost and 127.0.0.1).
+    /// Talk plain HTTP to the registry; =false: HTTPS, as --https. Without
+    /// it, --https, --ca-file or --insecure, a loopback registry is tried
+    /// over HTTPS first and over plain HTTP when its port does not speak TLS.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub plain_http: Option<bool>,
+    /// Talk HTTPS, also to a loopback registry (as --plain-http=false).
     #[arg(long)]
-    pub plain_http: bool,
-    /// Skip TLS certificate verification.
+    pub https: bool,
+    /// Talk HTTPS without verifying the registry's certificate.
     #[arg(long)]
     pub insecure: bool,
-    /// Trust the CA certificates in this PEM file as well.
+    /// Talk HTTPS, trusting the CA certificates in this PEM file as well.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// Cache folder [default: $XDG_CACHE_HOME/regfs, else ~/.cache/regfs].
@@ -183,13 +188,17 @@ pub struct CommitArgs {
     /// let lazy reads verify each 4 MiB chunk; see docs/verification.md)
     #[arg(long)]
     pub no_chunk_lists: bool,
-    /// With --to: talk plain HTTP (the default for localhost and 127.0.0.1).
+    /// With --to: talk plain HTTP; =false: HTTPS, as --https (as for mount:
+    /// a loopback registry is otherwise tried over HTTPS first).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub plain_http: Option<bool>,
+    /// With --to: talk HTTPS, also to a loopback registry.
     #[arg(long)]
-    pub plain_http: bool,
-    /// With --to: skip TLS certificate verification.
+    pub https: bool,
+    /// With --to: talk HTTPS without verifying the registry's certificate.
     #[arg(long)]
     pub insecure: bool,
-    /// With --to: trust the CA certificates in this PEM file as well.
+    /// With --to: talk HTTPS, trusting the CA certificates in this PEM file as well.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// With --to: seconds before a registry request is given up.
@@ -257,7 +266,16 @@ impl MountArgs {
                     .map_err(|_| format!("-o {key}: not a number"))
             };
             match key.as_str() {
-                "plain-http" => self.plain_http = true,
+                "plain-http" => {
+                    self.plain_http = Some(match value.as_deref() {
+                        None | Some("true") => true,
+                        Some("false") => false,
+                        Some(v) => {
+                            return Err(format!("-o plain-http={v}: expected true or false"))
+                        }
+                    })
+                }
+                "https" => self.https = true,
                 "insecure" => self.insecure = true,
                 "parallel-ranges" => self.parallel_ranges = true,
                 "allow-other" => self.allow_other = true,
@@ -322,7 +340,7 @@ mod tests {
             panic!("not mount")
         };
         m.apply_options().unwrap();
-        assert!(m.plain_http && m.read_only);
+        assert!(m.plain_http == Some(true) && m.read_only);
         assert_eq!(m.cache_size, 1 << 30);
         assert_eq!(m.repos, vec!["a/b".to_string()]);
         assert_eq!(m.tag_ttl, 5);
@@ -330,6 +348,57 @@ mod tests {
         assert!(m.apply_options().unwrap_err().contains("bogus"));
         m.options = vec!["tag-ttl".into()];
         assert!(m.apply_options().is_err());
+    }
+
+    #[test]
+    fn scheme_flags_and_options() {
+        let mount = |args: &[&str]| {
+            let mut all = vec!["regfs", "mount", "localhost:5000", "/mnt"];
+            all.extend_from_slice(args);
+            let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+            let Command::Mount(mut m) = cli.command else {
+                panic!("not mount")
+            };
+            m.apply_options()?;
+            Ok::<_, String>((m.plain_http, m.https, m.insecure, m.ca_file))
+        };
+        assert_eq!(mount(&[]).unwrap(), (None, false, false, None));
+        assert_eq!(mount(&["--plain-http"]).unwrap().0, Some(true));
+        assert_eq!(mount(&["--plain-http=true"]).unwrap().0, Some(true));
+        assert_eq!(mount(&["--plain-http=false"]).unwrap().0, Some(false));
+        assert!(mount(&["--plain-http=maybe"]).is_err());
+        assert!(mount(&["--https"]).unwrap().1);
+        assert_eq!(mount(&["-o", "plain-http"]).unwrap().0, Some(true));
+        assert_eq!(mount(&["-o", "plain-http=false"]).unwrap().0, Some(false));
+        assert!(mount(&["-o", "plain-http=no"]).is_err());
+        assert!(mount(&["-o", "https"]).unwrap().1);
+        let (_, _, insecure, ca) = mount(&["-o", "insecure,ca-file=/etc/ca.pem"]).unwrap();
+        assert!(insecure);
+        assert_eq!(ca, Some(PathBuf::from("/etc/ca.pem")));
+        // `--plain-http` takes its value only after `=`: the source is not eaten.
+        let cli = Cli::try_parse_from(["regfs", "mount", "--plain-http", "localhost:5000", "/mnt"])
+            .unwrap();
+        let Command::Mount(m) = cli.command else {
+            panic!("not mount")
+        };
+        assert_eq!(
+            (m.plain_http, m.source.as_str()),
+            (Some(true), "localhost:5000")
+        );
+        let cli = Cli::try_parse_from([
+            "regfs",
+            "commit",
+            "dir",
+            "--to",
+            "localhost:5000/a:b",
+            "--plain-http=false",
+            "--https",
+        ])
+        .unwrap();
+        let Command::Commit(c) = cli.command else {
+            panic!("not commit")
+        };
+        assert_eq!((c.plain_http, c.https), (Some(false), true));
     }
 
     #[test]

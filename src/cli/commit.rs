@@ -24,7 +24,8 @@ use crate::stage::{Staging, State};
 
 /// Registry options, from a mount record or from the command line.
 struct Conn {
-    plain_http: bool,
+    plain_http: Option<bool>,
+    https: bool,
     insecure: bool,
     ca_file: Option<PathBuf>,
     timeout: u64,
@@ -37,10 +38,13 @@ fn backend(
 ) -> anyhow::Result<(Backend, Option<String>)> {
     let backend = match source {
         Source::Registry { host, .. } => {
-            let mut cfg = registry::Config::new(host);
-            cfg.plain_http = c.plain_http;
-            cfg.insecure = c.insecure;
-            cfg.ca_file = c.ca_file.clone();
+            let mut cfg = registry::Config::with_flags(
+                host,
+                c.plain_http,
+                c.https,
+                c.insecure,
+                c.ca_file.clone(),
+            )?;
             cfg.timeout = Duration::from_secs(c.timeout.max(1));
             Backend::Registry(Client::new(cfg)?)
         }
@@ -100,7 +104,8 @@ async fn commit_in_mount(args: &CommitArgs, path: &Path) -> anyhow::Result<()> {
     }
     let source: Source = rec.source.parse()?;
     let conn = Conn {
-        plain_http: rec.plain_http,
+        plain_http: rec.plain_http.then_some(true),
+        https: rec.https,
         insecure: rec.insecure,
         ca_file: rec.ca_file.clone(),
         timeout: rec.timeout,
@@ -409,6 +414,7 @@ async fn commit_plain(args: &CommitArgs, path: &Path, target: &str) -> anyhow::R
     let (source, repo, tag) = parse_target(target)?;
     let conn = Conn {
         plain_http: args.plain_http,
+        https: args.https,
         insecure: args.insecure,
         ca_file: args.ca_file.clone(),
         timeout: args.timeout,

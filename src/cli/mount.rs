@@ -173,10 +173,13 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.timeout.max(1));
     let backend = match &source {
         Source::Registry { host, .. } => {
-            let mut cfg = registry::Config::new(host);
-            cfg.plain_http = args.plain_http;
-            cfg.insecure = args.insecure;
-            cfg.ca_file = args.ca_file.clone();
+            let mut cfg = registry::Config::with_flags(
+                host,
+                args.plain_http,
+                args.https,
+                args.insecure,
+                args.ca_file.clone(),
+            )?;
             cfg.timeout = timeout;
             Backend::Registry(Client::new(cfg)?)
         }
@@ -250,7 +253,8 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         pid: std::process::id(),
         cache_dir: cache_dir.clone(),
         staging_root: staging_root.clone(),
-        plain_http: args.plain_http,
+        plain_http: args.plain_http == Some(true),
+        https: args.https || args.plain_http == Some(false),
         insecure: args.insecure,
         ca_file: args.ca_file.clone(),
         timeout: args.timeout,

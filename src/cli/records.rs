@@ -14,7 +14,11 @@ pub struct Record {
     pub pid: u32,
     pub cache_dir: PathBuf,
     pub staging_root: PathBuf,
+    /// `--plain-http`.
     pub plain_http: bool,
+    /// `--https` or `--plain-http=false` (absent from records of older mounts).
+    #[serde(default)]
+    pub https: bool,
     pub insecure: bool,
     pub ca_file: Option<PathBuf>,
     pub timeout: u64,

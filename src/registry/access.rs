@@ -26,7 +26,7 @@ impl Client {
     /// pull but not list its catalog (Docker Hub: a token, then 401) passes,
     /// and so does one without a catalog or without `repo` yet.
     pub async fn check_access(&self, repo: Option<&str>) -> Result<(), Error> {
-        let url = format!("{}/v2/", self.base);
+        let url = format!("{}/v2/", self.base().await?);
         let resp = self
             .send(Method::GET, &url, "", HeaderMap::new(), true)
             .await?;
@@ -42,12 +42,12 @@ impl Client {
         }
         let (url, scope, what) = match repo {
             Some(r) => (
-                format!("{}/v2/{r}/tags/list?n=1", self.base),
+                format!("{}/v2/{r}/tags/list?n=1", self.base().await?),
                 pull_scope(r),
                 format!("repository {r}"),
             ),
             None => (
-                format!("{}/v2/_catalog?n=1", self.base),
+                format!("{}/v2/_catalog?n=1", self.base().await?),
                 CATALOG_SCOPE.to_string(),
                 "the catalog".to_string(),
             ),
@@ -92,7 +92,7 @@ mod tests {
 
     use super::*;
     use crate::auth::AuthError;
-    use crate::registry::Config;
+    use crate::registry::{Config, Transport};
 
     /// How the fake registry answers `(path, Authorization)`: status and
     /// `WWW-Authenticate`, with `{base}` replaced by its own address.
@@ -140,6 +140,7 @@ mod tests {
             }
         });
         let mut cfg = Config::new(&host);
+        cfg.transport = Transport::Http;
         cfg.retries = 0;
         Client::new(cfg).unwrap()
     }

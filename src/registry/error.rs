@@ -10,6 +10,23 @@ pub enum Error {
     Denied { url: String, status: u16 },
     #[error("cannot reach registry {host}: {reason}")]
     Unreachable { host: String, reason: String },
+    /// HTTPS reached a TLS server whose certificate did not verify.
+    #[error("registry {host}: TLS certificate not accepted: {reason}; {hint}")]
+    Certificate {
+        host: String,
+        reason: String,
+        hint: &'static str,
+    },
+    /// HTTPS was asked for and the port speaks something else.
+    #[error("registry {host} does not speak TLS on this port ({reason}); pass --plain-http to talk plain HTTP")]
+    NotTls { host: String, reason: String },
+    /// Plain HTTP reached a port that speaks TLS.
+    #[error("registry {host} speaks HTTPS on this port, not plain HTTP (it answered {answer:?}); {hint}")]
+    WantsHttps {
+        host: String,
+        answer: String,
+        hint: &'static str,
+    },
     #[error("{url}: registry answered HTTP {status}")]
     Status { url: String, status: u16 },
     #[error("{url}: {reason}")]

@@ -2,13 +2,14 @@
 //! pages), manifests (verified against their digest), and blob streams with
 //! Range. Every request has a timeout; idempotent ones are retried with
 //! backoff on connection errors, 429 and 5xx; 401 challenges are answered
-//! through `auth`.
+//! through `auth`. Whether HTTPS or plain HTTP is spoken is `transport`'s.
 
 mod access;
 mod error;
 pub mod layout;
 pub mod link;
 pub mod push;
+pub mod transport;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,11 +19,13 @@ use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE, WWW
 use reqwest::{Method, StatusCode};
 
 pub use error::Error;
+pub use transport::{is_loopback, SchemeFlags, Transport};
 
 use crate::auth::{parse_challenge, Auth};
 use crate::digest::Digest;
 use crate::oci::{INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPES};
 use crate::reference::LAYOUT_REPOSITORY;
+use transport::TlsFailure;
 
 /// Manifests larger than this are refused: registries need only accept 4 MiB,
 /// and a larger "manifest" is hostile.
@@ -33,7 +36,8 @@ const PAGE_SIZE: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: String,
-    pub plain_http: bool,
+    /// HTTPS, plain HTTP, or HTTPS then plain HTTP (`transport::choose`).
+    pub transport: Transport,
     pub insecure: bool,
     pub ca_file: Option<PathBuf>,
     /// Limit for one metadata request, and for a blob stream to go silent.
@@ -43,10 +47,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// For `host` with no flags: HTTPS, tried first on loopback (see `transport`).
     pub fn new(host: &str) -> Config {
         Config {
             host: host.to_string(),
-            plain_http: false,
+            transport: transport::choose(is_loopback(host), SchemeFlags::default())
+                .unwrap_or(Transport::Https),
             insecure: false,
             ca_file: None,
             timeout: Duration::from_secs(30),
@@ -54,17 +60,27 @@ impl Config {
         }
     }
 
-    /// ORAS talks plain HTTP to localhost by default; so do we.
-    pub fn scheme(&self) -> &'static str {
-        let h = self.host.as_str();
-        let local = ["localhost", "127.0.0.1", "[::1]"]
-            .iter()
-            .any(|l| h == *l || h.starts_with(&format!("{l}:")));
-        if self.plain_http || local {
-            "http"
-        } else {
-            "https"
-        }
+    /// For `host` with these flags: `--plain-http[=BOOL]`, `--https`,
+    /// `--insecure`, `--ca-file`.
+    pub fn with_flags(
+        host: &str,
+        plain_http: Option<bool>,
+        https: bool,
+        insecure: bool,
+        ca_file: Option<PathBuf>,
+    ) -> Result<Config, Error> {
+        let flags = SchemeFlags {
+            plain_http,
+            https,
+            tls_options: insecure || ca_file.is_some(),
+        };
+        let transport = transport::choose(is_loopback(host), flags).map_err(Error::Config)?;
+        Ok(Config {
+            transport,
+            insecure,
+            ca_file,
+            ..Config::new(host)
+        })
     }
 }
 
@@ -80,7 +96,9 @@ pub struct Manifest {
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    /// `scheme://host`, settled at the first request that needs it when
+    /// the transport is `HttpsThenHttp` (see `base`).
+    base: tokio::sync::OnceCell<String>,
     config: Config,
     auth: Auth,
     no_referrers_api: std::sync::atomic::AtomicBool,
@@ -110,8 +128,13 @@ impl Client {
         let http = b
             .build()
             .map_err(|e| Error::Config(format!("cannot set up HTTP client: {e}")))?;
+        let base = match config.transport {
+            Transport::Https => Some(format!("https://{}", config.host)),
+            Transport::Http => Some(format!("http://{}", config.host)),
+            Transport::HttpsThenHttp => None,
+        };
         Ok(Client {
-            base: format!("{}://{}", config.scheme(), config.host),
+            base: tokio::sync::OnceCell::new_with(base),
             auth: Auth::new(&config.host),
             no_referrers_api: std::sync::atomic::AtomicBool::new(false),
             http,
@@ -130,7 +153,7 @@ impl Client {
             #[serde(default)]
             repositories: Option<Vec<String>>,
         }
-        let first = format!("{}/v2/_catalog?n={PAGE_SIZE}", self.base);
+        let first = format!("{}/v2/_catalog?n={PAGE_SIZE}", self.base().await?);
         match self
             .pages::<Page>(&first, CATALOG_SCOPE, |p| {
                 p.repositories.unwrap_or_default()
@@ -153,7 +176,7 @@ impl Client {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
-        let first = format!("{}/v2/{repo}/tags/list?n={PAGE_SIZE}", self.base);
+        let first = format!("{}/v2/{repo}/tags/list?n={PAGE_SIZE}", self.base().await?);
         self.pages::<Page>(&first, &pull_scope(repo), |p| p.tags.unwrap_or_default())
             .await
             .map_err(|e| match e {
@@ -170,6 +193,7 @@ impl Client {
         scope: &str,
         items: impl Fn(P) -> Vec<String>,
     ) -> Result<Vec<String>, Error> {
+        let base = self.base().await?;
         let mut out = Vec::new();
         let mut url = first.to_string();
         // A registry whose Link chain loops must not hang us: stop after a
@@ -184,7 +208,7 @@ impl Client {
                 .get("link")
                 .and_then(|v| v.to_str().ok())
                 .and_then(link::next_link)
-                .map(|l| link::absolute(&self.base, &l));
+                .map(|l| link::absolute(base, &l));
             let body = read_limited(resp, MAX_MANIFEST_BYTES * 4, &url).await?;
             let page: P = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
                 url: url.clone(),
@@ -203,7 +227,7 @@ impl Client {
     /// Fetches a manifest by tag or digest and verifies it: against the
     /// digest asked for, else against `Docker-Content-Digest`.
     pub async fn manifest(&self, repo: &str, reference: &str) -> Result<Manifest, Error> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base().await?);
         let mut headers = HeaderMap::new();
         if let Ok(v) = MANIFEST_MEDIA_TYPES.join(", ").parse() {
             headers.insert(ACCEPT, v);
@@ -255,7 +279,7 @@ impl Client {
         repo: &str,
         reference: &str,
     ) -> Result<Option<Digest>, Error> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base().await?);
         let mut headers = HeaderMap::new();
         if let Ok(v) = MANIFEST_MEDIA_TYPES.join(", ").parse() {
             headers.insert(ACCEPT, v);
@@ -282,7 +306,7 @@ impl Client {
         offset: u64,
         end: Option<u64>,
     ) -> Result<BlobStream, Error> {
-        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base().await?);
         let mut headers = HeaderMap::new();
         let range = match end {
             Some(e) => Some(format!("bytes={offset}-{}", e.saturating_sub(1))),
@@ -324,7 +348,7 @@ impl Client {
     pub async fn referrers(&self, repo: &str, subject: &Digest) -> Result<Vec<Digest>, Error> {
         use std::sync::atomic::Ordering;
         if !self.no_referrers_api.load(Ordering::Relaxed) {
-            let url = format!("{}/v2/{repo}/referrers/{subject}", self.base);
+            let url = format!("{}/v2/{repo}/referrers/{subject}", self.base().await?);
             let mut headers = HeaderMap::new();
             if let Ok(v) = INDEX_MEDIA_TYPE.parse() {
                 headers.insert(ACCEPT, v);
@@ -422,6 +446,9 @@ impl Client {
                             continue;
                         }
                     }
+                    if status == StatusCode::BAD_REQUEST && url.starts_with("http:") {
+                        return self.unless_tls_port(resp, url).await;
+                    }
                     let transient =
                         status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
                     if !(transient && idempotent && attempt < self.config.retries) {
@@ -433,6 +460,37 @@ impl Client {
                     tracing::warn!(%url, %status, attempt, "registry busy or failing; retrying");
                 }
                 Err(e) => {
+                    let tls = if url.starts_with("https:") {
+                        transport::tls_failure(&e)
+                    } else {
+                        TlsFailure::Other
+                    };
+                    match tls {
+                        TlsFailure::Certificate { reason, hint } => {
+                            return Err(Error::Certificate {
+                                host: self.config.host.clone(),
+                                reason,
+                                hint,
+                            })
+                        }
+                        TlsFailure::NotTls(reason) => {
+                            return Err(Error::NotTls {
+                                host: self.config.host.clone(),
+                                reason,
+                            })
+                        }
+                        TlsFailure::HungUp | TlsFailure::Other => {}
+                    }
+                    if url.starts_with("http:") && transport::not_http(&e) {
+                        return Err(Error::Unreachable {
+                            host: self.config.host.clone(),
+                            reason: format!(
+                                "{}; it answered plain HTTP with something that is not HTTP: if it speaks HTTPS on this port, {}",
+                                error_chain(&e),
+                                self.https_hint()
+                            ),
+                        });
+                    }
                     if !(idempotent && attempt < self.config.retries) {
                         return Err(Error::Unreachable {
                             host: self.config.host.clone(),
@@ -745,17 +803,37 @@ mod tests {
     }
 
     #[test]
-    fn schemes() {
-        let mut c = Config::new("localhost:5000");
-        assert_eq!(c.scheme(), "http");
-        c.host = "127.0.0.1".into();
-        assert_eq!(c.scheme(), "http");
-        c.host = "ghcr.io".into();
-        assert_eq!(c.scheme(), "https");
-        c.plain_http = true;
-        assert_eq!(c.scheme(), "http");
-        c = Config::new("localhostile.example:5000");
-        assert_eq!(c.scheme(), "https");
+    fn configs_choose_by_host_and_flags() {
+        assert_eq!(
+            Config::new("localhost:5000").transport,
+            Transport::HttpsThenHttp
+        );
+        assert_eq!(Config::new("127.0.0.1").transport, Transport::HttpsThenHttp);
+        assert_eq!(Config::new("ghcr.io").transport, Transport::Https);
+        assert_eq!(
+            Config::new("localhostile.example:5000").transport,
+            Transport::Https
+        );
+        let c = |plain, https, insecure, ca: Option<&str>| {
+            Config::with_flags(
+                "127.0.0.1:5000",
+                plain,
+                https,
+                insecure,
+                ca.map(PathBuf::from),
+            )
+            .map(|c| c.transport)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(c(Some(true), false, false, None), Ok(Transport::Http));
+        assert_eq!(c(Some(false), false, false, None), Ok(Transport::Https));
+        assert_eq!(c(None, true, false, None), Ok(Transport::Https));
+        assert_eq!(c(None, false, true, None), Ok(Transport::Https));
+        assert_eq!(c(None, false, false, Some("ca.pem")), Ok(Transport::Https));
+        assert_eq!(c(None, false, false, None), Ok(Transport::HttpsThenHttp));
+        assert!(c(Some(true), true, false, None)
+            .unwrap_err()
+            .contains("--https"));
     }
 
     #[test]

@@ -35,7 +35,7 @@ fn push_scope(repo: &str) -> String {
 
 impl Client {
     pub async fn blob_exists(&self, repo: &str, d: &Digest) -> Result<bool, Error> {
-        let url = format!("{}/v2/{repo}/blobs/{d}", self.base);
+        let url = format!("{}/v2/{repo}/blobs/{d}", self.base().await?);
         let resp = self
             .send(
                 Method::HEAD,
@@ -57,7 +57,7 @@ impl Client {
     pub async fn mount_blob(&self, repo: &str, d: &Digest, from: &str) -> Result<bool, Error> {
         let url = format!(
             "{}/v2/{repo}/blobs/uploads/?mount={d}&from={from}",
-            self.base
+            self.base().await?
         );
         let resp = self
             .send(
@@ -80,7 +80,7 @@ impl Client {
         payload: &Payload<'_>,
         sent: &Arc<AtomicU64>,
     ) -> Result<(), Error> {
-        let start = format!("{}/v2/{repo}/blobs/uploads/", self.base);
+        let start = format!("{}/v2/{repo}/blobs/uploads/", self.base().await?);
         let resp = self
             .send(
                 Method::POST,
@@ -99,7 +99,7 @@ impl Client {
                 url: start.clone(),
                 reason: "upload session without Location".into(),
             })?;
-        let location = link::absolute(&self.base, location);
+        let location = link::absolute(self.base().await?, location);
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{sep}digest={d}");
         let mut headers = HeaderMap::new();
@@ -136,7 +136,7 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<Pushed, Error> {
-        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base().await?);
         let mut headers = HeaderMap::new();
         if let Ok(v) = media_type.parse() {
             headers.insert(CONTENT_TYPE, v);

@@ -198,3 +198,22 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     wait_for(timeout, what, || f().then_some(()))
 }
+
+/// Asserts a failed command exited non-zero with exactly one stderr line
+/// starting with `regfs:`; returns that line.
+pub fn assert_one_line_error(out: &Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{what}: regfs succeeded; stdout: {}\nstderr: {err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: want one stderr line, got: {err:?}");
+    assert!(
+        lines[0].starts_with("regfs: "),
+        "{what}: error line does not start with 'regfs: ': {:?}",
+        lines[0]
+    );
+    lines[0].to_string()
+}

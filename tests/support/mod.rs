@@ -4,8 +4,9 @@
 //! runners that fail loudly and never hang.
 //!
 //! External tools come from scripts/install-deps.sh: docker-registry,
-//! skopeo, fuse3 (fusermount3), apache2-utils (htpasswd), python3 + oras
-//! (the ORAS Python SDK), and the ORAS CLI and crane (`peers`).
+//! skopeo, fuse3 (fusermount3), apache2-utils (htpasswd), openssl (test
+//! CAs and certificates, `tls`), python3 + oras (the ORAS Python SDK), and
+//! the ORAS CLI and crane (`peers`).
 #![allow(dead_code, unused_imports)]
 
 pub mod cmd;
@@ -16,10 +17,11 @@ pub mod mount;
 pub mod peers;
 pub mod proxy;
 pub mod registry;
+pub mod tls;
 
 pub use cmd::{
-    command_line, run, run_stdout, run_timeout, run_unchecked, run_unchecked_timeout, try_run,
-    wait_for, wait_until,
+    assert_one_line_error, command_line, run, run_stdout, run_timeout, run_unchecked,
+    run_unchecked_timeout, try_run, wait_for, wait_until,
 };
 pub use fixtures::*;
 pub use fsops::*;
@@ -28,3 +30,4 @@ pub use mount::{daemon_pids, finish, regfs, regfs_bin, wait_daemon_gone, Mount, 
 pub use peers::{crane, oras, oras_digest, oras_in, peer_bin, CRANE_VERSION, ORAS_VERSION};
 pub use proxy::{FaultProxy, Mode, ProxyHandle, RequestRecord, Rule, RuleAction};
 pub use registry::Registry;
+pub use tls::{ServerCert, TestCa};

@@ -77,6 +77,32 @@ impl Mount {
         cache_dir: &Path,
         extra_args: &[&str],
     ) -> Result<Mount, MountFailure> {
+        Self::try_with_cache_env(source, cache_dir, extra_args, &[])
+    }
+
+    /// Like [`Mount::new`], with environment variables for regfs
+    /// (`DOCKER_CONFIG`, `HOME`), and a failing mount returned.
+    pub fn try_with_env(
+        source: &str,
+        extra_args: &[&str],
+        envs: &[(&str, &Path)],
+    ) -> Result<Mount, MountFailure> {
+        let cache = tempfile::Builder::new()
+            .prefix("regfs-cache-")
+            .tempdir()
+            .expect("cache tempdir");
+        let path = cache.path().to_path_buf();
+        let mut m = Self::try_with_cache_env(source, &path, extra_args, envs)?;
+        m._cache_tmp = Some(cache);
+        Ok(m)
+    }
+
+    fn try_with_cache_env(
+        source: &str,
+        cache_dir: &Path,
+        extra_args: &[&str],
+        envs: &[(&str, &Path)],
+    ) -> Result<Mount, MountFailure> {
         let mnt = tempfile::Builder::new()
             .prefix("regfs-mnt-")
             .tempdir()
@@ -88,6 +114,9 @@ impl Mount {
             .arg("--cache-dir")
             .arg(cache_dir)
             .args(extra_args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
         let out = run_unchecked_timeout(&mut cmd, MOUNT_TIMEOUT);
         if !out.status.success() {
             return Err(MountFailure {

@@ -1,5 +1,6 @@
 //! A real `docker-registry` (distribution 2.8) per test, on its own port,
-//! storing into a temporary directory.
+//! storing into a temporary directory; plain HTTP, or HTTPS with a
+//! certificate from `tls.rs`.
 
 use std::fs;
 use std::net::TcpListener;
@@ -12,6 +13,7 @@ use tempfile::TempDir;
 
 use super::cmd::{run, wait_timeout};
 use super::http::{basic_auth, http_request, HttpResponse};
+use super::tls::ServerCert;
 
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -20,21 +22,37 @@ pub struct Registry {
     dir: TempDir,
     port: u16,
     creds: Option<(String, String)>,
+    tls: Option<ServerCert>,
     child: Option<Child>,
 }
 
 impl Registry {
     /// Anonymous registry on 127.0.0.1:<free port>, deletes enabled.
     pub fn start() -> Registry {
-        Self::start_inner(None)
+        Self::start_inner(None, None)
     }
 
     /// Registry requiring HTTP Basic auth (htpasswd, bcrypt) for every request.
     pub fn start_with_basic_auth(user: &str, pass: &str) -> Registry {
-        Self::start_inner(Some((user.to_string(), pass.to_string())))
+        Self::start_inner(Some((user.to_string(), pass.to_string())), None)
     }
 
-    fn start_inner(creds: Option<(String, String)>) -> Registry {
+    /// Registry serving HTTPS only, with `cert` (see `tls.rs`). It speaks
+    /// no plain HTTP: [`Registry::request`] cannot reach it; the ORAS CLI
+    /// with `--ca-file` can.
+    pub fn start_tls(cert: &ServerCert) -> Registry {
+        Self::start_inner(None, Some(cert.clone()))
+    }
+
+    /// HTTPS with `cert`, and Basic auth for every request.
+    pub fn start_tls_with_basic_auth(cert: &ServerCert, user: &str, pass: &str) -> Registry {
+        Self::start_inner(
+            Some((user.to_string(), pass.to_string())),
+            Some(cert.clone()),
+        )
+    }
+
+    fn start_inner(creds: Option<(String, String)>, tls: Option<ServerCert>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("regfs-registry-")
             .tempdir()
@@ -46,6 +64,7 @@ impl Registry {
             dir,
             port: 0,
             creds,
+            tls,
             child: None,
         };
         // A free port found by binding :0 can be taken by someone else
@@ -73,6 +92,13 @@ impl Registry {
             data = root.join("data").display(),
             port = self.port
         );
+        if let Some(t) = &self.tls {
+            cfg.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                t.cert.display(),
+                t.key.display()
+            ));
+        }
         if self.creds.is_some() {
             cfg.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: regfs-test\n    path: {}\n",
@@ -125,8 +151,14 @@ impl Registry {
                     self.log()
                 ));
             }
+            // A TLS listener answers plain HTTP with 400 and Go's "Client
+            // sent an HTTP request to an HTTPS server": up, and speaking TLS.
             if let Ok(r) = http_request(&self.host(), "GET", "/v2/", &[], &[]) {
-                if r.status == 200 || r.status == 401 {
+                let ready = match self.tls {
+                    None => r.status == 200 || r.status == 401,
+                    Some(_) => r.status == 400 && r.text().contains("HTTPS server"),
+                };
+                if ready {
                     return Ok(());
                 }
             }
@@ -189,9 +221,15 @@ impl Registry {
         self.port
     }
 
-    /// "http://127.0.0.1:PORT"
+    /// "http://127.0.0.1:PORT", or "https://..." for a TLS registry.
     pub fn url(&self) -> String {
-        format!("http://{}", self.host())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
+    }
+
+    /// Whether it serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The registry's storage root (filesystem driver).
@@ -209,7 +247,8 @@ impl Registry {
         self.creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
     }
 
-    /// Request to this registry, with basic auth when it has credentials.
+    /// Request to this registry (plain HTTP only), with basic auth when it
+    /// has credentials.
     pub fn request(
         &self,
         method: &str,
@@ -217,6 +256,11 @@ impl Registry {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> HttpResponse {
+        assert!(
+            self.tls.is_none(),
+            "Registry::request speaks plain HTTP; {} serves HTTPS (use oras --ca-file)",
+            self.host()
+        );
         let auth;
         let mut hs: Vec<(&str, &str)> = headers.to_vec();
         if let Some((u, p)) = self.creds() {
