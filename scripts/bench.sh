@@ -18,7 +18,10 @@
 #   BENCH_TMPDIR=/tmp      where the work folder goes (needs ~4x LARGE free)
 #   BENCH_RESULTS_DIR=scripts/bench-results  where the table is saved ("" = don't)
 #   BENCH_SMALLFILES=500  files of 2 KiB in the small-files artifact (9)
-#   BENCH_ONLY="1 2 3 4 5 6 7 8 9"  run only these measurements (3 needs 1 and 2,
+#   BENCH_CHUNK_MB       the file committed with and without chunk lists (11) [default: BENCH_LARGE_MB]
+#   BENCH_CHUNK_READS=1000  random 4 KiB reads of it (11)
+#   BENCH_PROXY_BIN      the fault proxy (examples/fault_proxy.rs) [default: built beside regfs]
+#   BENCH_ONLY="1 2 3 4 5 6 7 8 9 11"  run only these measurements (3 needs 1 and 2,
 #                        4 needs 2, 7 needs 6: they are added); data nobody needs is not made
 #   REGFS_BIN            use this binary instead of `cargo build --release`
 #
@@ -39,7 +42,9 @@ SYNC_TAGS=${BENCH_SYNC_TAGS:-10}
 SYNC_MB=${BENCH_SYNC_MB:-8}
 CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-900}
 RESULTS_DIR=${BENCH_RESULTS_DIR-$ROOT/scripts/bench-results}
-ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6 7 8 9} "
+ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6 7 8 9 11} "
+CHUNK_MB=${BENCH_CHUNK_MB:-$LARGE_MB}
+CHUNK_READS=${BENCH_CHUNK_READS:-1000}
 SMALLFILES=${BENCH_SMALLFILES:-500}
 [[ "$ONLY" == *" 3 "* ]] && ONLY+="1 2 "
 [[ "$ONLY" == *" 4 "* ]] && ONLY+="2 "
@@ -51,6 +56,7 @@ WORK=""
 REG_PID=""
 MOUNTS=()         # mountpoints we mounted (unmounted by the trap too)
 DAEMONS=()        # regfs daemon PIDs we saw (killed by PID if still alive)
+PROXY_PIDS=()     # fault proxies (measurement 11)
 ROWS=()           # table rows, tab-separated
 NOTES=()
 DROP_OK=1
@@ -67,6 +73,7 @@ cleanup() {
     set +e
     trap - EXIT INT TERM
     local m p i
+    for p in "${PROXY_PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for m in "${MOUNTS[@]}"; do
         if mountpoint -q "$m" 2>/dev/null; then
             timeout 20 fusermount3 -u "$m" 2>/dev/null || timeout 20 umount -l "$m" 2>/dev/null
@@ -618,6 +625,91 @@ m9() {
     goal_row 9 "warm grep -r over ${SMALLFILES} titled 2 KiB files vs grep -r local" "$tr" "$tb" 2.0 "$rss" "$reqs_r/-"
 }
 if want 9; then m9; fi
+
+# 11. Chunk digests (issue 10): a file committed by regfs (with a chunk
+# list) and the same file committed with --no-chunk-lists (none), read with
+# 1,000 random 4 KiB preads in lazy mode: through a proxy that corrupts one
+# byte of every tenth Range answer (wrong bytes returned: goal 0), and on
+# the clean registry (median latency with the list / without: goal 1.2);
+# and the commit time with lists / without (goal 1.05).
+start_proxy() { # MODE -> PROXY_HOST
+    local out=$WORK/out/proxy-$RANDOM.txt i
+    "$PROXY_BIN" "$HOST" "$1" >"$out" 2>&1 &
+    PROXY_PIDS+=($!)
+    for i in $(seq 100); do
+        PROXY_HOST=$(head -n 1 "$out")
+        [[ "$PROXY_HOST" == 127.0.0.1:* ]] && return 0
+        sleep 0.1
+    done
+    die "fault proxy did not start: $(cat "$out")"
+}
+stop_proxies() {
+    local p
+    for p in "${PROXY_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    PROXY_PIDS=()
+}
+# randreads ID REPO HOST -> RR (json); a fresh lazy mount with its own cache
+randreads() {
+    local id=$1 repo=$2 host=$3 mnt=$WORK/mnt-$1 cache=$WORK/cache-$1 saved=$HOST
+    HOST=$host mount_regfs "$mnt" "$cache" --verify lazy --timeout 10
+    HOST=$saved
+    RR=$(run python3 "$HELPER" randreads "$mnt/$repo/v1/chunked.bin" "$DATA/chunked/chunked.bin" "$CHUNK_READS" 4096 11) ||
+        die "random reads of $repo through regfs failed (see $cache/regfs.log)"
+    RR_RSS=$(peak_rss "$DPID")
+    RR_VERIFY=$(getfattr --only-values -n user.oci.verify "$mnt/$repo/v1/chunked.bin" 2>/dev/null || echo '?')
+    umount_regfs "$mnt" "$DPID"
+    rm -rf "$cache"
+}
+m11() {
+    local mnt=$WORK/mnt-11 cache=$WORK/cache-11 t0 tl tn rl rn
+    mkdir -p "$DATA/chunked"
+    py randfile "$DATA/chunked/chunked.bin" $((CHUNK_MB << 20))
+    mount_regfs "$mnt" "$cache"
+    mkdir -p "$mnt/bench/nochunks/v1" "$mnt/bench/chunks/v1"
+    run cp "$DATA/chunked/chunked.bin" "$mnt/bench/nochunks/v1/" || die "cp into regfs failed"
+    run cp "$DATA/chunked/chunked.bin" "$mnt/bench/chunks/v1/" || die "cp into regfs failed"
+    sync
+    t0=$(now)
+    run "$REGFS" commit --no-chunk-lists "$mnt/bench/nochunks/v1" >/dev/null || die "regfs commit --no-chunk-lists failed"
+    tn=$(since "$t0")
+    t0=$(now)
+    run "$REGFS" commit "$mnt/bench/chunks/v1" >/dev/null || die "regfs commit failed"
+    tl=$(since "$t0")
+    umount_regfs "$mnt" "$DPID"
+    rm -rf "$cache"
+    curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$HOST/v2/bench/chunks/manifests/v1" |
+        grep -q 'application/vnd.regfs.chunks.v1+json' || die "bench/chunks:v1 has no chunk list layer"
+    goal_row 11c "commit ${CHUNK_MB} MiB with chunk lists vs --no-chunk-lists" "$tl" "$tn" 1.05 "-" "-/-"
+
+    start_proxy corrupt-ranges-every=10
+    randreads 11a-none bench/nochunks "$PROXY_HOST"
+    rn=$RR
+    NOTES+=("11a: the same $CHUNK_READS reads of the layer without a list (user.oci.verify=$RR_VERIFY) through the corrupting proxy: $rn")
+    randreads 11a bench/chunks "$PROXY_HOST"
+    rl=$RR
+    NOTES+=("11a: with the list (user.oci.verify=$RR_VERIFY): $rl")
+    stop_proxies
+    local wrong res
+    wrong=$(jget "$rl" wrong)
+    if [[ "$wrong" -eq 0 ]]; then res=met; else res=MISSED; fi
+    row 11a "$CHUNK_READS random 4 KiB lazy reads, 1 in 10 ranges corrupted: wrong reads (without a list: $(jget "$rn" wrong))" "$wrong" "-" "-" "0" "$res" "$RR_RSS" "-"
+
+    randreads 11b-none bench/nochunks "$HOST"
+    rn=$RR
+    randreads 11b bench/chunks "$HOST"
+    rl=$RR
+    NOTES+=("11b: clean registry, without a list: $rn; with: $rl")
+    goal_row 11b "median latency of $CHUNK_READS random 4 KiB lazy reads, chunk list vs none" "$(jget "$rl" median_ms)" "$(jget "$rn" median_ms)" 1.2 "$RR_RSS" "-"
+}
+if want 11; then
+    PROXY_BIN=${BENCH_PROXY_BIN:-$(dirname "$REGFS")/examples/fault_proxy}
+    if [[ ! -x "$PROXY_BIN" ]]; then
+        log "cargo build --release --example fault_proxy"
+        (cd "$ROOT" && cargo build --release --quiet --example fault_proxy) || die "building the fault proxy failed"
+        PROXY_BIN="$ROOT/target/release/examples/fault_proxy"
+    fi
+    m11
+fi
 
 # ------------------------------------------------------------------ report
 echo

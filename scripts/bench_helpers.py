@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import sys
+import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
@@ -247,6 +248,53 @@ def cmd_jget(json_text, key):
     if isinstance(v, dict):
         v = "(" + ", ".join(f"{k}: {n}" for k, n in sorted(v.items())) + ")"
     print(v)
+
+
+def cmd_randreads(path, local, count, size, seed):
+    """COUNT reads of SIZE bytes at random offsets (seeded) of PATH, each
+    compared with the same bytes of LOCAL. A read that fails with EIO is
+    tried once more. Prints JSON: ok, eio, retry_ok, wrong, median_ms, p90_ms."""
+    import errno
+    import random
+    import statistics
+
+    count, size = int(count), int(size)
+    rnd = random.Random(int(seed))
+    total = os.path.getsize(local)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+    except OSError:
+        pass
+    out = {"ok": 0, "eio": 0, "retry_ok": 0, "wrong": 0}
+    times = []
+    with open(local, "rb") as ref:
+        for _ in range(count):
+            at = rnd.randrange(0, total - size)
+            ref.seek(at)
+            want = ref.read(size)
+            for attempt in (0, 1):
+                t0 = time.perf_counter()
+                try:
+                    got = os.pread(fd, size, at)
+                except OSError as e:
+                    if e.errno != errno.EIO:
+                        raise
+                    out["eio"] += 1
+                    continue
+                times.append((time.perf_counter() - t0) * 1000)
+                if got != want:
+                    out["wrong"] += 1
+                elif attempt == 0:
+                    out["ok"] += 1
+                else:
+                    out["retry_ok"] += 1
+                break
+    os.close(fd)
+    times.sort()
+    out["median_ms"] = round(statistics.median(times), 3) if times else None
+    out["p90_ms"] = round(times[int(len(times) * 0.9)], 3) if times else None
+    print(json.dumps(out))
 
 
 def main():
