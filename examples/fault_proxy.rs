@@ -7,7 +7,9 @@
 //!
 //! prints the address to use instead of the registry's (`127.0.0.1:PORT`)
 //! and serves until it is killed. Modes: `pass`, `corrupt` (every blob
-//! answer), `corrupt-ranges-every=N` (every N-th Range answer).
+//! answer), `corrupt-ranges-every=N` (every N-th Range answer),
+//! `slow-link=RTT_MS,BYTES_PER_SEC` (a distant registry: a round trip
+//! before every request, each connection's blob answers capped).
 
 #[allow(dead_code)]
 #[path = "../tests/support/proxy.rs"]
@@ -23,8 +25,18 @@ fn mode(s: &str) -> Result<proxy::Mode, String> {
             .parse()
             .map(proxy::Mode::CorruptRangesEvery)
             .map_err(|e| format!("corrupt-ranges-every={n}: {e}")),
+        Some(("slow-link", v)) => {
+            // slow-link=RTT_MS,BYTES_PER_SEC
+            let (rtt, bps) = v
+                .split_once(',')
+                .ok_or_else(|| format!("slow-link={v}: expected RTT_MS,BYTES_PER_SEC"))?;
+            Ok(proxy::Mode::SlowLink {
+                rtt_ms: rtt.parse().map_err(|e| format!("slow-link RTT {rtt}: {e}"))?,
+                bytes_per_sec: bps.parse().map_err(|e| format!("slow-link rate {bps}: {e}"))?,
+            })
+        }
         _ => Err(format!(
-            "unknown mode {s:?} (pass, corrupt, corrupt-ranges-every=N)"
+            "unknown mode {s:?} (pass, corrupt, corrupt-ranges-every=N, slow-link=RTT_MS,BYTES_PER_SEC)"
         )),
     }
 }

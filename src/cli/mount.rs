@@ -211,7 +211,7 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         tag_ttl: Duration::from_secs(args.tag_ttl),
         read_only: args.read_only,
         verify: args.verify,
-        parallel_ranges: args.parallel_ranges,
+        parallel_ranges: args.parallel_ranges.map(usize::from),
         timeout,
         uid,
         gid,

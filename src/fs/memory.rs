@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -25,6 +26,9 @@ pub enum Fault {
     Truncate(u64),
     /// Every blob answer sends 64 KiB, then nothing, ever.
     Stall,
+    /// Every blob answer is sent at this many bytes per second (each
+    /// answer on its own: a per-connection cap).
+    Slow(u64),
 }
 
 const PIECE: usize = 64 * 1024;
@@ -169,6 +173,14 @@ impl Memory {
         self.blob_bytes.fetch_add(limit as u64, Ordering::Relaxed);
         let head = futures_util::stream::iter(pieces);
         let stream = match (fault, cut) {
+            (Fault::Slow(bps), _) => {
+                let pause = Duration::from_secs_f64(PIECE as f64 / bps.max(1) as f64);
+                head.then(move |piece| async move {
+                    tokio::time::sleep(pause).await;
+                    piece
+                })
+                .boxed()
+            }
             (Fault::Stall, true) => head.chain(futures_util::stream::pending()).boxed(),
             (_, true) => head
                 .chain(futures_util::stream::once(async {

@@ -67,8 +67,9 @@ pub struct Options {
     pub tag_ttl: Duration,
     pub read_only: bool,
     pub verify: Verify,
-    /// Strict mode: large blobs by concurrent Range requests, not one GET.
-    pub parallel_ranges: bool,
+    /// Ranged requests per blob (`--parallel-ranges`); `None`: one stream,
+    /// more when it is slow.
+    pub parallel_ranges: Option<usize>,
     /// A wait for blob bytes ends with an error after this long without
     /// a byte arriving (`--timeout`).
     pub timeout: Duration,

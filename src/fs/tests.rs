@@ -29,7 +29,7 @@ fn opts(verify: Verify, timeout: Duration) -> Options {
         tag_ttl: Duration::from_secs(30),
         read_only: false,
         verify,
-        parallel_ranges: false,
+        parallel_ranges: None,
         timeout,
         uid: 0,
         gid: 0,
@@ -295,6 +295,44 @@ async fn a_lazy_read_of_corrupted_bytes_fails_at_the_end_and_recovers() {
     w.source.set_fault(Fault::None);
     assert!(w.read_all("org/app/v1/model.bin", 1 << 20).await.unwrap() == big);
     assert!(w.cached(&Digest::of(&big)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_stream_is_joined_by_parallel_ranges() {
+    let (m, _, big) = sample();
+    // 17 MiB at 8 MB/s per answer: over 2 s as one stream.
+    m.set_fault(Fault::Slow(8_000_000));
+    let w = world_with(m, Verify::Strict, Duration::from_secs(10));
+    let t = Instant::now();
+    assert!(w.read_all("org/app/v1/model.bin", 1 << 20).await.unwrap() == big);
+    let took = t.elapsed();
+    let gets = w.source.blob_gets.load(Ordering::Relaxed);
+    assert!(
+        gets > 2,
+        "{gets} requests: the slow stream was never joined"
+    );
+    assert!(took < Duration::from_millis(1900), "took {took:?}");
+    assert!(gets <= 8, "{gets} requests for 5 chunks");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_ranges_one_means_one_stream_however_slow() {
+    let (m, _, big) = sample();
+    m.set_fault(Fault::Slow(40_000_000));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(Cache::open(&dir.path().join("cache"), 1 << 34).unwrap());
+    let staging = Arc::new(Staging::open(&dir.path().join("staging")).unwrap());
+    let source = Arc::new(m);
+    let mut o = opts(Verify::Strict, Duration::from_secs(10));
+    o.parallel_ranges = Some(1);
+    let fs = Fs::new(source.clone(), cache, staging, o);
+    let w = World {
+        fs,
+        source,
+        _dir: dir,
+    };
+    assert!(w.read_all("org/app/v1/model.bin", 1 << 20).await.unwrap() == big);
+    assert_eq!(w.source.blob_gets.load(Ordering::Relaxed), 1);
 }
 
 /// `model.bin` with a chunk-digest list (`list`: its bytes, or `None` for

@@ -54,6 +54,11 @@ pub enum Mode {
     /// Every n-th blob GET answered 206 (a Range response) has one byte
     /// flipped, as `CorruptBlobs` does; the others pass.
     CorruptRangesEvery(u64),
+    /// A distant registry: every request waits `rtt_ms` before it is
+    /// forwarded (one round trip), and each blob answer is sent at no more
+    /// than `bytes_per_sec` (per connection, as a congested path caps one
+    /// TCP stream). The slow-link bench runs through it.
+    SlowLink { rtt_ms: u64, bytes_per_sec: u64 },
     /// Strip `Range`/`If-Range` from requests, so the registry answers 200
     /// with the whole body (Range support is optional in distribution-spec).
     IgnoreRange,
@@ -706,6 +711,9 @@ async fn handle_conn(client: TcpStream, shared: Arc<Shared>) {
             Action::Forward => {}
         }
 
+        if let Mode::SlowLink { rtt_ms, .. } = mode {
+            tokio::time::sleep(Duration::from_millis(rtt_ms)).await;
+        }
         // ---- forward the request on a fresh upstream connection ----
         let upstream = match TcpStream::connect(&shared.upstream).await {
             Ok(s) => s,
@@ -896,6 +904,7 @@ where
     };
     let mut buf = vec![0u8; chunk.min(256 * 1024)];
     let mut off = 0u64;
+    let started = std::time::Instant::now();
     while off < limit {
         let want = ((limit - off) as usize).min(buf.len());
         let got = ur.read(&mut buf[..want]).await?;
@@ -918,6 +927,14 @@ where
             .fetch_add(got as u64, Ordering::SeqCst);
         cw.write_all(&buf[..got]).await?;
         off += got as u64;
+        if let Mode::SlowLink { bytes_per_sec, .. } = mode {
+            // Never ahead of the cap: wait until `off` bytes are due.
+            let due = Duration::from_secs_f64(off as f64 / (*bytes_per_sec).max(1) as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                cw.flush().await?;
+                tokio::time::sleep(wait).await;
+            }
+        }
         if let Some(p) = pause {
             cw.flush().await?;
             tokio::time::sleep(p).await;

@@ -46,6 +46,12 @@ const MAX_SEGMENTS: usize = 8;
 /// Bytes gathered before a blocking thread writes and hashes them (a few
 /// batches in flight: memory stays flat whatever the size).
 const WRITE_BATCH: usize = 1 << 20;
+/// A stream that delivers less than this (bytes per second, measured over
+/// `RATE_WINDOW`) is joined by parallel ranges: on loopback or a fast link
+/// one stream is fastest (it is hashed as it arrives); a distant registry
+/// or a capped connection gives far less per connection.
+const SLOW_STREAM: f64 = 200e6;
+const RATE_WINDOW: Duration = Duration::from_millis(500);
 /// Consecutive attempts of a segment that bring no byte before it gives up
 /// (each attempt's request is itself retried by the registry client).
 const STALLS: u32 = 2;
@@ -54,8 +60,10 @@ const STALLS: u32 = 2;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub verify: Verify,
-    /// Whole blobs of a registry by parallel chunks rather than one stream.
-    pub parallel_ranges: bool,
+    /// Ranged requests that may fetch a whole blob at once: `Some(1)`, one
+    /// stream; `Some(n)`, up to n chunks from the start; `None`, one stream
+    /// and up to `MAX_SEGMENTS` chunks once it proves slow.
+    pub parallel_ranges: Option<usize>,
     /// A wait ends with an error after this long without a byte arriving.
     pub timeout: Duration,
 }
@@ -237,6 +245,8 @@ impl Blobs {
                 progress_at: Instant::now(),
                 next_id: 0,
                 attempt: 0,
+                parallel: false,
+                rate_from: None,
             }),
             changed: Notify::new(),
         });
@@ -279,6 +289,10 @@ struct State {
     /// attempt stops at its next piece, and its failure no longer counts
     /// (its bytes may be what made the attempt fail).
     attempt: u64,
+    /// A whole-blob fetch by parallel chunks (chosen, or the stream was slow).
+    parallel: bool,
+    /// Since when, and from how many bytes held, the stream's rate is measured.
+    rate_from: Option<(Instant, u64)>,
 }
 
 struct Download {
@@ -428,9 +442,9 @@ impl Download {
             return;
         }
         let active: Vec<(u64, u64)> = st.segments.iter().map(|s| (s.next, s.end)).collect();
-        let whole_by_chunks = self.settings.parallel_ranges && self.source.is_remote();
-        let room = MAX_SEGMENTS.saturating_sub(active.len());
         let held = self.partial.held();
+        let (whole_by_chunks, limit) = self.parallelism(&mut st, want, held.len());
+        let room = limit.saturating_sub(active.len());
         for (a, b) in plan(&held, &active, want, self.desc.size, whole_by_chunks, room) {
             let id = st.next_id;
             st.next_id += 1;
@@ -447,6 +461,46 @@ impl Download {
 
     /// One segment, resumed after each broken transfer while it makes
     /// progress.
+    /// Whether a whole blob is fetched by parallel chunks, and how many
+    /// segments may be in flight. Unless `--parallel-ranges` says, a whole
+    /// blob starts as one stream and turns to chunks (up to `MAX_SEGMENTS`)
+    /// when the stream delivers less than `SLOW_STREAM` over `RATE_WINDOW`.
+    fn parallelism(&self, st: &mut State, want: Want, held: u64) -> (bool, usize) {
+        if !self.source.is_remote() {
+            return (false, MAX_SEGMENTS);
+        }
+        match self.settings.parallel_ranges {
+            Some(1) => return (false, MAX_SEGMENTS),
+            Some(n) => return (true, n.min(MAX_SEGMENTS * 8)),
+            None => {}
+        }
+        if want == Want::Whole && !st.parallel {
+            let now = Instant::now();
+            let (t0, h0) = *st.rate_from.get_or_insert((now, held));
+            let spent = now.duration_since(t0);
+            if spent >= RATE_WINDOW {
+                let rate = held.saturating_sub(h0) as f64 / spent.as_secs_f64();
+                let left = self.desc.size.saturating_sub(held);
+                if rate < SLOW_STREAM && left >= 2 * CHUNK {
+                    tracing::debug!(digest = %self.desc.digest, rate_mb_s = rate / 1e6,
+                        "one stream is slow: fetching the rest by parallel ranges");
+                    st.parallel = true;
+                    // Streams end at the next chunk boundary; chunks take
+                    // the rest.
+                    for s in st.segments.iter_mut() {
+                        let cut = (s.next / CHUNK + 1) * CHUNK;
+                        if cut < s.end {
+                            s.end = cut;
+                        }
+                    }
+                } else {
+                    st.rate_from = Some((now, held));
+                }
+            }
+        }
+        (st.parallel, MAX_SEGMENTS)
+    }
+
     /// Whether a segment of `attempt` should stop: the download ended, or
     /// that attempt failed.
     fn is_stale(&self, attempt: u64) -> bool {
@@ -495,6 +549,14 @@ impl Download {
             }
         }
         self.changed.notify_waiters();
+    }
+
+    fn segment_end(&self, id: u64) -> Option<u64> {
+        lock(&self.state)
+            .segments
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.end)
     }
 
     fn segment_next(&self, id: u64) -> Option<u64> {
@@ -581,9 +643,15 @@ impl Download {
                     if c.is_empty() {
                         continue;
                     }
-                    let room = (end - pos) as usize;
+                    // The planner may have cut this segment short (parallel
+                    // ranges took over the rest).
+                    let stop = self.segment_end(id).map_or(end, |e| e.min(end));
+                    if pos >= stop {
+                        break Ok(());
+                    }
+                    let room = (stop - pos) as usize;
                     if c.len() > room {
-                        if open_end.is_none() {
+                        if open_end.is_none() && stop == end {
                             break Err(Error::Blob {
                                 digest: self.desc.digest.clone(),
                                 reason: format!(
@@ -598,7 +666,7 @@ impl Download {
                     batched += c.len();
                     batch.push(c);
                     progressed = true;
-                    if batched >= WRITE_BATCH || pos == end {
+                    if batched >= WRITE_BATCH || pos == stop {
                         let b = std::mem::take(&mut batch);
                         if tx.send((batch_at, b)).await.is_err() {
                             break Ok(()); // the writer failed: its error says why
@@ -611,7 +679,7 @@ impl Download {
                             break Ok(());
                         }
                     }
-                    if pos == end {
+                    if pos == stop {
                         break Ok(());
                     }
                     if self.is_stale(attempt) {

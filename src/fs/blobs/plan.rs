@@ -68,7 +68,10 @@ pub fn plan(
     by_chunks: bool,
     room: usize,
 ) -> Vec<(u64, u64)> {
+    // A whole blob by chunks (many connections) leaves to a stream in
+    // flight only what it will bring soon: the rest is fetched in parallel.
     let (lo, hi, extend, lookahead) = match want {
+        Want::Whole if by_chunks => (0, size, true, LOOKAHEAD),
         Want::Whole => (0, size, true, u64::MAX),
         Want::Stream(a, b) => (a, b.max(a.saturating_add(1)).min(size), true, LOOKAHEAD),
         Want::Chunks(a, b) => (align_down(a), align_up(b).min(size), false, LOOKAHEAD),
@@ -85,11 +88,11 @@ pub fn plan(
         }
         let coming = segs
             .iter()
-            .filter(|&&(n, e)| n <= ga && ga < e && ga - n <= lookahead)
-            .map(|&(_, e)| e)
+            .filter(|&&(n, e)| n <= ga && ga < e && ga - n < lookahead)
+            .map(|&(n, e)| e.min(n.saturating_add(lookahead)))
             .max();
         if let Some(e) = coming {
-            p = e;
+            p = e.max(ga + 1);
             continue;
         }
         let limit = if extend { gb } else { gb.min(hi) };
@@ -156,6 +159,31 @@ mod tests {
             plan(&held(&[]), &[], Want::Whole, size, true, 2),
             vec![(0, 4 * M), (4 * M, 8 * M)],
             "no more than the room left"
+        );
+    }
+
+    #[test]
+    fn ranges_added_to_a_slow_stream_start_ahead_of_it() {
+        let size = 40 * M;
+        // A stream at 2 MiB: what it brings within 16 MiB is left to it,
+        // the rest is cut into chunks; the stream stops at the first of them.
+        assert_eq!(
+            plan(
+                &held(&[(0, 2 * M)]),
+                &[(2 * M, size)],
+                Want::Whole,
+                size,
+                true,
+                8
+            ),
+            vec![
+                (18 * M, 20 * M),
+                (20 * M, 24 * M),
+                (24 * M, 28 * M),
+                (28 * M, 32 * M),
+                (32 * M, 36 * M),
+                (36 * M, 40 * M)
+            ]
         );
     }
 
