@@ -796,3 +796,7 @@ mod stop;
 // No wrong byte with success, whatever the transfer did (tests/it/verify.rs).
 #[path = "it/verify.rs"]
 mod verify;
+
+// scripts/install.sh into a temporary DESTDIR (tests/it/install.rs).
+#[path = "it/install.rs"]
+mod install;
