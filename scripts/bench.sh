@@ -21,12 +21,16 @@
 #   BENCH_CHUNK_MB       the file committed with and without chunk lists (11) [default: BENCH_LARGE_MB]
 #   BENCH_CHUNK_READS=1000  random 4 KiB reads of it (11)
 #   BENCH_PROXY_BIN      the fault proxy (examples/fault_proxy.rs) [default: built beside regfs]
-#   BENCH_ONLY="1 2 3 4 5 6 7 8 9 11"  run only these measurements (3 needs 1 and 2,
+#   BENCH_MIRROR_TAGS=3 BENCH_MIRROR_MB=8  the mirrored repository (10): per tag
+#                                          an 8 KiB, a ~1 MiB and a BENCH_MIRROR_MB
+#                                          file; v00 has an SBOM, the SBOM a signature
+#   BENCH_ONLY="1 2 3 4 5 6 7 8 9 10 11"  run only these measurements (3 needs 1 and 2,
 #                        4 needs 2, 7 needs 6: they are added); data nobody needs is not made
 #   REGFS_BIN            use this binary instead of `cargo build --release`
 #
 # Needs: cargo, curl, skopeo, rsync, python3 with `oras` and `requests`,
-# /usr/bin/docker-registry, fusermount3. Root is needed to drop the page
+# /usr/bin/docker-registry, fusermount3; for 10 the ORAS CLI (`oras` on
+# PATH or in `go env GOPATH`/bin, as scripts/install-deps.sh installs it). Root is needed to drop the page
 # cache before cold runs (skipped, and said so, when not permitted).
 set -euo pipefail
 
@@ -42,10 +46,12 @@ SYNC_TAGS=${BENCH_SYNC_TAGS:-10}
 SYNC_MB=${BENCH_SYNC_MB:-8}
 CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-900}
 RESULTS_DIR=${BENCH_RESULTS_DIR-$ROOT/scripts/bench-results}
-ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6 7 8 9 11} "
+ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6 7 8 9 10 11} "
 CHUNK_MB=${BENCH_CHUNK_MB:-$LARGE_MB}
 CHUNK_READS=${BENCH_CHUNK_READS:-1000}
 SMALLFILES=${BENCH_SMALLFILES:-500}
+MIRROR_TAGS=${BENCH_MIRROR_TAGS:-3}
+MIRROR_MB=${BENCH_MIRROR_MB:-8}
 [[ "$ONLY" == *" 3 "* ]] && ONLY+="1 2 "
 [[ "$ONLY" == *" 4 "* ]] && ONLY+="2 "
 [[ "$ONLY" == *" 7 "* ]] && ONLY+="6 "
@@ -54,6 +60,7 @@ want() { [[ "$ONLY" == *" $1 "* ]]; }
 # ------------------------------------------------------------------ state
 WORK=""
 REG_PID=""
+MORE_REG_PIDS=()  # the mirror targets' registries (10)
 MOUNTS=()         # mountpoints we mounted (unmounted by the trap too)
 DAEMONS=()        # regfs daemon PIDs we saw (killed by PID if still alive)
 PROXY_PIDS=()     # fault proxies (measurement 11)
@@ -86,11 +93,13 @@ cleanup() {
             kill "$p" 2>/dev/null; sleep 1; kill -9 "$p" 2>/dev/null
         fi
     done
-    if [[ -n "$REG_PID" ]] && kill -0 "$REG_PID" 2>/dev/null; then
-        kill "$REG_PID" 2>/dev/null
-        for i in $(seq 50); do kill -0 "$REG_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$REG_PID" 2>/dev/null
-    fi
+    for p in "$REG_PID" "${MORE_REG_PIDS[@]}"; do
+        if [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; then
+            kill "$p" 2>/dev/null
+            for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+            kill -9 "$p" 2>/dev/null
+        fi
+    done
     if [[ $rc -ne 0 && ${#ROWS[@]} -gt 0 ]]; then
         log "results so far:"
         print_table >&2
@@ -126,20 +135,24 @@ dropcache() {
     fi
 }
 
-# Registry access-log accounting: mark before, summarise after.
-reg_mark() { wc -l <"$WORK/registry-access.log"; }
-reg_since() { py access "$WORK/registry-access.log" "$1" "$WORK/storage"; }
+# Registry access-log accounting: mark before, summarise after. The
+# registry is the source one, or the one start_registry named NAME.
+reg_mark() { wc -l <"$WORK/${1:-storage}-access.log"; } # [NAME]
+reg_since() { py access "$WORK/${2:-storage}-access.log" "$1" "$WORK/${2:-storage}"; } # MARK [NAME]
 jget() { py jget "$1" "$2"; }
 
-# mount_fresh MNT CACHE: mount the registry, record the daemon's PID in DPID.
+# mount_regfs MNT CACHE [OPTION...]: mount the registry, record the
+# daemon's PID in DPID. mount_source SOURCE MNT CACHE [OPTION...]: the same
+# for another registry.
 DPID=""
-mount_regfs() {
-    local mnt=$1 cache=$2
-    shift 2
+mount_regfs() { mount_source "$HOST" "$@"; }
+mount_source() {
+    local src=$1 mnt=$2 cache=$3
+    shift 3
     mkdir -p "$mnt" "$cache"
     local out
-    if ! out=$(timeout -k 5 120 "$REGFS" mount "$HOST" "$mnt" --cache-dir "$cache" "$@" 2>&1); then
-        die "regfs mount $HOST $mnt failed: $out (log: $cache/regfs.log: $(tail -n 5 "$cache/regfs.log" 2>/dev/null))"
+    if ! out=$(timeout -k 5 120 "$REGFS" mount "$src" "$mnt" --cache-dir "$cache" "$@" 2>&1); then
+        die "regfs mount $src $mnt failed: $out (log: $cache/regfs.log: $(tail -n 5 "$cache/regfs.log" 2>/dev/null))"
     fi
     MOUNTS+=("$mnt")
     mountpoint -q "$mnt" || die "regfs mount returned but $mnt is not a mountpoint"
@@ -223,7 +236,7 @@ python3 -c 'import oras.client, requests' 2>/dev/null || die "python3 needs the 
 
 echo "== machine"
 echo "nproc: $(nproc)   memory: $(free -h | awk '/^Mem:/ { print $2 }')   kernel: $(uname -r)   cpu: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
-echo "sizes: small ${SMALL_MB} MiB, large ${LARGE_MB} MiB, commit ${COMMIT_MB} MiB, ${REPOS}x${TAGS} tiny artifacts, sync repo ${SYNC_TAGS} tags (8 KiB + ~1 MiB + ${SYNC_MB} MiB each)"
+echo "sizes: small ${SMALL_MB} MiB, large ${LARGE_MB} MiB, commit ${COMMIT_MB} MiB, ${REPOS}x${TAGS} tiny artifacts, sync repo ${SYNC_TAGS} tags (8 KiB + ~1 MiB + ${SYNC_MB} MiB each), mirror repo ${MIRROR_TAGS} tags (8 KiB + ~1 MiB + ${MIRROR_MB} MiB each)"
 
 if [[ -n "${REGFS_BIN:-}" ]]; then
     REGFS=$(realpath "$REGFS_BIN")
@@ -253,31 +266,50 @@ if "$REGFS" --help 2>/dev/null | grep -qE '^\s+commit\s' &&
     "$REGFS" commit --help >/dev/null 2>&1; then
     HAVE_COMMIT=1
 fi
-echo "features: verify lazy: $([[ $HAVE_LAZY -eq 1 ]] && echo yes || echo 'no (lazy mode not available)'), commit: $([[ $HAVE_COMMIT -eq 1 ]] && echo yes || echo 'no (regfs commit not available)')"
+# The ORAS CLI (10): on PATH, else where install-deps.sh puts it.
+ORAS_CLI=$(command -v oras || true)
+if [[ -z "$ORAS_CLI" ]]; then
+    for go in go /usr/local/go/bin/go; do
+        if command -v "$go" >/dev/null 2>&1; then
+            ORAS_CLI="$("$go" env GOPATH)/bin/oras"
+            break
+        fi
+    done
+fi
+[[ -n "$ORAS_CLI" && -x "$ORAS_CLI" ]] || ORAS_CLI=""
+echo "features: verify lazy: $([[ $HAVE_LAZY -eq 1 ]] && echo yes || echo 'no (lazy mode not available)'), commit: $([[ $HAVE_COMMIT -eq 1 ]] && echo yes || echo 'no (regfs commit not available)'), ORAS CLI: ${ORAS_CLI:-none (10 is not measured)}"
 
 # ---- registry
-PORT=$(py freeport)
-HOST="127.0.0.1:$PORT"
-cat >"$WORK/registry.yml" <<EOF
+# start_registry NAME: a docker-registry storing into $WORK/NAME, with
+# $WORK/NAME.yml, NAME-access.log and NAME-error.log; sets NEW_HOST, NEW_PID.
+NEW_HOST="" NEW_PID=""
+start_registry() {
+    local name=$1 port i
+    port=$(py freeport)
+    NEW_HOST="127.0.0.1:$port"
+    cat >"$WORK/$name.yml" <<EOF
 version: 0.1
 log:
   level: error
 storage:
   filesystem:
-    rootdirectory: $WORK/storage
+    rootdirectory: $WORK/$name
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:$PORT
+  addr: 127.0.0.1:$port
 EOF
-/usr/bin/docker-registry serve "$WORK/registry.yml" >"$WORK/registry-access.log" 2>"$WORK/registry-error.log" &
-REG_PID=$!
-for i in $(seq 100); do
-    curl -sf -o /dev/null "http://$HOST/v2/" && break
-    kill -0 "$REG_PID" 2>/dev/null || die "docker-registry exited: $(cat "$WORK/registry-error.log")"
-    sleep 0.1
-done
-curl -sf -o /dev/null "http://$HOST/v2/" || die "docker-registry did not answer on $HOST within 10 s"
+    /usr/bin/docker-registry serve "$WORK/$name.yml" >"$WORK/$name-access.log" 2>"$WORK/$name-error.log" &
+    NEW_PID=$!
+    for i in $(seq 100); do
+        curl -sf -o /dev/null "http://$NEW_HOST/v2/" && break
+        kill -0 "$NEW_PID" 2>/dev/null || die "docker-registry exited: $(cat "$WORK/$name-error.log")"
+        sleep 0.1
+    done
+    curl -sf -o /dev/null "http://$NEW_HOST/v2/" || die "docker-registry did not answer on $NEW_HOST within 10 s"
+}
+start_registry storage
+HOST=$NEW_HOST REG_PID=$NEW_PID
 log "docker-registry $(/usr/bin/docker-registry --version 2>/dev/null | awk '{print $NF}') on $HOST (pid $REG_PID)"
 
 # ---- data
@@ -317,6 +349,23 @@ if want 9; then
     done
     (cd "$DATA/smallfiles" && py oras-push "$HOST" bench/smallfiles:v1 f*.txt >/dev/null) || die "ORAS push of the small files failed"
     log "pushed bench/smallfiles:v1 (${SMALLFILES} files of 2 KiB) in $(since "$t0") s"
+fi
+
+# The mirrored repository (10): tags of three files, an SBOM attached to
+# v00 and a signature attached to the SBOM, both with the ORAS CLI.
+MIRROR_OK=0
+if want 10 && [[ -n "$ORAS_CLI" && $HAVE_COMMIT -eq 1 ]]; then
+    t0=$(now)
+    py populate-sync "$HOST" bench/mirror "$MIRROR_TAGS" "$MIRROR_MB" "$DATA/mirror" >/dev/null || die "populating bench/mirror failed"
+    printf '{"spdxVersion":"SPDX-2.3","name":"bench/mirror:v00"}\n' >"$DATA/mirror/sbom.spdx.json"
+    head -c 512 /dev/urandom >"$DATA/mirror/sbom.sig"
+    MIRROR_SBOM=$(cd "$DATA/mirror" && run "$ORAS_CLI" attach --plain-http --no-tty --artifact-type application/spdx+json \
+        "$HOST/bench/mirror:v00" sbom.spdx.json | awk '/^Digest:/ { print $2 }')
+    [[ "$MIRROR_SBOM" == sha256:* ]] || die "oras attach of the SBOM to bench/mirror:v00 failed"
+    (cd "$DATA/mirror" && run "$ORAS_CLI" attach --plain-http --no-tty --artifact-type application/vnd.example.signature \
+        "$HOST/bench/mirror@$MIRROR_SBOM" sbom.sig >/dev/null) || die "oras attach of the signature failed"
+    MIRROR_OK=1
+    log "pushed bench/mirror (${MIRROR_TAGS} tags, an SBOM and its signature) in $(since "$t0") s"
 fi
 
 # A repository to commit into (an existing one, so only the tag is new).
@@ -711,6 +760,99 @@ if want 11; then
     m11
 fi
 
+# 10. Mirroring a repository with its referrers into another registry:
+# `oras backup` of every tag with referrers into a folder, then `oras
+# restore` of it, vs `rsync -aH` out of a mount of the source into a
+# folder, `rsync -aH` of it into a mount of the target, and `regfs commit`.
+# Both targets must then hold what the source holds: the same tags at the
+# same digests, the same referrers (mirror-digests compares; a mismatch
+# is printed).
+m10() {
+    local bk=$WORK/out/oras-backup usb=$WORK/out/mirror-usb oras_host regfs_host
+    local mnta=$WORK/mnt-10a cachea=$WORK/cache-10a mntb=$WORK/mnt-10b cacheb=$WORK/cache-10b
+    local t0 tbk trs tb tout tin tcommit tr tmount mark acc reqs_b reqs_bt reqs_r reqs_rt
+    local dpa dpb rss_a rss_b want got_o got_r res out
+    start_registry mirror-oras
+    oras_host=$NEW_HOST
+    MORE_REG_PIDS+=("$NEW_PID")
+    start_registry mirror-regfs
+    regfs_host=$NEW_HOST
+    MORE_REG_PIDS+=("$NEW_PID")
+
+    dropcache
+    mark=$(reg_mark)
+    t0=$(now)
+    run "$ORAS_CLI" backup --plain-http --no-tty --include-referrers --output "$bk" "$HOST/bench/mirror" >"$WORK/out/oras-backup.log" 2>&1 ||
+        die "oras backup failed: $(tail -n 3 "$WORK/out/oras-backup.log")"
+    tbk=$(since "$t0")
+    t0=$(now)
+    run "$ORAS_CLI" restore --plain-http --no-tty --input "$bk" "$oras_host/bench/mirror" >"$WORK/out/oras-restore.log" 2>&1 ||
+        die "oras restore failed: $(tail -n 3 "$WORK/out/oras-restore.log")"
+    trs=$(since "$t0")
+    tb=$(awk -v a="$tbk" -v b="$trs" 'BEGIN { printf "%.3f", a + b }')
+    reqs_b=$(jget "$(reg_since "$mark")" requests)
+    reqs_bt=$(jget "$(reg_since 0 mirror-oras)" requests)
+
+    t0=$(now)
+    mount_regfs "$mnta" "$cachea"
+    tmount=$(since "$t0")
+    dpa=$DPID
+    dropcache
+    mark=$(reg_mark)
+    t0=$(now)
+    run rsync -aH "$mnta/bench/mirror/" "$usb/" || die "rsync -aH out of the source mount failed (see $cachea/regfs.log)"
+    tout=$(since "$t0")
+    reqs_r=$(jget "$(reg_since "$mark")" requests)
+    rss_a=$(peak_rss "$dpa")
+    umount_regfs "$mnta" "$dpa"
+    check_log "$cachea" "10 (source mount)"
+    mount_source "$regfs_host" "$mntb" "$cacheb"
+    dpb=$DPID
+    t0=$(now)
+    mkdir -p "$mntb/bench/mirror" || die "mkdir of the repository in the target mount failed"
+    run rsync -aH "$usb/" "$mntb/bench/mirror/" || die "rsync -aH into the target mount failed (see $cacheb/regfs.log)"
+    tin=$(since "$t0")
+    t0=$(now)
+    out=$(run "$REGFS" commit "$mntb/bench/mirror" 2>&1) || die "regfs commit of the mirror failed: $out"
+    tcommit=$(since "$t0")
+    rss_b=$(peak_rss "$dpb")
+    umount_regfs "$mntb" "$dpb"
+    check_log "$cacheb" "10 (target mount)"
+    reqs_rt=$(jget "$(reg_since 0 mirror-regfs)" requests)
+    tr=$(awk -v a="$tout" -v b="$tin" -v c="$tcommit" 'BEGIN { printf "%.3f", a + b + c }')
+
+    want=$(py mirror-digests "$HOST" bench/mirror) || die "cannot list what bench/mirror holds"
+    got_o=$(py mirror-digests "$oras_host" bench/mirror) || die "cannot list what oras restore made"
+    got_r=$(py mirror-digests "$regfs_host" bench/mirror) || die "cannot list what regfs commit made"
+    res="same digests"
+    local who got
+    for who in oras regfs; do
+        if [[ $who == oras ]]; then got=$got_o; else got=$got_r; fi
+        if [[ "$(grep -v '^schema-index' <<<"$got")" != "$(grep -v '^schema-index' <<<"$want")" ]]; then
+            res=MISMATCH
+            log "MISMATCH: the $who mirror differs from the source (< source, > $who):"
+            diff <(grep -v '^schema-index' <<<"$want") <(grep -v '^schema-index' <<<"$got") | grep '^[<>]' >&2 || true
+            NOTES+=("10: MISMATCH: the $who mirror differs from the source: $(diff <(grep -v '^schema-index' <<<"$want") <(grep -v '^schema-index' <<<"$got") | grep '^[<>]' | tr '\n' ' ' | cut -c1-400)")
+        fi
+    done
+    [[ $res == MISMATCH ]] || log "verified: both mirrors hold the source's $(grep -c '^tag ' <<<"$want") tags and $(grep -c '^referrer ' <<<"$want") referrers at the same digests"
+    if [[ "$(grep '^schema-index' <<<"$got_o")" == "$(grep '^schema-index' <<<"$got_r")" ]]; then
+        NOTES+=("10: the sha256-<hex> tag-schema indexes regfs wrote have the same digests as the ones oras restore copied")
+    else
+        NOTES+=("10: the sha256-<hex> tag-schema indexes differ between the mirrors (regfs writes its own, oras restore copies the source's): oras $(grep '^schema-index' <<<"$got_o" | awk '{ print substr($3, 8, 12) }' | tr '\n' ' '), regfs $(grep '^schema-index' <<<"$got_r" | awk '{ print substr($3, 8, 12) }' | tr '\n' ' ')")
+    fi
+    NOTES+=("10: oras backup ${tbk} s + oras restore ${trs} s (folder $(mib "$(du -sb "$bk" | cut -f1)") MiB); regfs rsync -aH out ${tout} s + rsync -aH in ${tin} s + commit ${tcommit} s (folder $(mib "$(du -sb "$usb" | cut -f1)") MiB; each mount took about ${tmount} s, not counted); registry requests source/target: regfs $reqs_r/$reqs_rt, ORAS $reqs_b/$reqs_bt; daemon peak RSS, CPU: source mount $rss_a, target mount $rss_b")
+    rm -rf "$cachea" "$cacheb" "$bk" "$usb"
+    row 10 "mirror ${MIRROR_TAGS} tags + 2 referrers: rsync -aH out, in, commit vs oras backup + restore" "$tr" "$tb" "$(ratio "$tr" "$tb")" "-" "$res" "$rss_a / $rss_b" "$((reqs_r + reqs_rt))/$((reqs_b + reqs_bt))"
+}
+if ! want 10; then
+    :
+elif [[ $MIRROR_OK -eq 1 ]]; then
+    m10
+else
+    row 10 "mirror: not measured (needs the ORAS CLI and regfs commit)" "-" "-" "-" "-" "not measured" "-" "-"
+fi
+
 # ------------------------------------------------------------------ report
 echo
 echo "== results (ratio = regfs / baseline; goals from issue 5)"
@@ -722,11 +864,14 @@ if [[ ${#NOTES[@]} -gt 0 ]]; then
 fi
 if [[ -n "$RESULTS_DIR" ]]; then
     mkdir -p "$RESULTS_DIR"
-    f="$RESULTS_DIR/bench-$(date +%Y%m%d-%H%M%S)-${SMALL_MB}M-${LARGE_MB}M.txt"
+    only=""
+    [[ -n "${BENCH_ONLY:-}" ]] && only="-only-$(tr -s ' ' '-' <<<"$BENCH_ONLY")"
+    f="$RESULTS_DIR/bench-$(date +%Y%m%d-%H%M%S)-${SMALL_MB}M-${LARGE_MB}M$only.txt"
     {
         echo "nproc: $(nproc)   memory: $(free -h | awk '/^Mem:/ { print $2 }')   kernel: $(uname -r)"
         echo "regfs: $("$REGFS" --version 2>/dev/null || echo '?') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo '+dirty'))"
-        echo "sizes: small ${SMALL_MB} MiB, large ${LARGE_MB} MiB, commit ${COMMIT_MB} MiB, ${REPOS}x${TAGS}, sync ${SYNC_TAGS} tags x (8 KiB + ~1 MiB + ${SYNC_MB} MiB)"
+        echo "sizes: small ${SMALL_MB} MiB, large ${LARGE_MB} MiB, commit ${COMMIT_MB} MiB, ${REPOS}x${TAGS}, sync ${SYNC_TAGS} tags x (8 KiB + ~1 MiB + ${SYNC_MB} MiB), mirror ${MIRROR_TAGS} tags x (8 KiB + ~1 MiB + ${MIRROR_MB} MiB)"
+        [[ -n "${BENCH_ONLY:-}" ]] && echo "BENCH_ONLY=$BENCH_ONLY"
         print_table
         printf -- '- %s\n' "${NOTES[@]}"
     } >"$f"

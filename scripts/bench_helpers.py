@@ -179,6 +179,62 @@ def cmd_populate_sync(host, repo, tags, big_mb, srcdir):
     print(tags)
 
 
+def _get_json(s, url, accept=None):
+    r = s.get(url, headers={"Accept": accept} if accept else {})
+    if r.status_code == 404:
+        return None, None
+    if r.status_code != 200:
+        die(f"GET {url}: HTTP {r.status_code} {r.text[:200]}")
+    return r.json(), r.headers
+
+
+SCHEMA_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
+MANIFEST_ACCEPT = ", ".join([
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+])
+
+
+def cmd_mirror_digests(host, repo):
+    """What a mirror of REPO must carry, one line each, sorted: `tag TAG
+    DIGEST` for every tag but the `sha256-<hex>` tag-schema ones, and
+    `referrer SUBJECT DIGEST` for every referrer reachable from the tags
+    (the referrers API where the registry has it, else the tag schema;
+    referrers of referrers too). Tag-schema indexes themselves are listed
+    as `schema-index TAG DIGEST` (their bytes depend on who wrote them)."""
+    s = _session()
+    base = f"http://{host}/v2/{repo}"
+    tags_json, _ = _get_json(s, f"{base}/tags/list")
+    tags = (tags_json or {}).get("tags") or []
+    out = []
+    todo = []
+    for t in tags:
+        r = s.head(f"{base}/manifests/{t}", headers={"Accept": MANIFEST_ACCEPT})
+        if r.status_code != 200:
+            die(f"HEAD {repo}:{t}: HTTP {r.status_code}")
+        d = r.headers["Docker-Content-Digest"]
+        if SCHEMA_TAG.match(t):
+            out.append(f"schema-index {t} {d}")
+        else:
+            out.append(f"tag {t} {d}")
+            todo.append(d)
+    seen = set()
+    while todo:
+        subject = todo.pop()
+        if subject in seen:
+            continue
+        seen.add(subject)
+        idx, headers = _get_json(s, f"{base}/referrers/{subject}", "application/vnd.oci.image.index.v1+json")
+        if idx is None or "image.index" not in (headers or {}).get("Content-Type", ""):
+            idx, _ = _get_json(s, f"{base}/manifests/sha256-{subject.split(':', 1)[1]}", MANIFEST_ACCEPT)
+        for m in (idx or {}).get("manifests") or []:
+            out.append(f"referrer {subject} {m['digest']}")
+            todo.append(m["digest"])
+    print("\n".join(sorted(out)))
+
+
 def cmd_daemon_pid(mountpoint):
     """Print the PID of the regfs process serving MOUNTPOINT (argv holds
     `mount` and the mountpoint; the parent `regfs mount` has exited)."""

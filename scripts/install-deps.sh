@@ -8,8 +8,10 @@
 #        CAs and certificates of the HTTPS tests), python3 + pip
 #   pip: oras (the ORAS Python SDK used by tests/fixtures/push_oras.py)
 #   go:  the ORAS CLI and crane, pinned (tests/it/peers.rs runs them as
-#        peers), installed into `go env GOPATH`/bin; go itself from
-#        /usr/local/go, else apt's golang-go
+#        peers), installed into `go env GOPATH`/bin; the modules of
+#        tests/ggcr-registry (go-containerregistry's registry, which the
+#        tests build on first use); go itself from /usr/local/go, else
+#        apt's golang-go
 set -euo pipefail
 
 ORAS_VERSION=v1.3.6
@@ -93,6 +95,11 @@ for tool in "oras oras.land/oras/cmd/oras $ORAS_VERSION" \
     go install "$module@$version" </dev/null
   fi
 done
+
+# go-containerregistry's registry (the tests' registry with the referrers
+# API): its modules now, so that the tests build it without the network.
+# (Quiet and without the network when they are in the module cache.)
+(cd "$(dirname "$0")/../tests/ggcr-registry" && go mod download </dev/null)
 
 # FUSE device (normally present; create it if the node is missing).
 if [ ! -e /dev/fuse ]; then

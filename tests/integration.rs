@@ -804,3 +804,7 @@ mod chunks;
 // HTTPS: reads, commits, refusals over TLS on loopback (tests/it/tls.rs).
 #[path = "it/tls.rs"]
 mod tls;
+
+// scripts/install.sh into a temporary DESTDIR (tests/it/install.rs).
+#[path = "it/install.rs"]
+mod install;

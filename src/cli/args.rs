@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueHint};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +51,12 @@ pub enum Command {
         /// Folder to write regfs.1 and regfs-<command>.1 into.
         dir: PathBuf,
     },
+    /// Write bash, zsh and fish completions to a folder (used to build completions/).
+    #[command(hide = true)]
+    GenerateCompletions {
+        /// Folder to write regfs.bash, _regfs and regfs.fish into.
+        dir: PathBuf,
+    },
 }
 
 impl Command {
@@ -64,7 +70,8 @@ impl Command {
             | Command::Discard(_)
             | Command::Status(_)
             | Command::Verify(_)
-            | Command::GenerateMan { .. } => true,
+            | Command::GenerateMan { .. }
+            | Command::GenerateCompletions { .. } => true,
             Command::Mount(_) | Command::Commit(_) => false,
         }
     }
@@ -75,6 +82,7 @@ pub struct MountArgs {
     /// HOST[:PORT][/REPO-PREFIX] (e.g. localhost:5000, ghcr.io/oras-project), or oci:PATH.
     pub source: String,
     /// An existing, empty folder to mount on.
+    #[arg(value_hint = ValueHint::DirPath)]
     pub mountpoint: PathBuf,
 
     /// Talk plain HTTP to the registry; =false: HTTPS, as --https. Without
@@ -92,10 +100,10 @@ pub struct MountArgs {
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// Cache folder [default: $XDG_CACHE_HOME/regfs, else ~/.cache/regfs].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub cache_dir: Option<PathBuf>,
     /// Where staged changes live [default: CACHE_DIR/staging].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub staging_dir: Option<PathBuf>,
     /// Most bytes of blobs to keep in the cache (K, M, G, T suffixes).
     #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
@@ -139,6 +147,7 @@ pub struct MountArgs {
 #[derive(Debug, Args)]
 pub struct UmountArgs {
     /// The mountpoint.
+    #[arg(value_hint = ValueHint::DirPath)]
     pub mountpoint: PathBuf,
 }
 
@@ -147,7 +156,7 @@ pub struct StatusArgs {
     /// A path inside a mount: show only what is staged below it.
     pub path: Option<PathBuf>,
     /// Cache folder to report on when no mount is given [default: $XDG_CACHE_HOME/regfs].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -157,7 +166,7 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub repair: bool,
     /// Cache folder [default: $XDG_CACHE_HOME/regfs, else ~/.cache/regfs].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -165,7 +174,7 @@ pub struct VerifyArgs {
 pub struct CommitArgs {
     /// Folders inside a regfs mount (a tag, a repository, or the whole
     /// mount), or with --to one plain folder laid out like a tag folder.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required = true, value_name = "PATH", value_hint = ValueHint::DirPath)]
     pub paths: Vec<PathBuf>,
     /// Print the JSON that would be pushed; push nothing.
     #[arg(long)]

@@ -2,6 +2,7 @@
 
 pub mod args;
 mod commit;
+mod completions;
 mod man;
 mod mount;
 pub mod records;
@@ -24,6 +25,7 @@ pub const SUBCOMMANDS: &[&str] = &[
     "status",
     "verify",
     "generate-man",
+    "generate-completions",
     "help",
 ];
 
@@ -37,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::run(args),
         Command::Verify(args) => verify::run(args),
         Command::GenerateMan { dir } => man::generate(&dir),
+        Command::GenerateCompletions { dir } => completions::generate(&dir),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The distribution protocol over reqwest: catalog and tag listings (all
-//! pages), manifests (verified against their digest), and blob streams with
-//! Range. Every request has a timeout; idempotent ones are retried with
+//! pages), manifests (verified against their digest), blob streams with
+//! Range, and referrers (`referrers.rs`). Every request has a timeout; idempotent ones are retried with
 //! backoff on connection errors, 429 and 5xx; 401 challenges are answered
 //! through `auth`. Whether HTTPS or plain HTTP is spoken is `transport`'s.
 
@@ -9,6 +9,7 @@ mod error;
 pub mod layout;
 pub mod link;
 pub mod push;
+mod referrers;
 pub mod transport;
 
 use std::path::PathBuf;
@@ -19,11 +20,12 @@ use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE, WWW
 use reqwest::{Method, StatusCode};
 
 pub use error::Error;
+pub use referrers::subject_of;
 pub use transport::{is_loopback, SchemeFlags, Transport};
 
 use crate::auth::{parse_challenge, Auth};
 use crate::digest::Digest;
-use crate::oci::{INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPES};
+use crate::oci::MANIFEST_MEDIA_TYPES;
 use crate::reference::LAYOUT_REPOSITORY;
 use transport::TlsFailure;
 
@@ -101,7 +103,8 @@ pub struct Client {
     base: tokio::sync::OnceCell<String>,
     config: Config,
     auth: Auth,
-    no_referrers_api: std::sync::atomic::AtomicBool,
+    /// What this registry said of the referrers API (`referrers.rs`).
+    referrers_api: referrers::ApiState,
 }
 
 impl Client {
@@ -136,7 +139,7 @@ impl Client {
         Ok(Client {
             base: tokio::sync::OnceCell::new_with(base),
             auth: Auth::new(&config.host),
-            no_referrers_api: std::sync::atomic::AtomicBool::new(false),
+            referrers_api: referrers::ApiState::default(),
             http,
             config,
         })
@@ -342,43 +345,6 @@ impl Client {
             url,
             remaining: None,
         })
-    }
-
-    /// Referrers of `subject`: the referrers API, else the tag schema.
-    pub async fn referrers(&self, repo: &str, subject: &Digest) -> Result<Vec<Digest>, Error> {
-        use std::sync::atomic::Ordering;
-        if !self.no_referrers_api.load(Ordering::Relaxed) {
-            let url = format!("{}/v2/{repo}/referrers/{subject}", self.base().await?);
-            let mut headers = HeaderMap::new();
-            if let Ok(v) = INDEX_MEDIA_TYPE.parse() {
-                headers.insert(ACCEPT, v);
-            }
-            let resp = self
-                .send(Method::GET, &url, &pull_scope(repo), headers, true)
-                .await?;
-            let is_index = header_str(resp.headers(), CONTENT_TYPE.as_str())
-                .is_some_and(|t| t.starts_with(INDEX_MEDIA_TYPE));
-            if resp.status().is_success() && is_index {
-                let body = read_limited(resp, MAX_MANIFEST_BYTES, &url).await?;
-                return Ok(index_digests(&body));
-            }
-            if resp.status() == StatusCode::NOT_FOUND
-                || resp.status() == StatusCode::METHOD_NOT_ALLOWED
-                || resp.status().is_success()
-            {
-                // No referrers API here (distribution 2.8 answers 404): use the tag schema from now on.
-                tracing::debug!(host = %self.config.host, "no referrers API; using the sha256-<hex> tag schema");
-                self.no_referrers_api.store(true, Ordering::Relaxed);
-            } else {
-                check(resp, &url)?;
-            }
-        }
-        let tag = format!("sha256-{}", subject.hex());
-        match self.manifest(repo, &tag).await {
-            Ok(m) => Ok(index_digests(&m.bytes)),
-            Err(e) if e.is_not_found() => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
     }
 
     /// Sends one request, answering auth challenges and retrying what may be retried.
@@ -695,28 +661,6 @@ impl Backend {
             }
         }
     }
-}
-
-/// The `subject` digest of manifest bytes, if any.
-pub fn subject_of(bytes: &[u8]) -> Option<Digest> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    v.get("subject")?.get("digest")?.as_str()?.parse().ok()
-}
-
-/// The manifest digests listed by an index JSON (a referrers answer or a
-/// tag-schema index).
-fn index_digests(bytes: &[u8]) -> Vec<Digest> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-        return Vec::new();
-    };
-    v.get("manifests")
-        .and_then(|m| m.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|m| m.get("digest")?.as_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `bytes 100-199/1000` -> 100.

@@ -26,6 +26,9 @@ pub enum Payload<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pushed {
     /// The registry said it indexed the subject (`OCI-Subject` header).
+    /// Without it a client keeps the tag schema: distribution-spec v1.1.1
+    /// requires the header of every registry with the referrers API, and
+    /// ORAS reads its absence the same way. Always true for a layout.
     pub subject_indexed: bool,
 }
 

@@ -6,8 +6,11 @@
 //! digests and validates as it does ORAS's own output.
 //!
 //! The registry is docker-registry 2.8, which has no referrers API: ORAS
-//! and regfs both fall back to the `sha256-<hex>` tag schema. The tools are
-//! the pinned versions scripts/install-deps.sh installs (tests/support/peers.rs).
+//! and regfs both fall back to the `sha256-<hex>` tag schema. The referrers
+//! tests run twice (`on_each_registry_kind!`): there, and against
+//! go-containerregistry's registry with the referrers API, where no such
+//! tag may be written (tests/support/kinds.rs). The tools are the pinned
+//! versions scripts/install-deps.sh installs (tests/support/peers.rs).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -33,6 +36,34 @@ const WINDOWS_FOLDER: &str = "windows-amd64-10.0.20348.2113";
 // ====================================================================
 // helpers
 // ====================================================================
+
+/// For each `name`, a module of two tests that call `name(kind)`:
+/// `name::tag_schema` (docker-registry 2.8) and `name::referrers_api`
+/// (go-containerregistry's registry).
+macro_rules! on_each_registry_kind {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use crate::support::RegistryKind;
+
+            #[test]
+            fn tag_schema() {
+                super::$name(RegistryKind::TagSchema)
+            }
+
+            #[test]
+            fn referrers_api() {
+                super::$name(RegistryKind::ReferrersApi)
+            }
+        }
+    )*};
+}
+
+on_each_registry_kind!(
+    oras_cli_attach_shows_under_referrers,
+    a_folder_made_under_referrers_is_attached_and_the_tag_stays,
+    a_mirror_carries_referrers_with_their_subject,
+    a_lazy_read_streams_the_rest_of_a_blob,
+);
 
 fn read(p: &Path) -> Vec<u8> {
     let q = p.to_path_buf();
@@ -351,9 +382,8 @@ fn oras_cli_platform_index_shows_platform_folders_and_its_updates() {
     finish(m);
 }
 
-#[test]
-fn oras_cli_attach_shows_under_referrers() {
-    let reg = Registry::start();
+fn oras_cli_attach_shows_under_referrers(kind: RegistryKind) {
+    let reg = AnyRegistry::start(kind);
     let host = reg.host();
     let w = tmpdir();
     write_file(w.path(), "a.txt", "subject\n");
@@ -380,10 +410,13 @@ fn oras_cli_attach_shows_under_referrers() {
             "sbom.spdx.json",
         ],
     ));
-    // docker-registry 2.8: ORAS fell back to the tag schema
-    assert!(reg
-        .tags("att/app")
-        .contains(&format!("sha256-{}", hex(&subject))));
+    // ORAS keeps the tag schema only where the registry has no referrers API
+    let tags = reg.tags("att/app");
+    assert_eq!(
+        tags.contains(&format!("sha256-{}", hex(&subject))),
+        !kind.has_referrers_api(),
+        "{tags:?}"
+    );
     let discovered: Value = serde_json::from_str(&oras(&[
         "discover",
         "--plain-http",
@@ -394,10 +427,20 @@ fn oras_cli_attach_shows_under_referrers() {
     .unwrap();
     assert_eq!(discovered["referrers"][0]["digest"], sbom.as_str());
 
+    let logged = reg.log().len();
     let m = Mount::new(&host, MOUNT_ARGS);
     assert_eq!(ls(&m.join("att/app")), ["v1"], "sha256-<hex> is not a tag");
     let refs = m.join("att/app/v1/referrers");
     assert_eq!(ls(&refs), std::slice::from_ref(&sbom));
+    if kind.has_referrers_api() {
+        // regfs asked the API, and never looked for a tag-schema index
+        let log = reg.log()[logged..].to_string();
+        assert!(
+            log.contains(&format!("GET /v2/att/app/referrers/{subject}")),
+            "{log}"
+        );
+        assert!(!log.contains("/manifests/sha256-"), "{log}");
+    }
     let r = refs.join(&sbom);
     assert_eq!(
         read(&r.join("manifest.json")),
@@ -632,9 +675,8 @@ fn discover(reference: &str, layout: bool) -> Vec<(String, String, usize)> {
     out
 }
 
-#[test]
-fn a_folder_made_under_referrers_is_attached_and_the_tag_stays() {
-    let reg = Registry::start();
+fn a_folder_made_under_referrers_is_attached_and_the_tag_stays(kind: RegistryKind) {
+    let reg = AnyRegistry::start(kind);
     let host = reg.host();
     let w = tmpdir();
     write_file(w.path(), "a.txt", "subject\n");
@@ -673,7 +715,11 @@ fn a_folder_made_under_referrers_is_attached_and_the_tag_stays() {
     // what ORAS sees: one referrer, its type, annotation and file
     assert_eq!(
         discover(&subject_ref, false),
-        [(r.to_string(), "application/spdx+json".to_string(), 0)]
+        [(
+            r.to_string(),
+            kind.listed_artifact_type("application/spdx+json"),
+            0
+        )]
     );
     let rj: Value =
         serde_json::from_slice(&manifest_fetch(&format!("{host}/att/app@{r}"))).unwrap();
@@ -684,17 +730,22 @@ fn a_folder_made_under_referrers_is_attached_and_the_tag_stays() {
         fs::read(pd.path().join("sbom.spdx.json")).unwrap(),
         fs::read(w.path().join("sbom.spdx.json")).unwrap()
     );
-    // no referrers API here: the tag schema, as ORAS writes it
-    let schema: Value = serde_json::from_slice(&manifest_fetch(&format!(
-        "{host}/att/app:sha256-{}",
-        hex(&subject)
-    )))
-    .unwrap();
-    assert_eq!(schema["manifests"][0]["digest"], r);
-    assert_eq!(
-        schema["manifests"][0]["artifactType"],
-        "application/spdx+json"
-    );
+    let schema_tag = format!("sha256-{}", hex(&subject));
+    if kind.has_referrers_api() {
+        // the registry lists it: no tag-schema index is written
+        assert_eq!(reg.tags("att/app"), ["v1"]);
+    } else {
+        // no referrers API here: the tag schema, as ORAS writes it
+        assert_eq!(reg.tags("att/app"), [schema_tag.as_str(), "v1"]);
+        let schema: Value =
+            serde_json::from_slice(&manifest_fetch(&format!("{host}/att/app:{schema_tag}")))
+                .unwrap();
+        assert_eq!(schema["manifests"][0]["digest"], r);
+        assert_eq!(
+            schema["manifests"][0]["artifactType"],
+            "application/spdx+json"
+        );
+    }
 
     // the mount shows it by digest, and nothing is left staged
     let refs = m.join("att/app/v1/referrers");
@@ -714,10 +765,11 @@ fn a_folder_made_under_referrers_is_attached_and_the_tag_stays() {
     finish(m);
 }
 
-#[test]
-fn a_mirror_carries_referrers_with_their_subject() {
-    let reg_a = Registry::start();
-    let reg_b = Registry::start();
+/// From a registry of kind `from` into one of the other kind: read through
+/// one way of listing referrers, written through the other.
+fn a_mirror_carries_referrers_with_their_subject(from: RegistryKind) {
+    let reg_a = AnyRegistry::start(from);
+    let reg_b = AnyRegistry::start(from.other());
     let (ha, hb) = (reg_a.host(), reg_b.host());
     let w = tmpdir();
     write_file(w.path(), "a.txt", "subject\n");
@@ -753,11 +805,32 @@ fn a_mirror_carries_referrers_with_their_subject() {
             "sbom.sig",
         ],
     ));
-    let want = vec![
-        (sbom.clone(), "application/spdx+json".to_string(), 1),
-        (sig.clone(), "application/vnd.example.sig".to_string(), 0),
-    ];
-    assert_eq!(discover(&format!("{ha}/mir/app:v1"), false), want);
+    // the graph as `oras discover` lists it from a registry of `kind`
+    let want = |kind: RegistryKind| {
+        vec![
+            (
+                sbom.clone(),
+                kind.listed_artifact_type("application/spdx+json"),
+                1,
+            ),
+            (
+                sig.clone(),
+                kind.listed_artifact_type("application/vnd.example.sig"),
+                0,
+            ),
+        ]
+    };
+    // where the registry has no referrers API, one tag-schema index per subject
+    let tags_with = |reg: &AnyRegistry, tag: &str| {
+        let mut v = vec![tag.to_string()];
+        if !reg.kind().has_referrers_api() {
+            v.extend([&subject, &sbom].map(|d| format!("sha256-{}", hex(d))));
+        }
+        v.sort();
+        v
+    };
+    assert_eq!(discover(&format!("{ha}/mir/app:v1"), false), want(from));
+    assert_eq!(reg_a.tags("mir/app"), tags_with(&reg_a, "v1"));
 
     let ma = Mount::new(&ha, MOUNT_ARGS);
     let usb = tmpdir();
@@ -774,13 +847,18 @@ fn a_mirror_carries_referrers_with_their_subject() {
     // into registry B with commit --to: the same digests, the same graph
     let out = regfs_commit_out(&[v1.to_str().unwrap(), "--to", &format!("{hb}/mir/app:v1")]);
     assert_eq!(oras_digest(&out), subject, "{out}");
-    assert_eq!(discover(&format!("{hb}/mir/app:v1"), false), want);
+    assert_eq!(
+        discover(&format!("{hb}/mir/app:v1"), false),
+        want(from.other())
+    );
+    assert_eq!(reg_b.tags("mir/app"), tags_with(&reg_b, "v1"));
 
-    // into an OCI layout: untagged index.json entries, as oras attach --oci-layout
+    // into an OCI layout: untagged index.json entries, as oras attach
+    // --oci-layout (which lists each manifest's own artifactType)
     let oci = tmpdir();
     let target = format!("{}:v1", oci.path().display());
     regfs_commit_out(&[v1.to_str().unwrap(), "--to", &format!("oci:{target}")]);
-    assert_eq!(discover(&target, true), want);
+    assert_eq!(discover(&target, true), want(RegistryKind::TagSchema));
 
     // through a mount of B, rsync and commit of the repository
     let mb = Mount::new(&hb, MOUNT_ARGS);
@@ -792,7 +870,121 @@ fn a_mirror_carries_referrers_with_their_subject() {
     run_timeout(&mut c, OP);
     let out = regfs_commit_out(&[mb.join("mir/copy").to_str().unwrap()]);
     assert_eq!(oras_digest(&out), subject, "{out}");
-    assert_eq!(discover(&format!("{hb}/mir/copy:v1"), false), want);
+    assert_eq!(
+        discover(&format!("{hb}/mir/copy:v1"), false),
+        want(from.other())
+    );
+    assert_eq!(reg_b.tags("mir/copy"), tags_with(&reg_b, "v1"));
     finish(mb);
     finish(ma);
+}
+
+// ====================================================================
+// go-containerregistry's registry
+// ====================================================================
+
+/// A registry with the referrers API that sends no `OCI-Subject` (the one
+/// go-containerregistry v0.22.1 serves) gets a tag-schema index from
+/// regfs, as from ORAS: distribution-spec v1.1.1 tells a client that gets
+/// no such header to keep the tag schema. regfs and ORAS add to each
+/// other's index; reads still use the API.
+#[test]
+fn without_oci_subject_regfs_keeps_the_tag_schema_as_oras_does() {
+    let reg = AnyRegistry::Ggcr(GgcrRegistry::start_without_oci_subject());
+    let host = reg.host();
+    let w = tmpdir();
+    write_file(w.path(), "a.txt", "subject\n");
+    write_file(w.path(), "sbom.spdx.json", "{}\n");
+    write_file(w.path(), "sig.txt", "signature\n");
+    let subject_ref = format!("{host}/att/app:v1");
+    let subject = oras_digest(&oras_in(
+        w.path(),
+        &["push", "--plain-http", &subject_ref, "a.txt"],
+    ));
+    let schema_tag = format!("sha256-{}", hex(&subject));
+    let schema_digests = || -> Vec<String> {
+        let v: Value =
+            serde_json::from_slice(&manifest_fetch(&format!("{host}/att/app:{schema_tag}")))
+                .unwrap();
+        v["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let m = Mount::new(&host, MOUNT_ARGS);
+    let sbom = m.join("att/app/v1/referrers/sbom");
+    mkdir_p(&sbom);
+    cp(&[w.path().join("sbom.spdx.json")], &sbom);
+    let out = regfs_commit_out(&[m.join("att/app/v1").to_str().unwrap()]);
+    let by_regfs = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Attached  "))
+        .and_then(|a| a.split_once(" to "))
+        .map(|(r, _)| r.to_string())
+        .unwrap_or_else(|| panic!("no Attached line:\n{out}"));
+    assert_eq!(reg.tags("att/app"), [schema_tag.as_str(), "v1"]);
+    assert_eq!(schema_digests(), std::slice::from_ref(&by_regfs));
+
+    let by_oras = oras_digest(&oras_in(
+        w.path(),
+        &[
+            "attach",
+            "--plain-http",
+            "--artifact-type",
+            "application/vnd.example.sig",
+            &subject_ref,
+            "sig.txt",
+        ],
+    ));
+    assert_eq!(schema_digests(), [by_regfs.clone(), by_oras.clone()]);
+    let mut listed: Vec<String> = discover(&subject_ref, false)
+        .into_iter()
+        .map(|(d, _, _)| d)
+        .collect();
+    listed.sort();
+    let mut want = vec![by_regfs, by_oras];
+    want.sort();
+    assert_eq!(listed, want);
+    let refs = m.join("att/app/v1/referrers");
+    wait_until(REFRESH, "both referrers to show", || {
+        try_ls(&refs).is_ok_and(|n| n == want)
+    });
+    finish(m);
+}
+
+/// `--verify lazy`: a reader that goes on where it left off gets the rest
+/// of the blob in one Range request, which names its last byte (the
+/// registry with the referrers API refuses `bytes=N-` with 416).
+fn a_lazy_read_streams_the_rest_of_a_blob(kind: RegistryKind) {
+    let reg = AnyRegistry::start(kind);
+    let host = reg.host();
+    let w = tmpdir();
+    let big = w.path().join("big.bin");
+    make_random_file(&big, 24 << 20, 17);
+    oras_in(
+        w.path(),
+        &[
+            "push",
+            "--plain-http",
+            &format!("{host}/lazy/app:v1"),
+            "big.bin",
+        ],
+    );
+    let mut args = MOUNT_ARGS.to_vec();
+    args.extend(["--verify", "lazy"]);
+    let m = Mount::new(&host, &args);
+    let f = m.join("lazy/app/v1/big.bin");
+    // a random read first, then the whole file from the start
+    let mut c = Command::new("dd");
+    c.arg(format!("if={}", f.display()))
+        .args(["of=/dev/null", "bs=4096", "skip=3000", "count=1"]);
+    run_timeout(&mut c, OP);
+    assert_eq!(sha256_bytes(&read(&f)), sha256_file(&big));
+    if kind.has_referrers_api() {
+        assert!(!reg.log().contains(" 416 "), "{}", reg.log());
+    }
+    finish(m);
 }

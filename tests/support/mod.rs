@@ -6,13 +6,17 @@
 //! External tools come from scripts/install-deps.sh: docker-registry,
 //! skopeo, fuse3 (fusermount3), apache2-utils (htpasswd), openssl (test
 //! CAs and certificates, `tls`), python3 + oras (the ORAS Python SDK), and
-//! the ORAS CLI and crane (`peers`).
+//! the ORAS CLI and crane (`peers`). go-containerregistry's registry, the
+//! one with the referrers API (`ggcr`), is built from tests/ggcr-registry/
+//! on first use.
 #![allow(dead_code, unused_imports)]
 
 pub mod cmd;
 pub mod fixtures;
 pub mod fsops;
+pub mod ggcr;
 pub mod http;
+pub mod kinds;
 pub mod mount;
 pub mod peers;
 pub mod proxy;
@@ -25,7 +29,9 @@ pub use cmd::{
 };
 pub use fixtures::*;
 pub use fsops::*;
+pub use ggcr::GgcrRegistry;
 pub use http::{basic_auth, http_get, http_request, HttpResponse, MANIFEST_ACCEPT};
+pub use kinds::{AnyRegistry, RegistryKind};
 pub use mount::{daemon_pids, finish, regfs, regfs_bin, wait_daemon_gone, Mount, MountFailure};
 pub use peers::{crane, oras, oras_digest, oras_in, peer_bin, CRANE_VERSION, ORAS_VERSION};
 pub use proxy::{FaultProxy, Mode, ProxyHandle, RequestRecord, Rule, RuleAction};

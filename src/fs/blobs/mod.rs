@@ -582,10 +582,13 @@ impl Download {
         end: u64,
     ) -> Result<(), Broken> {
         let broken = |error: Error, progressed| Broken { error, progressed };
-        let open_end = (end < self.desc.size).then_some(end);
+        // A Range names its last byte (`bytes=N-M`, never `bytes=N-`):
+        // go-containerregistry's registry answers an open range with 416.
+        let to_blob_end = end >= self.desc.size;
+        let range_end = (at > 0 || !to_blob_end).then_some(end);
         let mut body = self
             .source
-            .blob(&self.repo, &self.desc.digest, at, open_end)
+            .blob(&self.repo, &self.desc.digest, at, range_end)
             .await
             .map_err(|e| broken(e.into(), false))?;
         if body.start > at {
@@ -651,7 +654,7 @@ impl Download {
                     }
                     let room = (stop - pos) as usize;
                     if c.len() > room {
-                        if open_end.is_none() && stop == end {
+                        if to_blob_end && stop == end {
                             break Err(Error::Blob {
                                 digest: self.desc.digest.clone(),
                                 reason: format!(
@@ -686,7 +689,7 @@ impl Download {
                         break Ok(());
                     }
                 }
-                Ok(None) if pos < end && open_end.is_none() => {
+                Ok(None) if pos < end && to_blob_end => {
                     break Err(Error::Registry(registry::Error::Protocol {
                         url: format!("blob {}", self.desc.digest),
                         reason: format!("transfer ended at {pos} of {} bytes", self.desc.size),
