@@ -210,6 +210,12 @@ impl Cache {
         Some(f)
     }
 
+    /// Whether this process has seen blob `d` verified (no I/O). Its file
+    /// is checked again when it is opened (`open_blob`).
+    pub fn is_known(&self, d: &Digest) -> bool {
+        self.lock_known().contains_key(d)
+    }
+
     /// Whether `f`, opened as blob `d`, still holds the verified bytes: the
     /// file recorded at verification, unchanged, or else bytes that hash to
     /// `d` now (then recorded anew). A file that does not is dropped.

@@ -14,6 +14,11 @@ use super::{lock, Error, Fs, Handle};
 use crate::tree::view::Desc;
 use crate::tree::{Ino, Node};
 
+/// Blobs up to this size open without I/O once verified (`open_known_blob`):
+/// for them a kernel round trip per read costs less than setting up
+/// passthrough at every open.
+const FAST_OPEN_MAX: u64 = 1 << 20;
+
 impl Fs {
     /// Opens a file; returns the handle and, when the bytes are already
     /// verified on disk, the file (for passthrough).
@@ -68,13 +73,43 @@ impl Fs {
             _ => return Err(Error::IsDir),
         };
         let ready = match &handle {
-            Handle::Blob { file, .. } => file.clone(),
+            // Small blobs are read through the kernel's page cache, which
+            // keeps them across opens (`open_known_blob`), not passed through.
+            Handle::Blob { file, desc, .. } => file.clone().filter(|_| desc.size > FAST_OPEN_MAX),
             Handle::File(f) => Some(f.clone()),
             Handle::Bytes(_) | Handle::Staged(_) => None,
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles).insert(fh, handle);
         Ok((fh, ready))
+    }
+
+    /// Opens a small blob this mount has seen verified, without I/O (what
+    /// a warm walk of many small files does most): the handle opens its
+    /// cache file at the first read that reaches regfs, which checks the
+    /// file as every open does; with the kernel's pages kept across opens,
+    /// a warm read never does. `None`: open it the full way (`open`).
+    /// Large blobs take the full way, which passes their reads through to
+    /// the cache file.
+    pub fn open_known_blob(&self, ino: Ino) -> Option<u64> {
+        let node = self.node(ino).ok()?;
+        let Node::Blob { repo, desc, .. } = &*node else {
+            return None;
+        };
+        if desc.size > FAST_OPEN_MAX || !self.cache.is_known(&desc.digest) {
+            return None;
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(
+            fh,
+            Handle::Blob {
+                repo: repo.clone(),
+                desc: desc.clone(),
+                file: None,
+                next: 0,
+            },
+        );
+        Some(fh)
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, Error> {
