@@ -90,7 +90,18 @@ pub struct Cache {
     /// blob used: a warm open then costs one `fstat`, not a record read
     /// and a write (many small files read again and again).
     known: Mutex<HashMap<Digest, (Identity, Option<std::time::Instant>)>>,
+    /// What the last eviction scan found: when, the bytes cached then, and
+    /// the budget; with the bytes this process added since, it tells when
+    /// a new scan is needed (`evict_if_needed`).
+    scanned: Mutex<Option<(std::time::Instant, u64, u64)>>,
+    added: std::sync::atomic::AtomicU64,
 }
+
+/// A scan of the cache is skipped while the bytes added since the last one
+/// keep it under this share of its budget, for at most `RESCAN_EVERY`
+/// (other mounts sharing the cache, and the disk, change too).
+const SCAN_BELOW: f64 = 0.9;
+const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How often one process marks a blob used (the LRU clock need not be finer).
 const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -150,6 +161,8 @@ impl Cache {
             max_bytes,
             open: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
+            scanned: Mutex::new(None),
+            added: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -352,7 +365,7 @@ impl Cache {
                 // The file hashed, as it is after the rename (which sets its ctime).
                 self.record_open_file(p.digest(), p.file());
                 p.remove(true);
-                if let Err(e) = self.evict() {
+                if let Err(e) = self.evict_if_needed(p.size()) {
                     tracing::warn!("cache eviction failed: {e}");
                 }
                 Ok(dest)
@@ -412,7 +425,8 @@ impl Cache {
         let dest = self.blob_file(d);
         fs::rename(from, &dest).map_err(err(&dest))?;
         self.record_open_file(d, file);
-        if let Err(e) = self.evict() {
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if let Err(e) = self.evict_if_needed(size) {
             tracing::warn!("cache eviction failed: {e}");
         }
         Ok(dest)
@@ -558,6 +572,23 @@ impl Cache {
 
     /// Removes least recently used blobs until the cache fits its budget and
     /// its disk stays below 95% full.
+    /// `evict`, unless the last scan, with the `bytes` just added and
+    /// what was added since, shows the cache well under its budget: one
+    /// scan costs a `stat` per cached blob, too much after every small
+    /// blob of a walk.
+    fn evict_if_needed(&self, bytes: u64) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        let added = self.added.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let scanned = *self.scanned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, total, budget)) = scanned {
+            let fresh = at.elapsed() < RESCAN_EVERY;
+            if fresh && ((total + added) as f64) < budget as f64 * SCAN_BELOW {
+                return Ok(());
+            }
+        }
+        self.evict()
+    }
+
     pub fn evict(&self) -> Result<(), Error> {
         let dir = self.root.join("blobs/sha256");
         let mut entries = Vec::new();
@@ -583,9 +614,11 @@ impl Cache {
                 .unwrap_or(0);
             entries.push(CacheEntry { digest, size, used });
         }
-        let budget = self
-            .max_bytes
-            .min(disk_budget(&dir, entries.iter().map(|e| e.size).sum()));
+        let total: u64 = entries.iter().map(|e| e.size).sum();
+        let budget = self.max_bytes.min(disk_budget(&dir, total));
+        *self.scanned.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), total, budget));
+        self.added.store(0, std::sync::atomic::Ordering::Relaxed);
         let open = self.lock_open().keys().cloned().collect();
         for d in plan_eviction(entries, &open, budget) {
             let p = self.blob_file(&d);
