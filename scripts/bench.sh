@@ -20,6 +20,9 @@
 #   BENCH_SMALLFILES=500  files of 2 KiB in the small-files artifact (9)
 #   BENCH_CHUNK_MB       the file committed with and without chunk lists (11) [default: BENCH_LARGE_MB]
 #   BENCH_CHUNK_READS=1000  random 4 KiB reads of it (11)
+#   BENCH_SLOW_RTT_MS=25 BENCH_SLOW_BPS=40000000  the slow link (13): a round trip
+#                        before every request, each connection's blob answers capped
+#   BENCH_SLOW_REPOS=20  repositories of the tiny-artifacts registry listed through it (13)
 #   BENCH_PROXY_BIN      the fault proxy (examples/fault_proxy.rs) [default: built beside regfs]
 #   BENCH_MIRROR_TAGS=3 BENCH_MIRROR_MB=8  the mirrored repository (10): per tag
 #                                          an 8 KiB, a ~1 MiB and a BENCH_MIRROR_MB
@@ -46,7 +49,10 @@ SYNC_TAGS=${BENCH_SYNC_TAGS:-10}
 SYNC_MB=${BENCH_SYNC_MB:-8}
 CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-900}
 RESULTS_DIR=${BENCH_RESULTS_DIR-$ROOT/scripts/bench-results}
-ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6 7 8 9 10 11} "
+ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6 7 8 9 10 11 13} "
+SLOW_RTT_MS=${BENCH_SLOW_RTT_MS:-25}
+SLOW_BPS=${BENCH_SLOW_BPS:-40000000}
+SLOW_REPOS=${BENCH_SLOW_REPOS:-20}
 CHUNK_MB=${BENCH_CHUNK_MB:-$LARGE_MB}
 CHUNK_READS=${BENCH_CHUNK_READS:-1000}
 SMALLFILES=${BENCH_SMALLFILES:-500}
@@ -316,20 +322,20 @@ log "docker-registry $(/usr/bin/docker-registry --version 2>/dev/null | awk '{pr
 DATA=$WORK/data
 t0=$(now)
 mkdir -p "$DATA/small" "$DATA/large" "$DATA/commit-regfs" "$DATA/commit-oras" "$DATA/sync"
-if want 1; then
+if want 1 || want 13; then
     py randfile "$DATA/small/small.bin" $((SMALL_MB << 20))
     SMALL_HEX=$(py sha256 "$DATA/small/small.bin")
     (cd "$DATA/small" && py oras-push "$HOST" bench/small:v1 small.bin >/dev/null) || die "ORAS push of small.bin failed"
     log "pushed bench/small:v1 (${SMALL_MB} MiB) in $(since "$t0") s"
 fi
-if want 2; then
+if want 2 || want 13; then
     t0=$(now)
     py randfile "$DATA/large/large.bin" $((LARGE_MB << 20))
     LARGE_HEX=$(py sha256 "$DATA/large/large.bin")
     (cd "$DATA/large" && py oras-push "$HOST" bench/large:v1 large.bin >/dev/null) || die "ORAS push of large.bin failed"
     log "pushed bench/large:v1 (${LARGE_MB} MiB) in $(since "$t0") s"
 fi
-if want 5; then
+if want 5 || want 13; then
     t0=$(now)
     py populate-many "$HOST" many "$REPOS" "$TAGS" >/dev/null || die "populating the ${REPOS}x${TAGS} registry failed"
     log "pushed ${REPOS} repositories x ${TAGS} tags under many/ in $(since "$t0") s"
@@ -758,6 +764,80 @@ if want 11; then
         PROXY_BIN="$ROOT/target/release/examples/fault_proxy"
     fi
     m11
+fi
+
+# 13. A slow link: the same registry behind a proxy that adds a round trip
+# to every request and caps each connection's blob answers (the kernel here
+# has no netem). Strict cold cat vs curl through it (one connection, as
+# curl uses: parallel ranges are what beat it); lazy head -c 4096 of the
+# large blob in a listed folder, in round trips; ls -R of SLOW_REPOS
+# repositories vs the skopeo loop through it.
+m13() {
+    local mnt=$WORK/mnt-13 cache=$WORK/cache-13 t0 tb tr rss saved=$HOST n r t tags
+    start_proxy "slow-link=$SLOW_RTT_MS,$SLOW_BPS"
+    local slow=$PROXY_HOST
+    NOTES+=("13: slow link: ${SLOW_RTT_MS} ms before every request, blob answers at most $(mib "$SLOW_BPS") MiB/s per connection")
+
+    dropcache
+    t0=$(now)
+    run curl -sf -o /dev/null "http://$slow/v2/bench/small/blobs/sha256:$SMALL_HEX" || die "curl through the slow link failed"
+    tb=$(since "$t0")
+    HOST=$slow mount_regfs "$mnt" "$cache"
+    HOST=$saved
+    t0=$(now)
+    run cat "$mnt/bench/small/v1/small.bin" >/dev/null || die "cat through the slow link failed (see $cache/regfs.log)"
+    tr=$(since "$t0")
+    rss=$(peak_rss "$DPID")
+    verify_sha "$mnt/bench/small/v1/small.bin" "$SMALL_HEX" "small.bin through the slow link"
+    umount_regfs "$mnt" "$DPID"
+    rm -rf "$cache"
+    goal_row 13a "slow link: strict cold cat ${SMALL_MB} MiB vs curl" "$tr" "$tb" 0.25 "$rss" "-"
+
+    HOST=$slow mount_regfs "$mnt" "$cache" --verify lazy
+    HOST=$saved
+    ls "$mnt/bench/large/v1" >/dev/null || die "ls through the slow link failed"
+    t0=$(now)
+    run head -c 4096 "$mnt/bench/large/v1/large.bin" >"$WORK/out/head13.bin" || die "head through the slow link failed"
+    tr=$(since "$t0")
+    head -c 4096 "$DATA/large/large.bin" | cmp -s - "$WORK/out/head13.bin" || die "WRONG BYTES: head -c 4096 through the slow link"
+    rss=$(peak_rss "$DPID")
+    umount_regfs "$mnt" "$DPID"
+    rm -rf "$cache"
+    goal_row 13b "slow link: lazy head -c 4096 of ${LARGE_MB} MiB (listed folder), in round trips of ${SLOW_RTT_MS} ms" \
+        "$(awk -v t="$tr" -v r="$SLOW_RTT_MS" 'BEGIN { printf "%.3f", t * 1000 / r }')" 1 3 "$rss" "-"
+
+    t0=$(now)
+    for ((r = 0; r < SLOW_REPOS; r++)); do
+        repo=$(printf 'many/r%03d' "$r")
+        tags=$(run skopeo list-tags --tls-verify=false "docker://$slow/$repo" | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["Tags"]))') ||
+            die "skopeo list-tags $repo through the slow link failed"
+        for t in $tags; do
+            run skopeo inspect --raw --tls-verify=false "docker://$slow/$repo:$t" >/dev/null || die "skopeo inspect $repo:$t failed"
+        done
+    done
+    tb=$(since "$t0")
+    HOST=$slow mount_regfs "$mnt" "$cache"
+    HOST=$saved
+    t0=$(now)
+    for ((r = 0; r < SLOW_REPOS; r++)); do
+        run ls -R "$mnt/$(printf 'many/r%03d' "$r")"
+    done >"$WORK/out/ls-R13.txt" || die "ls -R through the slow link failed (see $cache/regfs.log)"
+    tr=$(since "$t0")
+    n=$(grep -cx 'manifest.json' "$WORK/out/ls-R13.txt" || true)
+    [[ "$n" -eq $((SLOW_REPOS * TAGS)) ]] || die "ls -R through the slow link listed $n manifest.json files, expected $((SLOW_REPOS * TAGS))"
+    rss=$(peak_rss "$DPID")
+    umount_regfs "$mnt" "$DPID"
+    rm -rf "$cache"
+    stop_proxies
+    goal_row 13c "slow link: ls -R ${SLOW_REPOS}x${TAGS} vs skopeo list-tags+inspect" "$tr" "$tb" 0.03 "$rss" "-"
+}
+if want 13; then
+    [[ -x "${PROXY_BIN:-}" ]] || PROXY_BIN=${BENCH_PROXY_BIN:-$(dirname "$REGFS")/examples/fault_proxy}
+    if [[ ! -x "$PROXY_BIN" ]]; then
+        (cd "$ROOT" && cargo build --release --quiet --example fault_proxy) || die "building the fault proxy failed"
+        PROXY_BIN="$ROOT/target/release/examples/fault_proxy"
+    fi
+    m13
 fi
 
 # 10. Mirroring a repository with its referrers into another registry:

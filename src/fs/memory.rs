@@ -45,7 +45,8 @@ pub struct Memory {
     fault: Mutex<Fault>,
     /// Blob requests answered, and blob bytes sent.
     pub blob_gets: AtomicU64,
-    pub blob_bytes: AtomicU64,
+    /// (Counted as the pieces are taken, as a network would.)
+    pub blob_bytes: std::sync::Arc<AtomicU64>,
 }
 
 pub const EMPTY_CONFIG: &[u8] = b"{}";
@@ -60,7 +61,7 @@ impl Memory {
             store: Mutex::new(Store::default()),
             fault: Mutex::new(Fault::None),
             blob_gets: AtomicU64::new(0),
-            blob_bytes: AtomicU64::new(0),
+            blob_bytes: std::sync::Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -170,8 +171,12 @@ impl Memory {
             .chunks(PIECE)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
-        self.blob_bytes.fetch_add(limit as u64, Ordering::Relaxed);
-        let head = futures_util::stream::iter(pieces);
+        let sent = self.blob_bytes.clone();
+        let head = futures_util::stream::iter(pieces).inspect(move |p| {
+            if let Ok(b) = p {
+                sent.fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
+        });
         let stream = match (fault, cut) {
             (Fault::Slow(bps), _) => {
                 let pause = Duration::from_secs_f64(PIECE as f64 / bps.max(1) as f64);

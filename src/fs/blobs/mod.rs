@@ -46,12 +46,14 @@ const MAX_SEGMENTS: usize = 8;
 /// Bytes gathered before a blocking thread writes and hashes them (a few
 /// batches in flight: memory stays flat whatever the size).
 const WRITE_BATCH: usize = 1 << 20;
+/// Bytes at the start of each transfer that are handed on piece by piece.
+const FIRST_BYTES: u64 = 256 << 10;
 /// A stream that delivers less than this (bytes per second, measured over
 /// `RATE_WINDOW`) is joined by parallel ranges: on loopback or a fast link
 /// one stream is fastest (it is hashed as it arrives); a distant registry
 /// or a capped connection gives far less per connection.
 const SLOW_STREAM: f64 = 200e6;
-const RATE_WINDOW: Duration = Duration::from_millis(500);
+const RATE_WINDOW: Duration = Duration::from_millis(300);
 /// Consecutive attempts of a segment that bring no byte before it gives up
 /// (each attempt's request is itself retried by the registry client).
 const STALLS: u32 = 2;
@@ -669,7 +671,9 @@ impl Download {
                     batched += c.len();
                     batch.push(c);
                     progressed = true;
-                    if batched >= WRITE_BATCH || pos == stop {
+                    // The first bytes of a transfer go on at once: a reader
+                    // waiting for a few KiB should not wait for a batch.
+                    if batched >= WRITE_BATCH || pos == stop || pos - at <= FIRST_BYTES {
                         let b = std::mem::take(&mut batch);
                         if tx.send((batch_at, b)).await.is_err() {
                             break Ok(()); // the writer failed: its error says why
