@@ -630,3 +630,5 @@ async fn staged_files_keep_the_modes_that_were_set_and_refuse_other_owners() {
         "chown to the owner it has"
     );
 }
+
+mod model;
