@@ -9,6 +9,7 @@
 //! - `metadata`  catalog, tags, manifests and views, referrers; TTLs, refresh
 //! - `namespace` the inode table; nodes built (purely) from manifest views
 //! - `blobs`     the one blob engine: downloads in flight, streams and ranges
+//! - `archive`   the tar indexes of ModelPack layers, one per layer digest
 //! - `overlay`   the staging area seen through the tree; every disk write
 //! - `source`    what the parts need from a registry or a layout
 //!
