@@ -9,7 +9,7 @@
 //! - `auth`      `WWW-Authenticate` challenges, docker credentials, bearer tokens
 //! - `registry`  the distribution protocol over reqwest: listings, manifests, blob streams
 //! - `cache`     the content-addressed on-disk cache: verify, then rename; eviction
-//! - `tree`      nodes, inode numbers, and manifests seen as folders (pure)
+//! - `tree`      nodes, inode numbers, manifests and tar layers seen as folders (pure)
 //! - `stage`     the staging area, which folders are tags, the commit planner and pusher
 //! - `fs`        filesystem operations as async functions, testable without a mount;
 //!   a coordinator over metadata, namespace, blobs and overlay

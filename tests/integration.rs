@@ -801,6 +801,10 @@ mod verify;
 #[path = "it/chunks.rs"]
 mod chunks;
 
+// ModelPack models: filepaths, tar members as ranges, lazy reads (tests/it/model.rs).
+#[path = "it/model.rs"]
+mod model;
+
 // HTTPS: reads, commits, refusals over TLS on loopback (tests/it/tls.rs).
 #[path = "it/tls.rs"]
 mod tls;

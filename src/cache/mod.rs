@@ -151,6 +151,7 @@ impl Cache {
             "refs",
             "seen/sha256",
             "unpacked/sha256",
+            "decompressed/sha256",
             "tmp",
         ] {
             let p = root.join(sub);
@@ -177,6 +178,11 @@ impl Cache {
     /// Where the contents of the verified directory layer `d` are unpacked.
     pub fn unpacked(&self, d: &Digest) -> PathBuf {
         self.root.join("unpacked/sha256").join(d.hex())
+    }
+
+    /// Where the tar inside the verified compressed layer `d` is kept.
+    pub fn decompressed(&self, d: &Digest) -> PathBuf {
+        self.root.join("decompressed/sha256").join(d.hex())
     }
 
     /// A folder for temporary files on the cache's file system (so a

@@ -59,6 +59,8 @@ pub enum Error {
     Stalled { digest: Digest, after: Duration },
     #[error("layer {digest} cannot be unpacked: {reason}")]
     Unpack { digest: Digest, reason: String },
+    #[error("tar layer {digest} cannot be shown: {reason}")]
+    Archive { digest: Digest, reason: String },
     #[error("operation timed out after {0:?}")]
     Timeout(Duration),
     #[error("{what}: {source}")]

@@ -110,25 +110,63 @@ impl Memory {
     }
 
     fn titled_layer(&self, title: &str, data: &[u8]) -> serde_json::Value {
+        self.layer(
+            "application/vnd.oci.image.layer.v1.tar",
+            data,
+            &[("org.opencontainers.image.title", title)],
+        )
+    }
+
+    /// Stores `data` as a blob; its descriptor, with this media type and
+    /// these annotations, for `push_artifact`.
+    pub fn layer(
+        &self,
+        media_type: &str,
+        data: &[u8],
+        annotations: &[(&str, &str)],
+    ) -> serde_json::Value {
         let d = self.put_blob(data);
+        let annotations: serde_json::Map<String, serde_json::Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
         serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "mediaType": media_type,
             "digest": d.to_string(),
             "size": data.len(),
-            "annotations": {"org.opencontainers.image.title": title},
+            "annotations": annotations,
         })
     }
 
     fn push_layers(&self, repo: &str, tag: &str, layers: Vec<serde_json::Value>) -> Digest {
-        let config = self.put_blob(EMPTY_CONFIG);
+        self.push_artifact(
+            repo,
+            tag,
+            "application/vnd.unknown.artifact.v1",
+            ("application/vnd.oci.empty.v1+json", EMPTY_CONFIG),
+            layers,
+        )
+    }
+
+    /// Pushes a manifest of `layers` (made with `layer`) with this
+    /// artifactType and config (media type, bytes). Returns its digest.
+    pub fn push_artifact(
+        &self,
+        repo: &str,
+        tag: &str,
+        artifact_type: &str,
+        config: (&str, &[u8]),
+        layers: Vec<serde_json::Value>,
+    ) -> Digest {
+        let config_digest = self.put_blob(config.1);
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "artifactType": "application/vnd.unknown.artifact.v1",
+            "artifactType": artifact_type,
             "config": {
-                "mediaType": "application/vnd.oci.empty.v1+json",
-                "digest": config.to_string(),
-                "size": 2,
+                "mediaType": config.0,
+                "digest": config_digest.to_string(),
+                "size": config.1.len(),
             },
             "layers": layers,
         });

@@ -9,16 +9,18 @@
 //! - `metadata`  catalog, tags, manifests and views, referrers; TTLs, refresh
 //! - `namespace` the inode table; nodes built (purely) from manifest views
 //! - `blobs`     the one blob engine: downloads in flight, streams and ranges
+//! - `archive`   the tar indexes of ModelPack layers, one per layer digest
 //! - `overlay`   the staging area seen through the tree; every disk write
 //! - `source`    what the parts need from a registry or a layout
 //!
 //! The operations are split by family: the tree (this file), `read`
 //! (open, read, release), `write` (every change, through `overlay`),
-//! `unpack` (directory layers), `xattr`.
+//! `unpack` (directory layers), `archive` (ModelPack tar layers), `xattr`.
 //!
 //! Locks are std mutexes held only for map updates, never across an
 //! `.await`.
 
+mod archive;
 mod blobs;
 mod error;
 #[cfg(test)]
@@ -45,7 +47,7 @@ pub use error::Error;
 pub use metadata::is_referrers_tag;
 use metadata::Metadata;
 pub(crate) use namespace::Children;
-use namespace::{Namespace, ViewAt};
+use namespace::{Layouts, Namespace, ViewAt};
 pub use overlay::SetAttr;
 use overlay::{join_rel, Overlay};
 pub use source::Source;
@@ -129,17 +131,42 @@ pub struct DirEntry {
     pub kind: Kind,
 }
 
+/// Where a file's bytes are in what its handle reads: all of a blob, or
+/// one member of a tar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u64,
+    len: u64,
+}
+
+impl Span {
+    fn whole(len: u64) -> Span {
+        Span { start: 0, len }
+    }
+
+    /// A read of `size` bytes at `offset` of the file, as the offset and
+    /// size to read in what holds it; `None` at or past the file's end.
+    fn place(self, offset: u64, size: u32) -> Option<(u64, u32)> {
+        let left = self.len.checked_sub(offset).filter(|l| *l > 0)?;
+        Some((self.start + offset, left.min(size as u64) as u32))
+    }
+}
+
 enum Handle {
     Bytes(Bytes),
     Blob {
         repo: String,
         desc: Desc,
-        /// The verified file, once there is one.
+        /// The file's bytes in the blob.
+        span: Span,
+        /// The verified blob, once there is one.
         file: Option<Arc<std::fs::File>>,
         /// Where the last read ended (a read starting there is sequential).
         next: u64,
     },
-    File(Arc<std::fs::File>),
+    /// A local file: unpacked, or a decompressed tar (then the span of
+    /// one member).
+    File(Arc<std::fs::File>, Option<Span>),
     /// A file of the staging area, open for reading and writing.
     Staged(Arc<std::fs::File>),
 }
@@ -148,6 +175,7 @@ pub struct Fs {
     metadata: Metadata,
     namespace: Namespace,
     blobs: blobs::Blobs,
+    archives: archive::Archives,
     overlay: Overlay,
     cache: Arc<Cache>,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -189,6 +217,7 @@ impl Fs {
             ),
             namespace: Namespace::new(),
             blobs,
+            archives: Default::default(),
             overlay: Overlay::new(staging, opts.read_only, opts.uid, opts.gid),
             cache,
             handles: Mutex::new(HashMap::new()),
@@ -320,7 +349,8 @@ impl Fs {
         let node = self.node(ino)?;
         if let Some(vf) = self.view_folder(ino, &node).await? {
             let dir = vf.view.dir(&vf.path).ok_or(Error::NotFound)?;
-            return Ok(self.namespace.view_entries(&vf.at(ino), dir));
+            let layouts = self.layouts_for(&vf.repo, &vf.view, dir.values()).await?;
+            return Ok(self.namespace.view_entries(&vf.at(ino, &layouts), dir));
         }
         match &*node {
             Node::Staged { dir: true } => Ok(Vec::new()),
@@ -348,6 +378,12 @@ impl Fs {
                 path,
                 mtime,
             } => self.unpacked_children(ino, repo, layer, path, *mtime).await,
+            Node::ArchiveDir {
+                repo,
+                layer,
+                path,
+                mtime,
+            } => self.archive_children(ino, repo, layer, path, *mtime).await,
             _ => Err(Error::NotDir),
         }
     }
@@ -428,8 +464,14 @@ impl Fs {
         let Some(entry) = dir.get(name) else {
             return Ok(Some(Err(Error::NotFound)));
         };
+        let layouts = self
+            .layouts_for(&vf.repo, &vf.view, std::iter::once(entry))
+            .await?;
         Ok(Some(
-            match self.namespace.view_entry(&vf.at(parent), name, entry) {
+            match self
+                .namespace
+                .view_entry(&vf.at(parent, &layouts), name, entry)
+            {
                 Some((ino, node)) => self.attr_of(ino, &node).await,
                 None => Err(Error::NotFound),
             },
@@ -540,15 +582,20 @@ impl Fs {
             }
             Node::ViewDir { mtime, .. }
             | Node::Referrers { mtime, .. }
-            | Node::UnpackedDir { mtime, .. } => dir(*mtime),
+            | Node::UnpackedDir { mtime, .. }
+            | Node::ArchiveDir { mtime, .. } => dir(*mtime),
             Node::ManifestJson { size, mtime, .. } => file(*size, *mtime, 0o444),
-            Node::Blob { desc, mtime, .. } => file(desc.size, *mtime, 0o444),
+            Node::Blob { desc, mtime, .. } => {
+                // A ModelPack layer's file metadata may say it is executable.
+                let mode = desc.file_metadata().and_then(|m| m.mode).unwrap_or(0);
+                file(desc.size, *mtime, read_only_perm(mode))
+            }
             Node::UnpackedFile {
                 size, mtime, mode, ..
-            } => {
-                let perm = if mode & 0o111 != 0 { 0o555 } else { 0o444 };
-                file(*size, *mtime, perm)
             }
+            | Node::ArchiveFile {
+                size, mtime, mode, ..
+            } => file(*size, *mtime, read_only_perm(*mode)),
         })
     }
 
@@ -612,6 +659,8 @@ impl Fs {
                 | Node::ViewDir { .. }
                 | Node::UnpackedDir { .. }
                 | Node::UnpackedFile { .. }
+                | Node::ArchiveDir { .. }
+                | Node::ArchiveFile { .. }
                 | Node::Manifest {
                     target: Target::Digest(_),
                     ..
@@ -629,6 +678,7 @@ impl Fs {
             &*node,
             Node::ViewDir { .. }
                 | Node::UnpackedDir { .. }
+                | Node::ArchiveDir { .. }
                 | Node::Manifest {
                     target: Target::Digest(_),
                     ..
@@ -658,7 +708,7 @@ struct ViewFolder {
 }
 
 impl ViewFolder {
-    fn at(&self, parent: Ino) -> ViewAt<'_> {
+    fn at<'a>(&'a self, parent: Ino, layouts: &'a Layouts) -> ViewAt<'a> {
         ViewAt {
             folder: self.folder,
             parent,
@@ -667,6 +717,16 @@ impl ViewFolder {
             view: &self.view,
             path: &self.path,
             mtime: self.mtime,
+            layouts,
         }
+    }
+}
+
+/// A registry file's permissions: read-only, executable when its mode is.
+fn read_only_perm(mode: u32) -> u16 {
+    if mode & 0o111 != 0 {
+        0o555
+    } else {
+        0o444
     }
 }

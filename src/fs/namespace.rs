@@ -7,11 +7,17 @@ use std::sync::{Arc, Mutex};
 
 use super::{lock, Error};
 use crate::digest::Digest;
-use crate::tree::view::{Entry, View};
+use crate::oci::FileKind;
+use crate::tree::archive::Layout;
+use crate::tree::view::{Desc, Entry, View};
 use crate::tree::{Ino, Inodes, Key, Node, Target};
 
 /// A folder's entries: name, inode, node.
 pub(crate) type Children = Vec<(String, Ino, Arc<Node>)>;
+
+/// The layouts of a folder's tar layers whose file metadata does not say
+/// what they are, by index into `View::blobs`.
+pub(crate) type Layouts = BTreeMap<usize, Arc<Layout>>;
 
 /// Where in a manifest view a folder's entries are being made.
 #[derive(Clone, Copy)]
@@ -26,6 +32,60 @@ pub(super) struct ViewAt<'a> {
     /// `parent`'s path inside the manifest folder.
     pub path: &'a [String],
     pub mtime: i64,
+    /// For `Entry::Archive`s whose file metadata does not give their shape.
+    pub layouts: &'a Layouts,
+}
+
+/// Whether a tar layer's file metadata says what it is (a folder, or a
+/// file and its size), so it becomes a node without reading its tar.
+pub(super) fn shape_known(layer: &Desc) -> bool {
+    match layer.file_metadata() {
+        Some(m) => match m.kind {
+            Some(FileKind::Dir) => true,
+            Some(FileKind::File) => m.size.is_some(),
+            None => false,
+        },
+        None => false,
+    }
+}
+
+/// The node a tar layer is at its filepath: from its file metadata, or
+/// else from its layout (`None` without one).
+fn archive_node(at: &ViewAt<'_>, i: usize) -> Option<Node> {
+    let layer = at.view.blobs.get(i)?.clone();
+    let meta = layer.file_metadata().unwrap_or_default();
+    let repo = at.repo.to_string();
+    let dir = |layer| Node::ArchiveDir {
+        repo: repo.clone(),
+        layer,
+        path: Vec::new(),
+        mtime: meta.mtime.unwrap_or(at.mtime),
+    };
+    Some(match (meta.kind, meta.size) {
+        (Some(FileKind::Dir), _) => dir(layer),
+        (Some(FileKind::File), Some(size)) => Node::ArchiveFile {
+            repo: repo.clone(),
+            layer,
+            path: Vec::new(),
+            size,
+            mode: meta.mode.unwrap_or(0o644),
+            mtime: meta.mtime.unwrap_or(at.mtime),
+        },
+        _ => match at.layouts.get(&i)?.as_ref() {
+            Layout::File(m) => Node::ArchiveFile {
+                repo: repo.clone(),
+                layer,
+                path: Vec::new(),
+                size: m.size,
+                mode: meta.mode.unwrap_or(m.mode),
+                mtime: meta
+                    .mtime
+                    .or((m.mtime > 0).then_some(m.mtime))
+                    .unwrap_or(at.mtime),
+            },
+            Layout::Folder(_) => dir(layer),
+        },
+    })
 }
 
 /// The key, node and link count of one entry of a manifest view. Pure.
@@ -52,6 +112,8 @@ pub(super) fn entry_node(at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(
                 manifest: at.manifest.clone(),
                 blob: desc.digest.clone(),
             };
+            // A ModelPack layer's file metadata may give its mtime.
+            let mtime = desc.file_metadata().and_then(|m| m.mtime).unwrap_or(mtime);
             (key, Node::Blob { repo, desc, mtime }, links)
         }
         Entry::Dir(_) => {
@@ -76,6 +138,7 @@ pub(super) fn entry_node(at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(
             };
             (key, node, 1)
         }
+        Entry::Archive(i) => (key, archive_node(at, *i)?, 1),
         Entry::Child(i) => {
             let c = at.view.children.get(*i)?;
             let node = Node::Manifest {
@@ -212,6 +275,7 @@ mod tests {
             view: &view,
             path: &[],
             mtime: 5,
+            layouts: &Layouts::new(),
         };
         let Some(Entry::Blob(i)) = view.root.get("hello.txt") else {
             panic!("no titled entry: {:?}", view.root.keys());

@@ -1,6 +1,6 @@
-//! Opening and reading files: manifests from memory, blobs from the
-//! verified cache (fetched whole, by Range chunks, or lazily), staged and
-//! unpacked files from local disk.
+//! Opening and reading files: manifests from memory, blobs and the files
+//! of tar layers from the verified cache (fetched whole, by Range chunks,
+//! or lazily), staged, unpacked and decompressed files from local disk.
 
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::blobs::Read;
-use super::{lock, Error, Fs, Handle};
+use super::{lock, Error, Fs, Handle, Span};
 use crate::tree::view::Desc;
 use crate::tree::{Ino, Node};
 
@@ -58,6 +58,7 @@ impl Fs {
                 Handle::Blob {
                     repo: repo.clone(),
                     desc: desc.clone(),
+                    span: Span::whole(desc.size),
                     file,
                     next: 0,
                 }
@@ -68,16 +69,27 @@ impl Fs {
                     what: p.display().to_string(),
                     source,
                 })?;
-                Handle::File(Arc::new(f))
+                Handle::File(Arc::new(f), None)
             }
+            Node::ArchiveFile {
+                repo,
+                layer,
+                path,
+                size,
+                ..
+            } => self.open_archive_file(repo, layer, path, *size).await?,
             _ => return Err(Error::IsDir),
         };
+        // Only a whole file can be passed through to the kernel (its
+        // offsets are the file's).
         let ready = match &handle {
             // Small blobs are read through the kernel's page cache, which
             // keeps them across opens (`open_known_blob`), not passed through.
-            Handle::Blob { file, desc, .. } => file.clone().filter(|_| desc.size > FAST_OPEN_MAX),
-            Handle::File(f) => Some(f.clone()),
-            Handle::Bytes(_) | Handle::Staged(_) => None,
+            Handle::Blob {
+                file, span, desc, ..
+            } if *span == Span::whole(desc.size) && desc.size > FAST_OPEN_MAX => file.clone(),
+            Handle::File(f, None) => Some(f.clone()),
+            Handle::Blob { .. } | Handle::File(..) | Handle::Bytes(_) | Handle::Staged(_) => None,
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles).insert(fh, handle);
@@ -107,6 +119,7 @@ impl Fs {
                 desc: desc.clone(),
                 file: None,
                 next: 0,
+                span: Span::whole(desc.size),
             },
         );
         Some(fh)
@@ -116,22 +129,45 @@ impl Fs {
         enum Src {
             Bytes(Bytes),
             File(Arc<std::fs::File>),
-            Fetch(String, Desc, bool),
+            Fetch(String, Desc, Span, bool),
         }
-        let src = match lock(&self.handles).get_mut(&fh) {
+        // `offset` and `size` become the bytes to read in what holds the
+        // file (a tar member is a span of its tar).
+        let (src, offset, size) = match lock(&self.handles).get_mut(&fh) {
             None => return Err(Error::BadHandle),
-            Some(Handle::Bytes(b)) => Src::Bytes(b.clone()),
-            Some(Handle::File(f)) | Some(Handle::Staged(f)) => Src::File(f.clone()),
-            Some(Handle::Blob { file: Some(f), .. }) => Src::File(f.clone()),
+            Some(Handle::Bytes(b)) => (Src::Bytes(b.clone()), offset, size),
+            Some(Handle::File(f, None)) | Some(Handle::Staged(f)) => {
+                (Src::File(f.clone()), offset, size)
+            }
+            Some(Handle::File(f, Some(span))) => match span.place(offset, size) {
+                Some((o, s)) => (Src::File(f.clone()), o, s),
+                None => return Ok(Bytes::new()),
+            },
+            Some(Handle::Blob {
+                span,
+                file: Some(f),
+                ..
+            }) => match span.place(offset, size) {
+                Some((o, s)) => (Src::File(f.clone()), o, s),
+                None => return Ok(Bytes::new()),
+            },
             Some(Handle::Blob {
                 repo,
                 desc,
+                span,
                 file: None,
                 next,
             }) => {
                 let sequential = offset > 0 && offset == *next;
                 *next = offset.saturating_add(size as u64);
-                Src::Fetch(repo.clone(), desc.clone(), sequential)
+                match span.place(offset, size) {
+                    Some((o, s)) => (
+                        Src::Fetch(repo.clone(), desc.clone(), *span, sequential),
+                        o,
+                        s,
+                    ),
+                    None => return Ok(Bytes::new()),
+                }
             }
         };
         let file = match src {
@@ -141,17 +177,24 @@ impl Fs {
                 return Ok(b.slice(start..end));
             }
             Src::File(f) => f,
-            Src::Fetch(repo, desc, sequential) => {
+            Src::Fetch(repo, desc, span, sequential) => {
                 if self.blobs.is_lazy(&desc) {
+                    // The read reaching the end of the file (a member's
+                    // end, for a file of a tar layer) waits for the blob.
+                    let file_end = span.start + span.len;
                     if let Read::Unverified(b) = self
                         .blobs
-                        .read(&repo, &desc, offset, size, sequential)
+                        .read(&repo, &desc, offset, size, sequential, file_end)
                         .await?
                     {
                         return Ok(b);
                     }
                 } else {
                     self.blobs.fetch(&repo, &desc).await?;
+                }
+                if span != Span::whole(desc.size) {
+                    // Offsets from headers read before the blob was verified.
+                    self.recheck_archive(&repo, &desc).await?;
                 }
                 let f = self
                     .open_verified(&desc)

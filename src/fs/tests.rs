@@ -314,7 +314,11 @@ async fn a_slow_stream_is_joined_by_parallel_ranges() {
     );
     assert!(gets <= 8, "{gets} requests for 5 ranges");
     let sent = w.source.blob_bytes.load(Ordering::Relaxed);
-    assert!(sent < big.len() as u64 * 11 / 10, "{sent} bytes sent for {}", big.len());
+    assert!(
+        sent < big.len() as u64 * 11 / 10,
+        "{sent} bytes sent for {}",
+        big.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -632,3 +636,5 @@ async fn staged_files_keep_the_modes_that_were_set_and_refuse_other_owners() {
         "chown to the owner it has"
     );
 }
+
+mod model;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::namespace::child_key;
 use super::{Children, Error, Fs};
 use crate::digest::Digest;
+use crate::tree::archive::safe_entry_path;
 use crate::tree::view::{is_safe_component, Desc};
 use crate::tree::{Ino, Node};
 
@@ -170,44 +171,4 @@ fn unpack(tmp_root: &Path, blob: &Path, dest: &Path, d: &Digest, name: &str) -> 
     }
     let _ = fs::remove_dir_all(&kept);
     Ok(())
-}
-
-/// The components of a tar entry path if it is safe to create below the
-/// unpack folder: relative, no `..`, each component safe. `./` prefixes and
-/// a trailing `/` are allowed, as `tar` writes them.
-pub fn safe_entry_path(raw: &str) -> Option<Vec<String>> {
-    if raw.starts_with('/') {
-        return None;
-    }
-    let mut out = Vec::new();
-    for c in raw.split('/') {
-        match c {
-            "" | "." => continue,
-            c if is_safe_component(c) => out.push(c.to_string()),
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entry_paths() {
-        let ok = |s: &str, v: &[&str]| {
-            assert_eq!(
-                safe_entry_path(s),
-                Some(v.iter().map(|x| x.to_string()).collect()),
-                "{s}"
-            )
-        };
-        ok("dir/file", &["dir", "file"]);
-        ok("./dir/", &["dir"]);
-        ok("a//b", &["a", "b"]);
-        for bad in ["/etc/passwd", "../x", "a/../../x", "a/\0b"] {
-            assert_eq!(safe_entry_path(bad), None, "{bad}");
-        }
-    }
 }

@@ -2,6 +2,7 @@
 
 use super::{Error, Fs};
 use crate::digest::Digest;
+use crate::oci::Packing;
 use crate::tree::view::{Desc, View};
 use crate::tree::{Ino, Node};
 
@@ -70,7 +71,25 @@ impl Fs {
                 push(&mut a, "user.oci.verify", self.blobs.verify_mode(desc));
                 a
             }
-            Node::UnpackedDir { layer, path, .. } if path.is_empty() => of_desc(layer),
+            Node::UnpackedDir { layer, path, .. } | Node::ArchiveDir { layer, path, .. }
+                if path.is_empty() =>
+            {
+                of_desc(layer)
+            }
+            Node::ArchiveFile { layer, path, .. } => {
+                let mut a = if path.is_empty() {
+                    of_desc(layer)
+                } else {
+                    Vec::new()
+                };
+                // A compressed tar is read whole; a plain one as its blob is.
+                let verify = match layer.model_packing() {
+                    Some(Packing::TarGzip | Packing::TarZstd) => "strict",
+                    _ => self.blobs.verify_mode(layer),
+                };
+                push(&mut a, "user.oci.verify", verify);
+                a
+            }
             _ => Vec::new(),
         };
         Ok(if self.overlay.read_only() {

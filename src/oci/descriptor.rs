@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use oci_spec::image::Descriptor;
 
 use super::{
-    Platform, CHUNKS_MEDIA_TYPE, CHUNKS_OF_ANNOTATION, MAX_BLOB_SIZE, TITLE_ANNOTATION,
-    UNPACK_ANNOTATION,
+    FileMetadata, Packing, Platform, CHUNKS_MEDIA_TYPE, CHUNKS_OF_ANNOTATION,
+    CNAI_MODEL_FILEPATH_ANNOTATION, CNAI_MODEL_FILE_METADATA_ANNOTATION, MAX_BLOB_SIZE,
+    MODEL_FILEPATH_ANNOTATION, MODEL_FILE_METADATA_ANNOTATION, TITLE_ANNOTATION, UNPACK_ANNOTATION,
 };
 use crate::digest::Digest;
 
@@ -72,6 +73,27 @@ impl Desc {
         self.annotations.get(TITLE_ANNOTATION).map(String::as_str)
     }
 
+    /// ModelPack: the path of the layer's file (or folder) in the model.
+    pub fn model_filepath(&self) -> Option<&str> {
+        self.annotations
+            .get(MODEL_FILEPATH_ANNOTATION)
+            .or_else(|| self.annotations.get(CNAI_MODEL_FILEPATH_ANNOTATION))
+            .map(String::as_str)
+    }
+
+    /// ModelPack: how the layer packs its file, from its media type.
+    pub fn model_packing(&self) -> Option<Packing> {
+        Packing::of_media_type(&self.media_type)
+    }
+
+    /// ModelPack: the mode, mtime, size and type of the layer's file.
+    pub fn file_metadata(&self) -> Option<FileMetadata> {
+        self.annotations
+            .get(MODEL_FILE_METADATA_ANNOTATION)
+            .or_else(|| self.annotations.get(CNAI_MODEL_FILE_METADATA_ANNOTATION))
+            .and_then(|j| FileMetadata::parse(j))
+    }
+
     /// A chunk-digest list (`chunks.rs`): the digest of the layer it covers.
     pub fn chunks_of(&self) -> Option<Digest> {
         if self.media_type != CHUNKS_MEDIA_TYPE {
@@ -116,6 +138,37 @@ mod tests {
         assert!(d.is_directory_layer());
         assert_eq!(d.platform.as_deref(), Some("linux-arm-v7"));
         assert_eq!(d.platform_spec.as_deref(), Some("linux/arm/v7"));
+    }
+
+    #[test]
+    fn model_annotations_current_and_older() {
+        let hex = "ab".repeat(32);
+        let d = |mt: &str, ann: &str| {
+            parse(&format!(
+                r#"{{"mediaType":"{mt}","digest":"sha256:{hex}","size":7,"annotations":{{{ann}}}}}"#
+            ))
+            .unwrap()
+        };
+        let cncf = d(
+            "application/vnd.cncf.model.weight.v1.tar",
+            r#""org.cncf.model.filepath":"w/model.bin",
+               "org.cncf.model.file.metadata+json":"{\"mode\":493,\"typeflag\":0}""#,
+        );
+        assert_eq!(cncf.model_filepath(), Some("w/model.bin"));
+        assert_eq!(cncf.model_packing(), Some(Packing::Tar));
+        assert_eq!(cncf.file_metadata().unwrap().mode, Some(0o755));
+        let cnai = d(
+            "application/vnd.cnai.model.doc.v1.raw",
+            r#""org.cnai.model.filepath":"README.md",
+               "org.cnai.model.file.metadata+json":"{\"size\":3}""#,
+        );
+        assert_eq!(cnai.model_filepath(), Some("README.md"));
+        assert_eq!(cnai.model_packing(), Some(Packing::Raw));
+        assert_eq!(cnai.file_metadata().unwrap().size, Some(3));
+        let plain = d("application/vnd.oci.image.layer.v1.tar", "");
+        assert_eq!(plain.model_filepath(), None);
+        assert_eq!(plain.model_packing(), None);
+        assert_eq!(plain.file_metadata(), None);
     }
 
     #[test]

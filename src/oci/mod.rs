@@ -6,11 +6,13 @@
 
 mod chunks;
 mod descriptor;
+mod model;
 mod platform;
 mod time;
 
 pub use chunks::{wants_chunk_list, ChunkList, CHUNKED_MIN, CHUNK_SIZE};
 pub use descriptor::{ordered_annotations, Desc, DescriptorError};
+pub use model::{FileKind, FileMetadata, Packing};
 pub use platform::{prepare_descriptor, Platform};
 pub use time::{format_rfc3339, parse_rfc3339};
 
@@ -61,6 +63,23 @@ pub const DEFAULT_ARTIFACT_TYPE: &str = "application/vnd.unknown.artifact.v1";
 /// A layer listing the sha256 of each chunk of another layer (docs/verification.md).
 pub const CHUNKS_MEDIA_TYPE: &str = "application/vnd.regfs.chunks.v1+json";
 
+// ---- ModelPack (CNCF model-spec) ----
+
+/// The artifactType of a ModelPack model.
+pub const MODEL_ARTIFACT_TYPE: &str = "application/vnd.cncf.model.manifest.v1+json";
+/// The config of a ModelPack model.
+pub const MODEL_CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.model.config.v1+json";
+/// A model layer's media type is `<prefix><kind>.v1.<packing>`:
+/// `application/vnd.cncf.model.weight.v1.tar`.
+pub const MODEL_LAYER_PREFIX: &str = "application/vnd.cncf.model.";
+/// The prefix of older ModelPack artifacts (`application/vnd.cnai.model.doc.v1.raw`).
+pub const CNAI_MODEL_LAYER_PREFIX: &str = "application/vnd.cnai.model.";
+/// What a model layer holds.
+pub const MODEL_LAYER_KINDS: [&str; 5] = ["weight", "weight.config", "doc", "code", "dataset"];
+/// How a model layer packs it: the file itself, or a tar archive, plain
+/// or compressed (`Packing`).
+pub const MODEL_LAYER_PACKINGS: [&str; 4] = ["raw", "tar", "tar+gzip", "tar+zstd"];
+
 // ---- annotations ----
 
 /// The file name of a layer (ORAS), or of a layout's manifest.
@@ -77,6 +96,11 @@ pub const UNPACK_ANNOTATION: &str = "io.deis.oras.content.unpack";
 pub const MODEL_FILEPATH_ANNOTATION: &str = "org.cncf.model.filepath";
 /// ModelPack's older name for [`MODEL_FILEPATH_ANNOTATION`].
 pub const CNAI_MODEL_FILEPATH_ANNOTATION: &str = "org.cnai.model.filepath";
+/// ModelPack: a JSON object with the mode, mtime, size and type of a
+/// layer's file (`model.rs`).
+pub const MODEL_FILE_METADATA_ANNOTATION: &str = "org.cncf.model.file.metadata+json";
+/// ModelPack's older name for [`MODEL_FILE_METADATA_ANNOTATION`].
+pub const CNAI_MODEL_FILE_METADATA_ANNOTATION: &str = "org.cnai.model.file.metadata+json";
 /// On a chunk-digest layer: the digest of the layer it covers.
 pub const CHUNKS_OF_ANNOTATION: &str = "dev.regfs.chunks.of";
 
@@ -103,6 +127,10 @@ mod tests {
             LAYER_GZIP_MEDIA_TYPE,
             DEFAULT_ARTIFACT_TYPE,
             CHUNKS_MEDIA_TYPE,
+            MODEL_ARTIFACT_TYPE,
+            MODEL_CONFIG_MEDIA_TYPE,
+            MODEL_LAYER_PREFIX,
+            CNAI_MODEL_LAYER_PREFIX,
             TITLE_ANNOTATION,
             CREATED_ANNOTATION,
             REF_NAME_ANNOTATION,
@@ -110,6 +138,8 @@ mod tests {
             UNPACK_ANNOTATION,
             MODEL_FILEPATH_ANNOTATION,
             CNAI_MODEL_FILEPATH_ANNOTATION,
+            MODEL_FILE_METADATA_ANNOTATION,
+            CNAI_MODEL_FILE_METADATA_ANNOTATION,
             CHUNKS_OF_ANNOTATION,
         ];
         let distinct: std::collections::BTreeSet<_> = names.iter().collect();

@@ -1,6 +1,8 @@
-//! The tree regfs shows: nodes, their inode numbers, and what a manifest
-//! looks like as a folder (`view`). Nothing here does I/O or names fuser.
+//! The tree regfs shows: nodes, their inode numbers, what a manifest
+//! looks like as a folder (`view`), and what a tar layer looks like as one
+//! (`archive`). Nothing here does I/O or names fuser.
 
+pub mod archive;
 pub mod view;
 
 use std::collections::HashMap;
@@ -83,13 +85,35 @@ pub enum Node {
         mode: u32,
         mtime: i64,
     },
+    /// A folder of a ModelPack tar layer (`archive`): `path` is relative to
+    /// the layer's own folder, which stands at its filepath.
+    ArchiveDir {
+        repo: String,
+        layer: Desc,
+        path: Vec<String>,
+        mtime: i64,
+    },
+    /// A file of a ModelPack tar layer: a byte range of the (decompressed)
+    /// tar. `path` is where it is in the layer's folder; empty when the
+    /// layer is this one file.
+    ArchiveFile {
+        repo: String,
+        layer: Desc,
+        path: Vec<String>,
+        size: u64,
+        mode: u32,
+        mtime: i64,
+    },
 }
 
 impl Node {
     pub fn is_dir(&self) -> bool {
         match self {
             Node::Staged { dir } => *dir,
-            Node::ManifestJson { .. } | Node::Blob { .. } | Node::UnpackedFile { .. } => false,
+            Node::ManifestJson { .. }
+            | Node::Blob { .. }
+            | Node::UnpackedFile { .. }
+            | Node::ArchiveFile { .. } => false,
             _ => true,
         }
     }

@@ -42,6 +42,10 @@ pub enum Entry {
     /// A titled directory layer, by index into `View::blobs`: a folder whose
     /// contents come from the verified, unpacked layer.
     Unpacked(usize),
+    /// A ModelPack tar layer (plain or compressed), by index into
+    /// `View::blobs`: a file or a folder, as its file metadata or its tar
+    /// headers say (`archive`).
+    Archive(usize),
     /// A child manifest folder of an index, by index into `View::children`.
     Child(usize),
     /// `referrers/`: artifacts whose subject is this manifest.
@@ -49,8 +53,14 @@ pub enum Entry {
 }
 
 impl Entry {
-    pub fn is_dir(&self) -> bool {
-        !matches!(self, Entry::ManifestJson | Entry::Blob(_))
+    /// Whether the entry is a folder; `None` for a tar layer, which may be
+    /// either.
+    pub fn is_dir(&self) -> Option<bool> {
+        match self {
+            Entry::ManifestJson | Entry::Blob(_) => Some(false),
+            Entry::Archive(_) => None,
+            _ => Some(true),
+        }
     }
 }
 
@@ -207,20 +217,38 @@ impl View {
         let mut blobs_dir = BTreeMap::new();
         blobs_dir.insert("sha256".to_string(), Entry::Dir(sha));
         root.insert(BLOBS.to_string(), Entry::Dir(blobs_dir));
-        let config = &blobs[0];
-        if !is_empty_config(config) {
-            root.insert(CONFIG_JSON.to_string(), Entry::Blob(0));
-        }
         for (i, layer) in blobs.iter().enumerate().skip(1) {
-            let Some(title) = layer.title() else { continue };
-            let entry = if layer.is_directory_layer() {
-                Entry::Unpacked(i)
+            let (title, entry, reserved) = if let Some(title) = layer.title() {
+                let entry = if layer.is_directory_layer() {
+                    Entry::Unpacked(i)
+                } else {
+                    Entry::Blob(i)
+                };
+                (title, entry, &RESERVED[..])
+            } else if let Some(path) = layer.model_filepath() {
+                // ModelPack: a tar (plain or compressed) holds the file or
+                // folder at its path; anything else is the file itself. A
+                // model's own `config.json` takes the name from the
+                // manifest's config.
+                let entry = match layer.model_packing() {
+                    Some(p) if p.is_tar() => Entry::Archive(i),
+                    _ => Entry::Blob(i),
+                };
+                (path, entry, &MODEL_RESERVED[..])
             } else {
-                Entry::Blob(i)
+                continue;
             };
-            if let Err(why) = place_title(&mut root, title, entry) {
-                skipped.push(format!("layer {} title {title:?}: {why}", layer.digest));
+            if let Err(why) = place_title(&mut root, title, entry, reserved) {
+                let what = if layer.title().is_some() {
+                    "title"
+                } else {
+                    "filepath"
+                };
+                skipped.push(format!("layer {} {what} {title:?}: {why}", layer.digest));
             }
+        }
+        if !is_empty_config(&blobs[0]) && !root.contains_key(CONFIG_JSON) {
+            root.insert(CONFIG_JSON.to_string(), Entry::Blob(0));
         }
         Ok(View {
             size: 0,
@@ -450,9 +478,10 @@ fn place_title(
     root: &mut BTreeMap<String, Entry>,
     title: &str,
     entry: Entry,
+    reserved: &[&str],
 ) -> Result<(), TitleRejection> {
     let parts = title_components(title)?;
-    if RESERVED.contains(&parts[0]) {
+    if reserved.contains(&parts[0]) {
         return Err(TitleRejection::Reserved(parts[0].to_string()));
     }
     let (last, parents) = parts.split_last().ok_or(TitleRejection::Absolute)?;
@@ -478,6 +507,10 @@ fn place_title(
 
 /// Names a manifest folder uses itself: a title may not start with one.
 pub const RESERVED: [&str; 4] = [MANIFEST_JSON, CONFIG_JSON, BLOBS, REFERRERS];
+/// The names a ModelPack filepath may not start with: a model's own
+/// `config.json` is shown, and the manifest's config is then only under
+/// `blobs/`.
+const MODEL_RESERVED: [&str; 3] = [MANIFEST_JSON, BLOBS, REFERRERS];
 
 #[cfg(test)]
 mod tests;

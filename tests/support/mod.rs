@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests (`mod support;` in
 //! tests/integration.rs): a real registry per test, a fault-injecting proxy,
-//! ORAS / skopeo / OCI-layout fixtures, a regfs mount helper, and command
+//! ORAS / skopeo / OCI-layout / ModelPack fixtures, a regfs mount helper, and command
 //! runners that fail loudly and never hang.
 //!
 //! External tools come from scripts/install-deps.sh: docker-registry,
@@ -17,6 +17,7 @@ pub mod fsops;
 pub mod ggcr;
 pub mod http;
 pub mod kinds;
+pub mod model;
 pub mod mount;
 pub mod peers;
 pub mod proxy;

@@ -110,7 +110,8 @@ impl Blobs {
     }
 
     /// Bytes `offset..offset+size` of a lazily read blob, possibly before
-    /// the whole blob is verified; the read that reaches its end returns
+    /// the whole blob is verified; the read that reaches `file_end` (the
+    /// end of the file being read: the blob's, or a tar member's) returns
     /// only once it is. `sequential`: the reader continues where it left
     /// off, so one stream serves it best.
     pub async fn read(
@@ -120,6 +121,7 @@ impl Blobs {
         offset: u64,
         size: u32,
         sequential: bool,
+        file_end: u64,
     ) -> Result<Read, Error> {
         if let Some(p) = self.cached(&desc.digest).await {
             return Ok(Read::Verified(p));
@@ -132,7 +134,7 @@ impl Blobs {
         // With a chunk list every chunk is verified before it is returned,
         // so the end of the blob needs no gate of its own.
         let chunked = self.chunk_list(repo, desc, &dl).await?;
-        if end >= desc.size && !chunked {
+        if end >= file_end.min(desc.size) && !chunked {
             return Ok(Read::Verified(dl.wait_whole().await?));
         }
         let want = if sequential {

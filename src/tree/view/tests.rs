@@ -455,3 +455,140 @@ fn every_index_child_name_reads_back_as_its_platform() {
         );
     }
 }
+
+fn model_layer(n: u8, media_type: &str, annotations: &[(&str, &str)]) -> serde_json::Value {
+    let ann: serde_json::Map<String, serde_json::Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    serde_json::json!({
+        "mediaType": media_type,
+        "digest": d(n), "size": n as u64 * 10, "annotations": ann
+    })
+}
+
+#[test]
+fn model_layers_are_named_by_their_filepath() {
+    use crate::oci::{
+        CNAI_MODEL_FILEPATH_ANNOTATION as CNAI, MODEL_CONFIG_MEDIA_TYPE,
+        MODEL_FILEPATH_ANNOTATION as CNCF,
+    };
+    let bytes = manifest(
+        MODEL_CONFIG_MEDIA_TYPE,
+        vec![
+            model_layer(
+                1,
+                "application/vnd.cncf.model.weight.v1.raw",
+                &[(CNCF, "model.safetensors")],
+            ),
+            model_layer(
+                2,
+                "application/vnd.cncf.model.weight.v1.tar",
+                &[(CNCF, "w/part-1.bin")],
+            ),
+            model_layer(
+                3,
+                "application/vnd.cncf.model.code.v1.tar+gzip",
+                &[(CNCF, "code")],
+            ),
+            model_layer(
+                4,
+                "application/vnd.cncf.model.doc.v1.tar+zstd",
+                &[(CNCF, "docs")],
+            ),
+            model_layer(
+                5,
+                "application/vnd.cnai.model.doc.v1.raw",
+                &[(CNAI, "README.md")],
+            ),
+            // A title wins over a filepath.
+            model_layer(
+                6,
+                "application/vnd.cncf.model.doc.v1.tar",
+                &[(CNCF, "LICENSE"), (TITLE_ANNOTATION, "COPYING")],
+            ),
+            // A filepath on a layer of another media type: the file itself.
+            model_layer(7, LAYER_MEDIA_TYPE, &[(CNCF, "extra.txt")]),
+            // Unsafe and reserved filepaths are not shown.
+            model_layer(
+                8,
+                "application/vnd.cncf.model.weight.v1.raw",
+                &[(CNCF, "../x")],
+            ),
+            model_layer(
+                9,
+                "application/vnd.cncf.model.weight.v1.raw",
+                &[(CNCF, "/abs")],
+            ),
+            model_layer(
+                10,
+                "application/vnd.cncf.model.weight.v1.raw",
+                &[(CNCF, "blobs/y")],
+            ),
+            // No filepath and no title: only under blobs/.
+            model_layer(11, "application/vnd.cncf.model.weight.v1.raw", &[]),
+        ],
+    );
+    let v = View::parse(&bytes, None).unwrap();
+    assert_eq!(v.root.get("model.safetensors"), Some(&Entry::Blob(1)));
+    let w = v.dir(&["w".into()]).unwrap();
+    assert_eq!(w.get("part-1.bin"), Some(&Entry::Archive(2)));
+    assert_eq!(v.root.get("code"), Some(&Entry::Archive(3)));
+    assert_eq!(v.root.get("docs"), Some(&Entry::Archive(4)));
+    assert_eq!(v.root.get("README.md"), Some(&Entry::Blob(5)));
+    assert_eq!(v.root.get("COPYING"), Some(&Entry::Blob(6)));
+    assert_eq!(v.root.get("LICENSE"), None);
+    assert_eq!(v.root.get("extra.txt"), Some(&Entry::Blob(7)));
+    assert_eq!(v.skipped.len(), 3, "{:?}", v.skipped);
+    assert!(
+        v.skipped.iter().all(|s| s.contains("filepath")),
+        "{:?}",
+        v.skipped
+    );
+    assert_eq!(
+        names(&v.root),
+        [
+            "COPYING",
+            "README.md",
+            "blobs",
+            "code",
+            "config.json",
+            "docs",
+            "extra.txt",
+            "manifest.json",
+            "model.safetensors",
+            "referrers",
+            "w"
+        ]
+    );
+    assert_eq!(Entry::Archive(3).is_dir(), None);
+    assert_eq!(Entry::Blob(1).is_dir(), Some(false));
+}
+
+#[test]
+fn a_models_own_config_json_takes_the_name_from_the_manifest_config() {
+    use crate::oci::{MODEL_CONFIG_MEDIA_TYPE, MODEL_FILEPATH_ANNOTATION as CNCF};
+    let raw = "application/vnd.cncf.model.weight.config.v1.raw";
+    let bytes = manifest(
+        MODEL_CONFIG_MEDIA_TYPE,
+        vec![model_layer(1, raw, &[(CNCF, "config.json")])],
+    );
+    let v = View::parse(&bytes, None).unwrap();
+    assert_eq!(v.root.get("config.json"), Some(&Entry::Blob(1)));
+    assert!(v.skipped.is_empty(), "{:?}", v.skipped);
+    // The manifest's config is still under blobs/.
+    let sha = v.dir(&["blobs".into(), "sha256".into()]).unwrap();
+    assert_eq!(sha.get(&"c8".repeat(32)), Some(&Entry::Blob(0)));
+    // Without such a layer, config.json is the manifest's config; a title
+    // may not take it.
+    let bytes = manifest(
+        MODEL_CONFIG_MEDIA_TYPE,
+        vec![
+            model_layer(1, raw, &[(CNCF, "weights/config.json")]),
+            layer(2, Some("config.json"), false),
+        ],
+    );
+    let v = View::parse(&bytes, None).unwrap();
+    assert_eq!(v.root.get("config.json"), Some(&Entry::Blob(0)));
+    assert_eq!(v.skipped.len(), 1, "{:?}", v.skipped);
+}
