@@ -625,13 +625,34 @@ impl Fs {
 
     /// Attributes of several inodes at once (for readdirplus); `None` for
     /// one whose attributes cannot be had now (the kernel then asks again).
+    /// For a manifest folder (a tag), its `referrers/` listing is asked for
+    /// too, in the same concurrent batch: a walk (`ls -R`, `find`, `rsync`)
+    /// goes into every tag's `referrers/` next, one tag after another, and
+    /// would otherwise wait a round trip for each.
     pub async fn attrs(&self, inos: &[Ino]) -> Vec<Option<Attr>> {
         use futures_util::stream::{self, StreamExt};
         stream::iter(inos.iter().copied())
-            .map(|i| async move { self.getattr(i).await.ok() })
+            .map(|i| async move {
+                let a = self.getattr(i).await.ok();
+                if a.is_some() {
+                    self.warm_referrers(i).await;
+                }
+                a
+            })
             .buffered(16)
             .collect()
             .await
+    }
+
+    async fn warm_referrers(&self, ino: Ino) {
+        let Ok(node) = self.node(ino) else { return };
+        let Node::Manifest { repo, target } = &*node else {
+            return;
+        };
+        if let Ok(d) = self.resolve(repo, target).await {
+            // A failure here is met again (and reported) when the folder is read.
+            let _ = self.metadata.referrers(repo, &d).await;
+        }
     }
 
     /// Attributes for an entry listed while its real ones cannot be had.
