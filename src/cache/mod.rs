@@ -525,6 +525,27 @@ impl Cache {
         write_atomic(&self.root, &p, &bytes)
     }
 
+    /// A saved listing and how long ago it was saved (its file's mtime).
+    pub fn listing_with_age(
+        &self,
+        host: &str,
+        repo: Option<&str>,
+    ) -> Option<(Vec<String>, std::time::Duration)> {
+        let p = self.refs_dir(host, repo).join("list.json");
+        let age = fs::metadata(&p).ok()?.modified().ok()?.elapsed().ok()?;
+        Some((serde_json::from_slice(&fs::read(p).ok()?).ok()?, age))
+    }
+
+    /// Forgets what is saved about `repo`'s tags `tags` and its tag list
+    /// (a commit just moved them: the next mount asks the registry).
+    pub fn forget_tags(&self, host: &str, repo: &str, tags: &[String]) {
+        let dir = self.refs_dir(host, Some(repo));
+        let _ = fs::remove_file(dir.join("list.json"));
+        for t in tags {
+            let _ = fs::remove_file(dir.join("tags").join(t));
+        }
+    }
+
     /// A saved listing (tags of a repo, or the catalog when `repo` is None).
     pub fn listing(&self, host: &str, repo: Option<&str>) -> Option<Vec<String>> {
         let p = self.refs_dir(host, repo).join("list.json");

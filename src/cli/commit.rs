@@ -230,9 +230,13 @@ async fn commit_tag(
             .collect(),
         None => Vec::new(),
     };
-    let outcome = push_with_output(&run.backend, &job.repo, &plan, &tags, &origins)
-        .await
-        .map_err(|f| fail(&f.moved, f.cause))?;
+    let pushed = push_with_output(&run.backend, &job.repo, &plan, &tags, &origins).await;
+    // Whatever moved, a later mount must ask the registry for these tags
+    // (mounts trust what the cache saved for --tag-ttl).
+    if let Some(c) = &run.cache {
+        c.forget_tags(run.backend.host(), &job.repo, &tags);
+    }
+    let outcome = pushed.map_err(|f| fail(&f.moved, f.cause))?;
     // What was just pushed from here reads back without a download.
     if let (Some(c), false) = (&run.cache, outcome.unchanged) {
         for b in &plan.blobs {

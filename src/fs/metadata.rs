@@ -158,20 +158,28 @@ impl Metadata {
             .as_ref()
             .filter(|l| l.at.elapsed() < self.tag_ttl)
             .map(|l| l.names.clone());
-        let names = match fresh {
-            Some(n) => n,
-            None => {
-                let names = match self.source.catalog().await {
-                    Ok(Some(n)) => {
-                        let _ = self.cache.put_listing(self.host(), None, &n);
-                        n
-                    }
-                    Ok(None) => Vec::new(),
-                    Err(e) if e.is_unreachable() => {
-                        tracing::warn!("{e}; using the last known catalog");
-                        self.cache.listing(self.host(), None).unwrap_or_default()
-                    }
-                    Err(e) => return Err(e.into()),
+        let saved = self
+            .cache
+            .listing_with_age(self.host(), None)
+            .filter(|(_, age)| *age < self.tag_ttl);
+        let names = match (fresh, saved) {
+            (Some(n), _) => n,
+            (None, saved) => {
+                let names = match saved {
+                    // Saved by an earlier mount within --tag-ttl: trusted.
+                    Some((n, _)) => n,
+                    None => match self.source.catalog().await {
+                        Ok(Some(n)) => {
+                            let _ = self.cache.put_listing(self.host(), None, &n);
+                            n
+                        }
+                        Ok(None) => Vec::new(),
+                        Err(e) if e.is_unreachable() => {
+                            tracing::warn!("{e}; using the last known catalog");
+                            self.cache.listing(self.host(), None).unwrap_or_default()
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
                 };
                 let names = Arc::new(names);
                 *lock(&self.catalog) = Some(Listing {
@@ -211,9 +219,19 @@ impl Metadata {
                 return Ok(l.names.clone());
             }
         }
-        let tags = match self.source.tags(repo).await {
+        let saved = self
+            .cache
+            .listing_with_age(self.host(), Some(repo))
+            .filter(|(_, age)| *age < self.tag_ttl);
+        let tags = match saved {
+            // Saved by an earlier mount within --tag-ttl: trusted as ours.
+            Some((t, _)) => Ok(t),
+            None => self.source.tags(repo).await.inspect(|t| {
+                let _ = self.cache.put_listing(self.host(), Some(repo), t);
+            }),
+        };
+        let tags = match tags {
             Ok(t) => {
-                let _ = self.cache.put_listing(self.host(), Some(repo), &t);
                 lock(&self.known_repos).insert(repo.to_string());
                 t
             }
@@ -273,6 +291,16 @@ impl Metadata {
         if let Some((d, at)) = lock(&self.tags).get(&key) {
             if at.elapsed() < self.tag_ttl {
                 return Ok(d.clone());
+            }
+        }
+        // A resolution an earlier mount saved is trusted for what is left
+        // of its --tag-ttl: a warm remount reads without asking.
+        if let Some(r) = self.cache.tag_ref(self.host(), repo, tag) {
+            let age = Duration::from_secs(now_secs().saturating_sub(r.checked).max(0) as u64);
+            if age < self.tag_ttl && self.cache.has_manifest(&r.digest) {
+                let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+                lock(&self.tags).insert(key, (r.digest.clone(), at));
+                return Ok(r.digest);
             }
         }
         // A refresh while we ask (a commit just moved the tag) makes our

@@ -638,3 +638,39 @@ async fn staged_files_keep_the_modes_that_were_set_and_refuse_other_owners() {
 }
 
 mod model;
+
+/// A second `Fs` on the same cache and source: a remount.
+fn remount(w: &World, tag_ttl: Duration) -> Fs {
+    let cache = w.fs.cache().clone();
+    let staging = Arc::new(Staging::open(&w._dir.path().join("staging")).unwrap());
+    let mut o = opts(Verify::Strict, Duration::from_secs(5));
+    o.tag_ttl = tag_ttl;
+    Fs::new(w.source.clone(), cache, staging, o)
+}
+
+async fn digest_of_folder(fs: &Fs, path: &str) -> String {
+    let mut ino = ROOT_INO;
+    for c in path.split('/') {
+        ino = fs.lookup(ino, c).await.unwrap().ino;
+    }
+    String::from_utf8(fs.getxattr(ino, "user.oci.digest").await.unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remount_trusts_what_the_cache_saved_for_the_tag_ttl() {
+    let (m, _, _) = sample();
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    let first = digest_of_folder(&w.fs, "org/app/v1").await;
+    // The tag moves in the registry.
+    let moved = w.source.push("org/app", "v1", &[("other.txt", b"other")]);
+    // Within --tag-ttl a remount answers from the cache: it asked nothing.
+    let again = remount(&w, Duration::from_secs(30));
+    assert_eq!(digest_of_folder(&again, "org/app/v1").await, first);
+    assert_eq!(again.readdir(ROOT_INO).await.unwrap().len(), 1);
+    // With the time up, it asks and sees the move.
+    let later = remount(&w, Duration::ZERO);
+    assert_eq!(
+        digest_of_folder(&later, "org/app/v1").await,
+        moved.to_string()
+    );
+}
