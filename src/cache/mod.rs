@@ -536,9 +536,11 @@ impl Cache {
         Some((serde_json::from_slice(&fs::read(p).ok()?).ok()?, age))
     }
 
-    /// Forgets what is saved about `repo`'s tags `tags` and its tag list
-    /// (a commit just moved them: the next mount asks the registry).
+    /// Forgets what is saved about `repo`'s tags `tags`, its tag list and
+    /// the catalog (a commit just moved them, or made the repository: the
+    /// next listing asks the registry).
     pub fn forget_tags(&self, host: &str, repo: &str, tags: &[String]) {
+        let _ = fs::remove_file(self.refs_dir(host, None).join("list.json"));
         let dir = self.refs_dir(host, Some(repo));
         let _ = fs::remove_file(dir.join("list.json"));
         for t in tags {
