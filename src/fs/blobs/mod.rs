@@ -251,6 +251,7 @@ impl Blobs {
                 attempt: 0,
                 parallel: false,
                 rate_from: None,
+                waited: Duration::ZERO,
             }),
             changed: Notify::new(),
         });
@@ -296,7 +297,10 @@ struct State {
     /// A whole-blob fetch by parallel chunks (chosen, or the stream was slow).
     parallel: bool,
     /// Since when, and from how many bytes held, the stream's rate is measured.
-    rate_from: Option<(Instant, u64)>,
+    rate_from: Option<(Instant, u64, Duration)>,
+    /// How long transfers waited for the disk writer (a local bottleneck:
+    /// more connections would not help).
+    waited: Duration,
 }
 
 struct Download {
@@ -480,12 +484,16 @@ impl Download {
         }
         if want == Want::Whole && !st.parallel {
             let now = Instant::now();
-            let (t0, h0) = *st.rate_from.get_or_insert((now, held));
+            let waited = st.waited;
+            let (t0, h0, w0) = *st.rate_from.get_or_insert((now, held, waited));
             let spent = now.duration_since(t0);
             if spent >= RATE_WINDOW {
                 let rate = held.saturating_sub(h0) as f64 / spent.as_secs_f64();
                 let left = self.desc.size.saturating_sub(held);
-                if rate < SLOW_STREAM && left >= 2 * CHUNK {
+                // Slow because of us (hashing and writing could not keep
+                // up: the machine is busy), not the link: stay one stream.
+                let local = waited.saturating_sub(w0) * 4 > spent;
+                if rate < SLOW_STREAM && left >= 2 * CHUNK && !local {
                     tracing::debug!(digest = %self.desc.digest, rate_mb_s = rate / 1e6,
                         "one stream is slow: fetching the rest by parallel ranges");
                     st.parallel = true;
@@ -498,7 +506,7 @@ impl Download {
                         }
                     }
                 } else {
-                    st.rate_from = Some((now, held));
+                    st.rate_from = Some((now, held, waited));
                 }
             }
         }
@@ -677,8 +685,13 @@ impl Download {
                     // waiting for a few KiB should not wait for a batch.
                     if batched >= WRITE_BATCH || pos == stop || pos - at <= FIRST_BYTES {
                         let b = std::mem::take(&mut batch);
+                        let t = Instant::now();
                         if tx.send((batch_at, b)).await.is_err() {
                             break Ok(()); // the writer failed: its error says why
+                        }
+                        let waited = t.elapsed();
+                        if waited > Duration::from_millis(1) {
+                            lock(&self.state).waited += waited;
                         }
                         batch_at = pos;
                         batched = 0;
