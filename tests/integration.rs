@@ -804,3 +804,7 @@ mod chunks;
 // HTTPS: reads, commits, refusals over TLS on loopback (tests/it/tls.rs).
 #[path = "it/tls.rs"]
 mod tls;
+
+// Directory layers within the cache bound; gzip bombs.
+#[path = "it/unpack.rs"]
+mod unpack;

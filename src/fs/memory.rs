@@ -104,6 +104,22 @@ impl Memory {
         self.push_layers(repo, tag, vec![layer, list_layer])
     }
 
+    /// Pushes a folder as ORAS does: one titled tar+gzip layer with
+    /// `io.deis.oras.content.unpack=true`, holding `targz`.
+    pub fn push_dir(&self, repo: &str, tag: &str, title: &str, targz: &[u8]) -> Digest {
+        let d = self.put_blob(targz);
+        let layer = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": d.to_string(),
+            "size": targz.len(),
+            "annotations": {
+                "org.opencontainers.image.title": title,
+                crate::oci::UNPACK_ANNOTATION: "true",
+            },
+        });
+        self.push_layers(repo, tag, vec![layer])
+    }
+
     fn titled_layer(&self, title: &str, data: &[u8]) -> serde_json::Value {
         let d = self.put_blob(data);
         serde_json::json!({

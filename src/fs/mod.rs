@@ -30,7 +30,7 @@ mod read;
 pub mod source;
 #[cfg(test)]
 mod tests;
-mod unpack;
+pub mod unpack;
 mod write;
 mod xattr;
 
@@ -138,7 +138,11 @@ enum Handle {
         /// Where the last read ended (a read starting there is sequential).
         next: u64,
     },
-    File(Arc<std::fs::File>),
+    /// A file of an unpacked directory layer, whose tree is held while open.
+    Unpacked {
+        file: Arc<std::fs::File>,
+        _held: unpack::Held,
+    },
     /// A file of the staging area, open for reading and writing.
     Staged(Arc<std::fs::File>),
 }
@@ -148,6 +152,7 @@ pub struct Fs {
     namespace: Namespace,
     blobs: blobs::Blobs,
     overlay: Overlay,
+    unpacker: unpack::Unpacker,
     cache: Arc<Cache>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -189,6 +194,7 @@ impl Fs {
             namespace: Namespace::new(),
             blobs,
             overlay: Overlay::new(staging, opts.read_only, opts.uid, opts.gid),
+            unpacker: unpack::Unpacker::new(),
             cache,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),

@@ -57,19 +57,20 @@ impl Fs {
                     next: 0,
                 }
             }
-            Node::UnpackedFile { layer, path, .. } => {
-                let p = self.unpacked_path(layer, path)?;
-                let f = std::fs::File::open(&p).map_err(|source| Error::Io {
-                    what: p.display().to_string(),
-                    source,
-                })?;
-                Handle::File(Arc::new(f))
+            Node::UnpackedFile {
+                repo, layer, path, ..
+            } => {
+                let (f, held) = self.open_unpacked(repo, layer, path).await?;
+                Handle::Unpacked {
+                    file: Arc::new(f),
+                    _held: held,
+                }
             }
             _ => return Err(Error::IsDir),
         };
         let ready = match &handle {
             Handle::Blob { file, .. } => file.clone(),
-            Handle::File(f) => Some(f.clone()),
+            Handle::Unpacked { file, .. } => Some(file.clone()),
             Handle::Bytes(_) | Handle::Staged(_) => None,
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -86,7 +87,9 @@ impl Fs {
         let src = match lock(&self.handles).get_mut(&fh) {
             None => return Err(Error::BadHandle),
             Some(Handle::Bytes(b)) => Src::Bytes(b.clone()),
-            Some(Handle::File(f)) | Some(Handle::Staged(f)) => Src::File(f.clone()),
+            Some(Handle::Unpacked { file: f, .. }) | Some(Handle::Staged(f)) => {
+                Src::File(f.clone())
+            }
             Some(Handle::Blob { file: Some(f), .. }) => Src::File(f.clone()),
             Some(Handle::Blob {
                 repo,

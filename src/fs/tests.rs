@@ -37,8 +37,13 @@ fn opts(verify: Verify, timeout: Duration) -> Options {
 }
 
 fn world_with(source: Memory, verify: Verify, timeout: Duration) -> World {
+    world_sized(source, verify, timeout, 1 << 34)
+}
+
+/// A world whose cache holds at most `cache_size` bytes.
+fn world_sized(source: Memory, verify: Verify, timeout: Duration, cache_size: u64) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let cache = Arc::new(Cache::open(&dir.path().join("cache"), 1 << 34).unwrap());
+    let cache = Arc::new(Cache::open(&dir.path().join("cache"), cache_size).unwrap());
     let staging = Arc::new(Staging::open(&dir.path().join("staging")).unwrap());
     let source = Arc::new(source);
     let fs = Fs::new(source.clone(), cache, staging, opts(verify, timeout));
@@ -591,4 +596,133 @@ async fn staged_files_keep_the_modes_that_were_set_and_refuse_other_owners() {
         w.fs.setattr(a.ino, same).await.is_ok(),
         "chown to the owner it has"
     );
+}
+
+// ---- directory layers ---------------------------------------------------
+
+use super::unpack::tests::targz;
+
+impl World {
+    fn cache_root(&self) -> std::path::PathBuf {
+        self.fs.cache().root().to_path_buf()
+    }
+
+    /// Names in a folder of the cache (`unpacked/sha256`, `tmp`).
+    fn cache_names(&self, sub: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.cache_root().join(sub))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<String>, Error> {
+        let ino = self.path(path).await?;
+        Ok(self
+            .fs
+            .readdir(ino)
+            .await?
+            .into_iter()
+            .map(|e| e.name)
+            .collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_layer_is_unpacked_into_the_cache_and_counts_in_its_use() {
+    let m = Memory::new();
+    let gz = targz(&[
+        ("site/", 0, 0),
+        ("site/index.html", 5000, b'h'),
+        ("site/css/a.css", 10, b'c'),
+    ]);
+    m.push_dir("org/app", "v1", "site", &gz);
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    assert_eq!(
+        w.list("org/app/v1/site").await.unwrap(),
+        vec!["css", "index.html"]
+    );
+    assert_eq!(
+        w.read_all("org/app/v1/site/index.html", 4096)
+            .await
+            .unwrap(),
+        vec![b'h'; 5000]
+    );
+    let usage = Cache::usage_in(&w.cache_root());
+    assert_eq!(usage.trees, 1);
+    // The tree's folder, css, a.css one block each, index.html two.
+    assert_eq!(usage.tree_bytes, 5 * 4096);
+    assert_eq!(usage.blob_bytes, gz.len() as u64);
+    assert_eq!(w.cache_names("tmp"), Vec::<String>::new());
+}
+
+/// Regression (issue 11, item 4): a small gzip layer that expands to
+/// gigabytes was written out whole, past the cache bound and the disk
+/// floor. It now fails with EIO, leaves nothing behind, and is not tried
+/// again by the mount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_layer_fails_with_eio_and_leaves_nothing_behind() {
+    let m = Memory::new();
+    let gz = targz(&[("bomb/", 0, 0), ("bomb/zeros", 80 << 20, 0)]);
+    assert!(gz.len() < 1 << 20);
+    m.push_dir("org/app", "v1", "bomb", &gz);
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    let e = w.list("org/app/v1/bomb").await.unwrap_err();
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert!(e.to_string().contains("decompression bomb"), "{e}");
+    let hex = Digest::of(&gz).hex().to_string();
+    assert_eq!(w.cache_names("unpacked/sha256"), Vec::<String>::new());
+    assert_eq!(w.cache_names("tmp"), Vec::<String>::new());
+    assert_eq!(Cache::usage_in(&w.cache_root()).tree_bytes, 0);
+    // Refused for good: the next listing says so without unpacking.
+    assert!(w.fs.unpacker.refused(&Digest::of(&gz)).is_some(), "{hex}");
+    let again = Instant::now();
+    let e = w.list("org/app/v1/bomb").await.unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(again.elapsed() < Duration::from_millis(100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpacked_layers_share_the_cache_bound_and_trees_in_use_are_kept() {
+    let m = Memory::new();
+    let layer = |mib: u64, fill: u8| targz(&[("d/", 0, 0), ("d/f", mib << 20, fill)]);
+    let (a, b, c, d) = (layer(5, 1), layer(5, 2), layer(13, 3), layer(6, 4));
+    m.push_dir("r", "a", "d", &a);
+    m.push_dir("r", "b", "d", &b);
+    m.push_dir("r", "c", "d", &c);
+    m.push_dir("r", "d", "d", &d);
+    let w = world_sized(m, Verify::Strict, Duration::from_secs(5), 12 << 20);
+    let tree = |gz: &[u8]| {
+        w.cache_root()
+            .join("unpacked/sha256")
+            .join(Digest::of(gz).hex())
+    };
+    assert_eq!(w.list("r/a/d").await.unwrap(), vec!["f"]);
+    // A file of a's tree is open: a is in use.
+    let ino = w.path("r/a/d/f").await.unwrap();
+    let (fh, _) = w.fs.open(ino, false, false).await.unwrap();
+    assert_eq!(w.list("r/b/d").await.unwrap(), vec!["f"]);
+    assert!(tree(&a).is_dir() && tree(&b).is_dir());
+    // c can never fit: refused, and nothing evicted for it.
+    let e = w.list("r/c/d").await.unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(
+        e.to_string().contains("more room than the cache has"),
+        "{e}"
+    );
+    assert!(!tree(&c).exists());
+    assert!(tree(&a).is_dir() && tree(&b).is_dir());
+    // d fits once b, idle, is evicted; a, open, stays.
+    assert_eq!(w.list("r/d/d").await.unwrap(), vec!["f"]);
+    assert!(tree(&a).is_dir() && !tree(&b).exists() && tree(&d).is_dir());
+    assert!(Cache::usage_in(&w.cache_root()).total() <= 12 << 20);
+    assert_eq!(w.fs.read(fh, 0, 4).await.unwrap().to_vec(), vec![1; 4]);
+    w.fs.release(fh);
+    // b's file, evicted, is unpacked again when it is opened.
+    assert_eq!(w.read_at("r/b/d/f", 0, 3).await.unwrap(), vec![2; 3]);
+    assert!(tree(&b).is_dir());
+    assert!(Cache::usage_in(&w.cache_root()).total() <= 12 << 20);
+    assert_eq!(w.cache_names("tmp"), Vec::<String>::new());
 }

@@ -276,6 +276,52 @@ impl Registry {
         })
     }
 
+    /// Uploads `data` as a blob of `repo` (POST, then one PUT); returns
+    /// its digest.
+    pub fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = super::fixtures::sha256_bytes(data);
+        let r = self.request("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], &[]);
+        assert_eq!(r.status, 202, "start upload to {repo}: {}", r.text());
+        let loc = r.header("Location").expect("upload Location").to_string();
+        let path = match loc.find("/v2/") {
+            Some(i) => loc[i..].to_string(),
+            None => loc,
+        };
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let r = self.request(
+            "PUT",
+            &format!("{path}{sep}digest={digest}"),
+            &[("Content-Type", "application/octet-stream")],
+            data,
+        );
+        assert_eq!(r.status, 201, "upload {digest} to {repo}: {}", r.text());
+        digest
+    }
+
+    /// Puts manifest `bytes` (of `media_type`) as `repo:reference` (a tag
+    /// or its digest); returns its digest.
+    pub fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> String {
+        let r = self.request(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Content-Type", media_type)],
+            bytes,
+        );
+        assert_eq!(
+            r.status,
+            201,
+            "put manifest {repo}:{reference}: {}",
+            r.text()
+        );
+        super::fixtures::sha256_bytes(bytes)
+    }
+
     /// Tags of `repo` (empty when the repository does not exist).
     pub fn tags(&self, repo: &str) -> Vec<String> {
         let r = self.request("GET", &format!("/v2/{repo}/tags/list"), &[], &[]);
