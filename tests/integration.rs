@@ -808,3 +808,7 @@ mod tls;
 // Directory layers within the cache bound; gzip bombs.
 #[path = "it/unpack.rs"]
 mod unpack;
+
+// Hostile referrer graphs: subjects checked, cycles and depth cut.
+#[path = "it/referrers.rs"]
+mod referrers;

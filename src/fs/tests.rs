@@ -726,3 +726,125 @@ async fn unpacked_layers_share_the_cache_bound_and_trees_in_use_are_kept() {
     assert!(Cache::usage_in(&w.cache_root()).total() <= 12 << 20);
     assert_eq!(w.cache_names("tmp"), Vec::<String>::new());
 }
+
+// ---- referrers: subjects, cycles, depth -----------------------------------
+
+impl World {
+    /// Every folder under `path`, depth-first like `find`; panics past
+    /// `most` folders (a walk that would never end).
+    async fn walk(&self, path: &str, most: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![path.to_string()];
+        while let Some(p) = todo.pop() {
+            assert!(
+                out.len() < most,
+                "the walk goes on past {most} folders: {out:#?}"
+            );
+            let ino = self.path(&p).await.unwrap();
+            for e in self.fs.readdir(ino).await.unwrap() {
+                if e.kind == Kind::Dir {
+                    todo.push(format!("{p}/{}", e.name));
+                }
+            }
+            out.push(p);
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Regression (issue 11, item 9b): a `sha256-<A>` tag that listed A itself
+/// showed A as its own referrer. A referrer is shown only under the
+/// manifest its `subject` names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referrer_is_shown_only_under_the_manifest_it_refers_to() {
+    let m = Memory::new();
+    let a = m.push("r", "v1", &[("a.txt", b"a")]);
+    let x = m.push("r", "other", &[("x.txt", b"x")]);
+    let b = m.put_manifest("r", None, &m.artifact("b.sig", Some(&a)));
+    let c = m.put_manifest("r", None, &m.artifact("c.sig", Some(&x)));
+    let none = m.put_manifest("r", None, &m.artifact("n.sig", None));
+    let missing = Digest::of(b"no such manifest");
+    m.set_referrers(&a, &[a.clone(), b.clone(), c, none, missing]);
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    assert_eq!(w.names("r/v1/referrers").await, vec![b.to_string()]);
+    let e = w.path(&format!("r/v1/referrers/{a}")).await.unwrap_err();
+    assert_eq!(e.errno(), libc::ENOENT);
+    assert_eq!(
+        w.read_all(&format!("r/v1/referrers/{b}/b.sig"), 4096)
+            .await
+            .unwrap(),
+        b"b.sig"
+    );
+}
+
+/// An index that refers to A and lists A as its child makes a cycle
+/// (A/referrers/B/linux-amd64 is A again): the child is not shown there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_is_shown_at_most_once_on_any_path() {
+    let m = Memory::new();
+    let a = m.push("r", "v1", &[("a.txt", b"a")]);
+    let a_size = super::Source::manifest(&m, "r", "v1")
+        .await
+        .unwrap()
+        .bytes
+        .len();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "subject": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": a.to_string(),
+            "size": a_size,
+        },
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": a.to_string(),
+            "size": a_size,
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }],
+    });
+    let b = m.put_manifest("r", None, &index);
+    m.set_referrers(&a, std::slice::from_ref(&b));
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    let walked = w.walk("r/v1", 100).await;
+    let b_dir = format!("r/v1/referrers/{b}");
+    assert!(walked.contains(&b_dir), "{walked:#?}");
+    assert!(
+        !walked.iter().any(|p| p.contains("linux-amd64")),
+        "{walked:#?}"
+    );
+    let e = w.path(&format!("{b_dir}/linux-amd64")).await.unwrap_err();
+    assert_eq!(e.errno(), libc::ENOENT);
+    // Reached from B's side, A shows once, and B not again below it.
+    let from_b = w.walk(&format!("r/@sha256:{}", b.hex()), 100).await;
+    let a_dir = format!("r/@sha256:{}/linux-amd64", b.hex());
+    assert!(from_b.contains(&a_dir), "{from_b:#?}");
+    assert_eq!(
+        w.names(&format!("{a_dir}/referrers")).await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_nest_at_most_eight_deep() {
+    let m = Memory::new();
+    let mut chain = vec![m.push("r", "v1", &[("m0", b"0")])];
+    for i in 1..12 {
+        let d = m.put_manifest("r", None, &m.artifact(&format!("m{i}"), chain.last()));
+        m.set_referrers(&chain[i - 1], std::slice::from_ref(&d));
+        chain.push(d);
+    }
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    let walked = w.walk("r/v1", 1000).await;
+    let shown: Vec<&Digest> = chain
+        .iter()
+        .filter(|d| walked.iter().any(|p| p.ends_with(&d.to_string())))
+        .collect();
+    assert_eq!(
+        shown,
+        chain[1..=super::MAX_REFERRERS_DEPTH]
+            .iter()
+            .collect::<Vec<_>>()
+    );
+}
