@@ -679,6 +679,14 @@ fn proxy_fails_then_recovers() {
     .unwrap();
     assert_eq!(r.status, 503);
     assert_eq!(proxy.requests(), 6);
+    // Unavailable: 503 with Retry-After, for as long as the mode lasts
+    proxy.set_mode(Mode::Unavailable { retry_after: 7 });
+    for _ in 0..3 {
+        let r = http_get(&proxy.host(), "/v2/").unwrap();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("Retry-After"), Some("7"));
+    }
+    assert_eq!(proxy.mode(), Mode::Unavailable { retry_after: 7 });
 }
 
 #[test]

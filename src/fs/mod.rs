@@ -140,6 +140,9 @@ enum Handle {
         file: Option<Arc<std::fs::File>>,
         /// Where the last read ended (a read starting there is sequential).
         next: u64,
+        /// The last read that failed for want of bytes, and when (see
+        /// `read::FAIL_FAST`).
+        failed: Option<(std::time::Instant, Arc<Error>)>,
     },
     /// A file of an unpacked directory layer, whose tree is held while open.
     Unpacked {

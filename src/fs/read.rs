@@ -14,6 +14,20 @@ use super::{lock, Error, Fs, Handle};
 use crate::tree::view::Desc;
 use crate::tree::{Ino, Node};
 
+/// A read of a handle whose last read failed for want of bytes (the
+/// registry failing, or nothing arriving for `--timeout`) less than this
+/// long ago gets the same failure at once. The kernel asks again for what a
+/// read could not get (readahead, then page by page), on the same handle:
+/// without this, each of those asks would wait `--timeout` of its own. A
+/// new open asks the registry again.
+pub(super) const FAIL_FAST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What `fetch_for_read` found.
+enum Fetched {
+    Bytes(Bytes),
+    File(Arc<std::fs::File>),
+}
+
 impl Fs {
     /// Opens a file; returns the handle and, when the bytes are already
     /// verified on disk, the file (for passthrough).
@@ -55,6 +69,7 @@ impl Fs {
                     desc: desc.clone(),
                     file,
                     next: 0,
+                    failed: None,
                 }
             }
             Node::UnpackedFile {
@@ -83,6 +98,7 @@ impl Fs {
             Bytes(Bytes),
             File(Arc<std::fs::File>),
             Fetch(String, Desc, bool),
+            Failed(Arc<Error>),
         }
         let src = match lock(&self.handles).get_mut(&fh) {
             None => return Err(Error::BadHandle),
@@ -92,10 +108,16 @@ impl Fs {
             }
             Some(Handle::Blob { file: Some(f), .. }) => Src::File(f.clone()),
             Some(Handle::Blob {
+                file: None,
+                failed: Some((at, e)),
+                ..
+            }) if at.elapsed() < FAIL_FAST => Src::Failed(e.clone()),
+            Some(Handle::Blob {
                 repo,
                 desc,
                 file: None,
                 next,
+                ..
             }) => {
                 let sequential = offset > 0 && offset == *next;
                 *next = offset.saturating_add(size as u64);
@@ -109,34 +131,24 @@ impl Fs {
                 return Ok(b.slice(start..end));
             }
             Src::File(f) => f,
+            Src::Failed(e) => return Err(Error::Shared(e)),
             Src::Fetch(repo, desc, sequential) => {
-                if self.blobs.is_lazy(&desc) {
-                    if let Read::Unverified(b) = self
-                        .blobs
-                        .read(&repo, &desc, offset, size, sequential)
-                        .await?
-                    {
-                        return Ok(b);
+                match self
+                    .fetch_for_read(fh, &repo, &desc, offset, size, sequential)
+                    .await
+                {
+                    Ok(Fetched::Bytes(b)) => return Ok(b),
+                    Ok(Fetched::File(f)) => f,
+                    Err(e) if e.is_for_want_of_bytes() => {
+                        let e = Arc::new(e);
+                        if let Some(Handle::Blob { failed, .. }) = lock(&self.handles).get_mut(&fh)
+                        {
+                            *failed = Some((std::time::Instant::now(), e.clone()));
+                        }
+                        return Err(Error::Shared(e));
                     }
-                } else {
-                    self.blobs.fetch(&repo, &desc).await?;
+                    Err(e) => return Err(e),
                 }
-                let f = self
-                    .open_verified(&desc)
-                    .await?
-                    .ok_or_else(|| Error::Blob {
-                        digest: desc.digest.clone(),
-                        reason: "evicted from the cache right after download; retry".into(),
-                    })?;
-                let f = Arc::new(f);
-                if let Some(Handle::Blob { file, .. }) = lock(&self.handles).get_mut(&fh) {
-                    if file.is_none() {
-                        *file = Some(f.clone());
-                    } else {
-                        self.cache.release(&desc.digest);
-                    }
-                }
-                f
             }
         };
         tokio::task::spawn_blocking(move || {
@@ -163,6 +175,43 @@ impl Fs {
             what: "read task".into(),
             source: std::io::Error::other(e),
         })?
+    }
+
+    /// What a read of a blob not verified yet gets: bytes served lazily,
+    /// or the verified file once there is one (kept in the handle).
+    async fn fetch_for_read(
+        &self,
+        fh: u64,
+        repo: &str,
+        desc: &Desc,
+        offset: u64,
+        size: u32,
+        sequential: bool,
+    ) -> Result<Fetched, Error> {
+        if self.blobs.is_lazy(desc) {
+            if let Read::Unverified(b) = self
+                .blobs
+                .read(repo, desc, offset, size, sequential)
+                .await?
+            {
+                return Ok(Fetched::Bytes(b));
+            }
+        } else {
+            self.blobs.fetch(repo, desc).await?;
+        }
+        let f = self.open_verified(desc).await?.ok_or_else(|| Error::Blob {
+            digest: desc.digest.clone(),
+            reason: "evicted from the cache right after download; retry".into(),
+        })?;
+        let f = Arc::new(f);
+        if let Some(Handle::Blob { file, .. }) = lock(&self.handles).get_mut(&fh) {
+            if file.is_none() {
+                *file = Some(f.clone());
+            } else {
+                self.cache.release(&desc.digest);
+            }
+        }
+        Ok(Fetched::File(f))
     }
 
     /// Whether handle `fh` may serve bytes not yet verified (a lazy read

@@ -250,6 +250,48 @@ async fn a_stalled_transfer_ends_the_read_after_the_timeout() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
+/// Issue 11, item 6: the kernel asks again for what a failed read could
+/// not get, and each ask waited `--timeout` of its own (a lazy `cat` of
+/// an always-failing registry took minutes). Asks on the same handle now
+/// get the failure at once; a new open tries the registry again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_whose_read_failed_fails_again_at_once_and_a_new_open_waits_again() {
+    let (m, _, _) = sample();
+    let w = world_with(m, Verify::Lazy, Duration::from_secs(1));
+    w.source.set_fault(Fault::Stall);
+    let ino = w.path("org/app/v1/model.bin").await.unwrap();
+    let (fh, _) = w.fs.open(ino, false, false).await.unwrap();
+    let t = Instant::now();
+    let e = w.fs.read(fh, 8 << 20, 4096).await.unwrap_err();
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let e = w.fs.read(fh, (8 << 20) + 4096, 4096).await.unwrap_err();
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert!(e.to_string().contains("nothing arrived"), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    w.fs.release(fh);
+    let t = Instant::now();
+    let e = w
+        .read_at("org/app/v1/model.bin", 8 << 20, 4096)
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lazy_random_reads_fetch_only_what_they_need() {
     let (m, _, big) = sample();
