@@ -5,7 +5,7 @@
 //!
 //! External tools come from scripts/install-deps.sh: docker-registry,
 //! skopeo, fuse3 (fusermount3), apache2-utils (htpasswd), openssl (test
-//! CAs and certificates, `tls`), python3 + oras (the ORAS Python SDK), and
+//! CAs and certificates, `tls`; token signing keys, `token`), python3 + oras (the ORAS Python SDK), and
 //! the ORAS CLI and crane (`peers`).
 #![allow(dead_code, unused_imports)]
 
@@ -18,6 +18,7 @@ pub mod peers;
 pub mod proxy;
 pub mod registry;
 pub mod tls;
+pub mod token;
 
 pub use cmd::{
     assert_one_line_error, command_line, run, run_stdout, run_timeout, run_unchecked,
@@ -31,3 +32,4 @@ pub use peers::{crane, oras, oras_digest, oras_in, peer_bin, CRANE_VERSION, ORAS
 pub use proxy::{FaultProxy, Mode, ProxyHandle, RequestRecord, Rule, RuleAction};
 pub use registry::Registry;
 pub use tls::{ServerCert, TestCa};
+pub use token::{Grant, Issued, TokenServer};
