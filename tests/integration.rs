@@ -11,6 +11,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -679,6 +680,56 @@ fn proxy_fails_then_recovers() {
     .unwrap();
     assert_eq!(r.status, 503);
     assert_eq!(proxy.requests(), 6);
+    // Unavailable: 503 with Retry-After, for as long as the mode lasts
+    proxy.set_mode(Mode::Unavailable { retry_after: 7 });
+    for _ in 0..3 {
+        let r = http_get(&proxy.host(), "/v2/").unwrap();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("Retry-After"), Some("7"));
+    }
+    assert_eq!(proxy.mode(), Mode::Unavailable { retry_after: 7 });
+}
+
+/// The token service's tokens work at the registry, grant what the user
+/// may do, and really expire after their lifetime (the registry's 60 s of
+/// leeway taken into account).
+#[test]
+fn support_token_server_tokens_are_accepted_then_expire() {
+    let tokens = TokenServer::start(&[("u", "p", Grant::PULL)], Duration::from_secs(3));
+    let reg = Registry::start_with_token_auth(&tokens);
+    let host = reg.host();
+    let auth = basic_auth("u", "p");
+    let token_host = tokens
+        .realm()
+        .trim_start_matches("http://")
+        .replace("/token", "");
+    let get_token = |scope: &str| {
+        let path = format!(
+            "/token?service={}&scope={scope}",
+            support::token::TOKEN_SERVICE
+        );
+        let r = http_request(&token_host, "GET", &path, &[("Authorization", &auth)], &[]).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        format!("Bearer {}", r.json()["token"].as_str().unwrap())
+    };
+    let bearer = get_token("registry:catalog:*");
+    let catalog = |b: &str| {
+        http_request(&host, "GET", "/v2/_catalog", &[("Authorization", b)], &[])
+            .unwrap()
+            .status
+    };
+    assert_eq!(catalog(&bearer), 200, "registry log:\n{}", reg.log());
+    assert_eq!(tokens.issued()[0].granted, ["registry:catalog:*"]);
+    // Push is not granted to a pull-only user.
+    get_token("repository:x/y:pull,push");
+    assert_eq!(tokens.issued()[1].granted, ["repository:x/y:pull"]);
+    let wrong = basic_auth("u", "nope");
+    let path = format!("/token?service={}", support::token::TOKEN_SERVICE);
+    let r = http_request(&token_host, "GET", &path, &[("Authorization", &wrong)], &[]).unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(tokens.refused(), 1);
+    thread::sleep(Duration::from_secs(4));
+    assert_eq!(catalog(&bearer), 401, "an expired token was accepted");
 }
 
 #[test]
@@ -812,3 +863,15 @@ mod tls;
 // scripts/install.sh into a temporary DESTDIR (tests/it/install.rs).
 #[path = "it/install.rs"]
 mod install;
+
+// Directory layers within the cache bound; gzip bombs.
+#[path = "it/unpack.rs"]
+mod unpack;
+
+// Hostile referrer graphs: subjects checked, cycles and depth cut.
+#[path = "it/referrers.rs"]
+mod referrers;
+
+// Bearer token auth: a token service signing RS256 JWTs.
+#[path = "it/token.rs"]
+mod token;

@@ -11,7 +11,14 @@
 //!                          <hex>.map of the ranges it holds; resumed after a crash
 //! refs/<host>/<repo>/...   last known tag resolutions and listings (for --tag-ttl and offline use)
 //! seen/sha256/<hex>        when a manifest digest was first seen (its folder's mtime)
+//! unpacked/sha256/<hex>/   the unpacked tree of verified directory layer <hex> (`unpacked`),
+//!                          with <hex>.size holding the bytes it was charged; its mtime is
+//!                          the tree's last use
 //! ```
+//!
+//! Blobs and unpacked trees count against the bound (`--cache-size`) and the
+//! disk floor (the disk never filled past 95%), and both are evicted least
+//! recently used first, never while this process has them in use.
 //!
 //! Invariant: whatever is served from `blobs/` and `manifests/` is
 //! verified. A file gets there only by `rename` from a temporary name after
@@ -30,6 +37,7 @@ mod check;
 mod evict;
 mod identity;
 mod partial;
+mod unpacked;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -42,9 +50,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::digest::{Digest, Verifier};
 
 pub use check::{Checked, Damaged, Stored};
-pub use evict::{plan_eviction, CacheEntry};
+pub use evict::{plan_eviction, plan_room, CacheEntry, Cached};
 use identity::Identity;
 pub use partial::{BadChunk, Partial, Progress, RangeSet};
+pub use unpacked::{file_charge, Usage, ENTRY_CHARGE};
 
 /// Why a download could not be moved into the verified cache.
 #[derive(Debug, thiserror::Error)]
@@ -84,12 +93,15 @@ pub struct TagRef {
 pub struct Cache {
     root: PathBuf,
     max_bytes: u64,
-    /// Blobs this process has open, which eviction must keep.
-    open: Mutex<HashMap<Digest, usize>>,
+    /// Blobs and unpacked trees this process has in use, which eviction
+    /// must keep.
+    open: Mutex<HashMap<Cached, usize>>,
     /// Records this process read or wrote, and when it last marked each
     /// blob used: a warm open then costs one `fstat`, not a record read
     /// and a write (many small files read again and again).
     known: Mutex<HashMap<Digest, (Identity, Option<std::time::Instant>)>>,
+    /// When this process last marked each unpacked tree used.
+    trees_touched: Mutex<HashMap<Digest, std::time::Instant>>,
     /// What the last eviction scan found: when, the bytes cached then, and
     /// the budget; with the bytes this process added since, it tells when
     /// a new scan is needed (`evict_if_needed`).
@@ -157,11 +169,13 @@ impl Cache {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(err(&p))?;
         }
+        unpacked::remove_stale(&root.join("tmp"));
         Ok(Cache {
             root: root.to_path_buf(),
             max_bytes,
             open: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
+            trees_touched: Mutex::new(HashMap::new()),
             scanned: Mutex::new(None),
             added: std::sync::atomic::AtomicU64::new(0),
         })
@@ -173,11 +187,6 @@ impl Cache {
 
     fn blob_file(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(d.hex())
-    }
-
-    /// Where the contents of the verified directory layer `d` are unpacked.
-    pub fn unpacked(&self, d: &Digest) -> PathBuf {
-        self.root.join("unpacked/sha256").join(d.hex())
     }
 
     /// Where the tar inside the verified compressed layer `d` is kept.
@@ -225,7 +234,7 @@ impl Cache {
             return None;
         }
         self.touch(d);
-        *self.lock_open().entry(d.clone()).or_insert(0) += 1;
+        *self.lock_open().entry(Cached::Blob(d.clone())).or_insert(0) += 1;
         Some(f)
     }
 
@@ -337,16 +346,20 @@ impl Cache {
     }
 
     pub fn release(&self, d: &Digest) {
+        self.unhold(&Cached::Blob(d.clone()));
+    }
+
+    fn unhold(&self, what: &Cached) {
         let mut open = self.lock_open();
-        if let Some(n) = open.get_mut(d) {
+        if let Some(n) = open.get_mut(what) {
             *n -= 1;
             if *n == 0 {
-                open.remove(d);
+                open.remove(what);
             }
         }
     }
 
-    fn lock_open(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, usize>> {
+    fn lock_open(&self) -> std::sync::MutexGuard<'_, HashMap<Cached, usize>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -388,17 +401,21 @@ impl Cache {
         p.remove(false);
     }
 
-    /// How many blobs the cache at `root` holds, and their bytes, without
-    /// opening (or creating) it.
-    pub fn usage_in(root: &Path) -> (u64, u64) {
-        let (mut n, mut bytes) = (0, 0);
+    /// What the cache at `root` holds against its bound, without opening
+    /// (or creating) it.
+    pub fn usage_in(root: &Path) -> Usage {
+        let mut u = Usage::default();
         if let Ok(rd) = fs::read_dir(root.join("blobs/sha256")) {
             for m in rd.flatten().filter_map(|e| e.metadata().ok()) {
-                n += 1;
-                bytes += m.len();
+                u.blobs += 1;
+                u.blob_bytes += m.len();
             }
         }
-        (n, bytes)
+        for (_, bytes, _) in unpacked::trees_in(root) {
+            u.trees += 1;
+            u.tree_bytes += bytes;
+        }
+        u
     }
 
     /// Downloads in progress or interrupted: digest hex and bytes held.
@@ -599,26 +616,9 @@ impl Cache {
         now
     }
 
-    /// Removes least recently used blobs until the cache fits its budget and
-    /// its disk stays below 95% full.
-    /// `evict`, unless the last scan, with the `bytes` just added and
-    /// what was added since, shows the cache well under its budget: one
-    /// scan costs a `stat` per cached blob, too much after every small
-    /// blob of a walk.
-    fn evict_if_needed(&self, bytes: u64) -> Result<(), Error> {
-        use std::sync::atomic::Ordering;
-        let added = self.added.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        let scanned = *self.scanned.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, total, budget)) = scanned {
-            let fresh = at.elapsed() < RESCAN_EVERY;
-            if fresh && ((total + added) as f64) < budget as f64 * SCAN_BELOW {
-                return Ok(());
-            }
-        }
-        self.evict()
-    }
-
-    pub fn evict(&self) -> Result<(), Error> {
+    /// Everything the cache holds against its bound: blobs and unpacked
+    /// trees, with their sizes and last use.
+    fn entries(&self) -> Result<Vec<CacheEntry>, Error> {
         let dir = self.root.join("blobs/sha256");
         let mut entries = Vec::new();
         for e in fs::read_dir(&dir).map_err(err(&dir))? {
@@ -638,27 +638,110 @@ impl Cache {
                 .unwrap_or(meta)
                 .modified()
                 .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_secs() as i64)
+                .map(secs)
                 .unwrap_or(0);
-            entries.push(CacheEntry { digest, size, used });
+            entries.push(CacheEntry {
+                what: Cached::Blob(digest),
+                size,
+                used,
+            });
         }
+        for (digest, size, used) in unpacked::trees_in(&self.root) {
+            entries.push(CacheEntry {
+                what: Cached::Unpacked(digest),
+                size,
+                used,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Removes what `plan_eviction` or `plan_room` chose.
+    fn remove_entries(&self, chosen: Vec<Cached>) {
+        for what in chosen {
+            match what {
+                Cached::Blob(d) => {
+                    let p = self.blob_file(&d);
+                    tracing::info!(digest = %d, "evicting blob from cache");
+                    if let Err(e) = fs::remove_file(&p) {
+                        tracing::warn!(path = %p.display(), "cannot evict: {e}");
+                    }
+                    let _ = fs::remove_file(self.record_file(&d));
+                }
+                Cached::Unpacked(d) => {
+                    tracing::info!(layer = %d, "evicting unpacked layer from cache");
+                    self.remove_unpacked(&d);
+                }
+            }
+        }
+    }
+
+    /// How many bytes the cache may hold now: its bound, and what keeps its
+    /// disk below 95% full when `ours` bytes on it are the cache's.
+    fn budget(&self, ours: u64) -> u64 {
+        self.max_bytes
+            .min(disk_budget(&self.root.join("blobs/sha256"), ours))
+    }
+
+    /// Removes least recently used blobs and unpacked trees until the cache
+    /// fits its budget and its disk stays below 95% full.
+    /// `evict`, unless the last scan, with the `bytes` just added and
+    /// what was added since, shows the cache well under its budget: one
+    /// scan costs a `stat` per cached entry, too much after every small
+    /// blob of a walk.
+    fn evict_if_needed(&self, bytes: u64) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        let added = self.added.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let scanned = *self.scanned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, total, budget)) = scanned {
+            let fresh = at.elapsed() < RESCAN_EVERY;
+            if fresh && ((total + added) as f64) < budget as f64 * SCAN_BELOW {
+                return Ok(());
+            }
+        }
+        self.evict()
+    }
+
+    pub fn evict(&self) -> Result<(), Error> {
+        let entries = self.entries()?;
         let total: u64 = entries.iter().map(|e| e.size).sum();
-        let budget = self.max_bytes.min(disk_budget(&dir, total));
+        let budget = self.budget(total);
         *self.scanned.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((std::time::Instant::now(), total, budget));
         self.added.store(0, std::sync::atomic::Ordering::Relaxed);
         let open = self.lock_open().keys().cloned().collect();
-        for d in plan_eviction(entries, &open, budget) {
-            let p = self.blob_file(&d);
-            tracing::info!(digest = %d, "evicting from cache");
-            if let Err(e) = fs::remove_file(&p) {
-                tracing::warn!(path = %p.display(), "cannot evict: {e}");
-            }
-            let _ = fs::remove_file(self.record_file(&d));
-        }
+        self.remove_entries(plan_eviction(entries, &open, budget));
         Ok(())
     }
+
+    /// Room for a tree being unpacked (not yet an entry) that has
+    /// `written` bytes on disk, to hold `need` bytes in all, within the
+    /// bound and the disk floor. Without `evict`, the free room, if `need`
+    /// fits in it. With `evict`, what is needed is evicted for it (least
+    /// recently used first, nothing in use) and the room then returned, at
+    /// least `need`; `None`, evicting nothing, when `need` cannot fit.
+    pub fn reserve(&self, written: u64, need: u64, evict: bool) -> Result<Option<u64>, Error> {
+        let entries = self.entries()?;
+        let total: u64 = entries.iter().map(|e| e.size).sum();
+        let budget = self.budget(total.saturating_add(written));
+        if !evict {
+            let free = budget.saturating_sub(total);
+            return Ok((need <= free).then_some(free));
+        }
+        let open = self.lock_open().keys().cloned().collect();
+        Ok(
+            plan_room(entries, &open, budget, need).map(|(chosen, granted)| {
+                self.remove_entries(chosen);
+                granted
+            }),
+        )
+    }
+}
+
+fn secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// How many bytes the cache may hold so that its disk stays below 95% full.

@@ -56,8 +56,18 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     };
     println!("cache: {}", dir.display());
     // The cache knows its own layout: ask it what it holds and fetches.
-    let (n, bytes) = crate::cache::Cache::usage_in(&dir);
-    println!("cached blobs: {n} ({})", human(bytes));
+    let usage = crate::cache::Cache::usage_in(&dir);
+    println!(
+        "cached blobs: {} ({})",
+        usage.blobs,
+        human(usage.blob_bytes)
+    );
+    println!(
+        "unpacked layers: {} ({})",
+        usage.trees,
+        human(usage.tree_bytes)
+    );
+    println!("cache use: {}", human(usage.total()));
     let fetching = crate::cache::Cache::downloads_in(&dir);
     if fetching.is_empty() {
         println!("fetching: none");

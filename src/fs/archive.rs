@@ -304,6 +304,7 @@ impl Fs {
             span,
             file: file.map(Arc::new),
             next: 0,
+            failed: None,
         })
     }
 

@@ -106,6 +106,16 @@ impl Error {
         )
     }
 
+    /// A read got no bytes: the registry failed or went silent for
+    /// `--timeout` (not: what arrived was wrong).
+    pub fn is_for_want_of_bytes(&self) -> bool {
+        match self {
+            Error::Stalled { .. } => true,
+            Error::Shared(e) => e.is_for_want_of_bytes(),
+            e => e.is_transient(),
+        }
+    }
+
     /// The bytes that arrived did not match their digest (and were dropped).
     pub fn is_mismatch(&self) -> bool {
         match self {

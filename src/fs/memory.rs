@@ -38,6 +38,9 @@ struct Store {
     tags: BTreeMap<String, BTreeMap<String, Digest>>,
     manifests: HashMap<Digest, (Bytes, String)>,
     blobs: HashMap<Digest, Bytes>,
+    /// What the referrers listing of a subject says (like a tag-schema
+    /// index, it can list anything).
+    referrers: HashMap<Digest, Vec<Digest>>,
 }
 
 pub struct Memory {
@@ -109,6 +112,22 @@ impl Memory {
         self.push_layers(repo, tag, vec![layer, list_layer])
     }
 
+    /// Pushes a folder as ORAS does: one titled tar+gzip layer with
+    /// `io.deis.oras.content.unpack=true`, holding `targz`.
+    pub fn push_dir(&self, repo: &str, tag: &str, title: &str, targz: &[u8]) -> Digest {
+        let d = self.put_blob(targz);
+        let layer = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": d.to_string(),
+            "size": targz.len(),
+            "annotations": {
+                "org.opencontainers.image.title": title,
+                crate::oci::UNPACK_ANNOTATION: "true",
+            },
+        });
+        self.push_layers(repo, tag, vec![layer])
+    }
+
     fn titled_layer(&self, title: &str, data: &[u8]) -> serde_json::Value {
         self.layer(
             "application/vnd.oci.image.layer.v1.tar",
@@ -136,6 +155,59 @@ impl Memory {
             "size": data.len(),
             "annotations": annotations,
         })
+    }
+
+    /// Puts manifest `value` (any JSON) by digest, and as `tag` if given.
+    pub fn put_manifest(&self, repo: &str, tag: Option<&str>, value: &serde_json::Value) -> Digest {
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        let d = Digest::of(&bytes);
+        let media_type = value["mediaType"]
+            .as_str()
+            .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+            .to_string();
+        let mut st = lock(&self.store);
+        st.manifests
+            .insert(d.clone(), (Bytes::from(bytes), media_type));
+        let tags = st.tags.entry(repo.to_string()).or_default();
+        if let Some(t) = tag {
+            tags.insert(t.to_string(), d.clone());
+        }
+        d
+    }
+
+    /// An artifact manifest with one titled file, and `subject` if given.
+    pub fn artifact(&self, file: &str, subject: Option<&Digest>) -> serde_json::Value {
+        let config = self.put_blob(EMPTY_CONFIG);
+        let mut m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.example.sig",
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": config.to_string(),
+                "size": 2,
+            },
+            "layers": [self.titled_layer(file, file.as_bytes())],
+        });
+        if let Some(s) = subject {
+            let size = lock(&self.store)
+                .manifests
+                .get(s)
+                .map_or(0, |(b, _)| b.len());
+            m["subject"] = serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": s.to_string(),
+                "size": size,
+            });
+        }
+        m
+    }
+
+    /// Sets what the referrers listing of `subject` says.
+    pub fn set_referrers(&self, subject: &Digest, listed: &[Digest]) {
+        lock(&self.store)
+            .referrers
+            .insert(subject.clone(), listed.to_vec());
     }
 
     fn push_layers(&self, repo: &str, tag: &str, layers: Vec<serde_json::Value>) -> Digest {
@@ -326,8 +398,13 @@ impl Source for Memory {
     fn referrers<'a>(
         &'a self,
         _repo: &'a str,
-        _subject: &'a Digest,
+        subject: &'a Digest,
     ) -> BoxFuture<'a, SourceResult<Vec<Digest>>> {
-        Box::pin(async { Ok(Vec::new()) })
+        let listed = lock(&self.store)
+            .referrers
+            .get(subject)
+            .cloned()
+            .unwrap_or_default();
+        Box::pin(async move { Ok(listed) })
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
 use lru::LruCache;
 
 use super::source::Source;
@@ -121,7 +122,9 @@ impl Metadata {
     }
 
     /// Artifacts whose subject is `subject`, as digest names, sorted;
-    /// trusted for `--tag-ttl` like a tag.
+    /// trusted for `--tag-ttl` like a tag. A listed manifest is kept only
+    /// if its own `subject` is `subject`: a tag-schema index (or a
+    /// registry) can list anything, itself included.
     pub(super) async fn referrers(
         &self,
         repo: &str,
@@ -135,10 +138,36 @@ impl Metadata {
         if let Some(n) = fresh {
             return Ok(n);
         }
-        let found = self.source.referrers(repo, subject).await?;
-        let mut names: Vec<String> = found.iter().map(|d| d.to_string()).collect();
+        let mut found = self.source.referrers(repo, subject).await?;
+        found.sort();
+        found.dedup();
+        let checked: Vec<(Digest, Result<Arc<View>, Error>)> = stream::iter(found)
+            .map(|d| async move {
+                let v = self.view(repo, &d).await;
+                (d, v)
+            })
+            .buffered(8)
+            .collect()
+            .await;
+        let mut names = Vec::new();
+        for (d, view) in checked {
+            match view {
+                Ok(v) => match v.subject.as_ref().map(|s| &s.digest) {
+                    Some(s) if s == subject => names.push(d.to_string()),
+                    other => tracing::warn!(
+                        %subject,
+                        referrer = %d,
+                        "listed as a referrer but its subject is {}; not shown",
+                        other.map_or("missing".to_string(), |s| s.to_string())
+                    ),
+                },
+                Err(e) if e.errno() == libc::ENOENT || matches!(e, Error::BadManifest { .. }) => {
+                    tracing::warn!(%subject, referrer = %d, "listed as a referrer: {e}; not shown");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         names.sort();
-        names.dedup();
         let names = Arc::new(names);
         lock(&self.lists).insert(
             key,

@@ -32,11 +32,11 @@ mod read;
 pub mod source;
 #[cfg(test)]
 mod tests;
-mod unpack;
+pub mod unpack;
 mod write;
 mod xattr;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -58,6 +58,9 @@ use crate::reference::{is_repository_component, is_tag};
 use crate::stage::Staging;
 use crate::tree::view::Desc;
 use crate::tree::{Ino, Node, Target};
+
+/// How deep `referrers/` folders nest: deeper ones are shown empty.
+pub const MAX_REFERRERS_DEPTH: usize = 8;
 
 /// How the mount behaves.
 #[derive(Debug, Clone)]
@@ -163,6 +166,14 @@ enum Handle {
         file: Option<Arc<std::fs::File>>,
         /// Where the last read ended (a read starting there is sequential).
         next: u64,
+        /// The last read that failed for want of bytes, and when (see
+        /// `read::FAIL_FAST`).
+        failed: Option<(std::time::Instant, Arc<Error>)>,
+    },
+    /// A file of an unpacked directory layer, whose tree is held while open.
+    Unpacked {
+        file: Arc<std::fs::File>,
+        _held: unpack::Held,
     },
     /// A local file: unpacked, or a decompressed tar (then the span of
     /// one member).
@@ -177,6 +188,7 @@ pub struct Fs {
     blobs: blobs::Blobs,
     archives: archive::Archives,
     overlay: Overlay,
+    unpacker: unpack::Unpacker,
     cache: Arc<Cache>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -219,6 +231,7 @@ impl Fs {
             blobs,
             archives: Default::default(),
             overlay: Overlay::new(staging, opts.read_only, opts.uid, opts.gid),
+            unpacker: unpack::Unpacker::new(),
             cache,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -344,13 +357,65 @@ impl Fs {
         }))
     }
 
+    /// The manifests on the path from the top down to folder `ino` (its own
+    /// included), and how many `referrers/` folders that path goes through
+    /// (`ino` included). A manifest graph is cut with these: a manifest is
+    /// shown at most once on any path (an index may list a manifest that
+    /// refers to the index), and `referrers/` nest at most
+    /// `MAX_REFERRERS_DEPTH` deep, so `find` and `rsync -a` always end.
+    async fn path_manifests(&self, ino: Ino) -> Result<(HashSet<Digest>, usize), Error> {
+        let mut seen = HashSet::new();
+        let mut referrers = 0;
+        let mut at = ino;
+        // Each step goes one folder up; a path is far shorter than this.
+        for _ in 0..4096 {
+            match &*self.node(at)? {
+                Node::Root | Node::Repo { .. } => break,
+                Node::Manifest { repo, target } => {
+                    seen.insert(self.resolve(repo, target).await?);
+                }
+                Node::ViewDir { manifest, .. } => {
+                    seen.insert(manifest.clone());
+                }
+                Node::Referrers { subject, .. } => {
+                    referrers += 1;
+                    seen.insert(subject.clone());
+                }
+                _ => {}
+            }
+            let up = self.parent_of(at);
+            if up == at {
+                break;
+            }
+            at = up;
+        }
+        Ok((seen, referrers))
+    }
+
+    /// Whether `node`, an entry listed in folder `ino`, is a manifest
+    /// already on the path to it (a cycle), given `path_manifests(ino)`.
+    fn closes_a_cycle(node: &Node, above: &HashSet<Digest>) -> bool {
+        matches!(node, Node::Manifest { target: Target::Digest(d), .. } if above.contains(d))
+    }
+
     /// What the registry has in a folder (no staged changes).
     async fn registry_children(&self, ino: Ino) -> Result<Children, Error> {
         let node = self.node(ino)?;
         if let Some(vf) = self.view_folder(ino, &node).await? {
             let dir = vf.view.dir(&vf.path).ok_or(Error::NotFound)?;
             let layouts = self.layouts_for(&vf.repo, &vf.view, dir.values()).await?;
-            return Ok(self.namespace.view_entries(&vf.at(ino, &layouts), dir));
+            let mut out = self.namespace.view_entries(&vf.at(ino, &layouts), dir);
+            if vf.path.is_empty() && !vf.view.children.is_empty() {
+                let (above, _) = self.path_manifests(ino).await?;
+                out.retain(|(name, _, n)| {
+                    let cut = Self::closes_a_cycle(n, &above);
+                    if cut {
+                        tracing::warn!(index = %vf.manifest, child = name, "child is a manifest already on this path (a cycle); not shown");
+                    }
+                    !cut
+                });
+            }
+            return Ok(out);
         }
         match &*node {
             Node::Staged { dir: true } => Ok(Vec::new()),
@@ -359,11 +424,20 @@ impl Fs {
                 self.repo_children(ino, path).await
             }
             Node::Referrers { repo, subject, .. } => {
+                let (above, depth) = self.path_manifests(ino).await?;
+                if depth > MAX_REFERRERS_DEPTH {
+                    tracing::warn!(%subject, "referrers/ nested {depth} deep (the limit is {MAX_REFERRERS_DEPTH}); shown empty");
+                    return Ok(Vec::new());
+                }
                 let names = self.metadata.referrers(repo, subject).await?;
                 Ok(names
                     .iter()
                     .filter_map(|name| {
                         let d = name.parse::<Digest>().ok()?;
+                        if above.contains(&d) {
+                            tracing::warn!(%subject, referrer = name, "referrer is a manifest already on this path (a cycle); not shown");
+                            return None;
+                        }
                         let node = Node::Manifest {
                             repo: repo.clone(),
                             target: Target::Digest(d),
@@ -472,7 +546,15 @@ impl Fs {
                 .namespace
                 .view_entry(&vf.at(parent, &layouts), name, entry)
             {
-                Some((ino, node)) => self.attr_of(ino, &node).await,
+                Some((ino, node)) => {
+                    if matches!(entry, crate::tree::view::Entry::Child(_)) {
+                        let (above, _) = self.path_manifests(parent).await?;
+                        if Self::closes_a_cycle(&node, &above) {
+                            return Ok(Some(Err(Error::NotFound)));
+                        }
+                    }
+                    self.attr_of(ino, &node).await
+                }
                 None => Err(Error::NotFound),
             },
         ))

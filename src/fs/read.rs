@@ -19,6 +19,14 @@ use crate::tree::{Ino, Node};
 /// passthrough at every open.
 const FAST_OPEN_MAX: u64 = 1 << 20;
 
+/// A read of a handle whose last read failed for want of bytes (the
+/// registry failing, or nothing arriving for `--timeout`) less than this
+/// long ago gets the same failure at once. The kernel asks again for what a
+/// read could not get (readahead, then page by page), on the same handle:
+/// without this, each of those asks would wait `--timeout` of its own. A
+/// new open asks the registry again.
+pub(super) const FAIL_FAST: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Fs {
     /// Opens a file; returns the handle and, when the bytes are already
     /// verified on disk, the file (for passthrough).
@@ -61,15 +69,17 @@ impl Fs {
                     span: Span::whole(desc.size),
                     file,
                     next: 0,
+                    failed: None,
                 }
             }
-            Node::UnpackedFile { layer, path, .. } => {
-                let p = self.unpacked_path(layer, path)?;
-                let f = std::fs::File::open(&p).map_err(|source| Error::Io {
-                    what: p.display().to_string(),
-                    source,
-                })?;
-                Handle::File(Arc::new(f), None)
+            Node::UnpackedFile {
+                repo, layer, path, ..
+            } => {
+                let (f, held) = self.open_unpacked(repo, layer, path).await?;
+                Handle::Unpacked {
+                    file: Arc::new(f),
+                    _held: held,
+                }
             }
             Node::ArchiveFile {
                 repo,
@@ -89,6 +99,7 @@ impl Fs {
                 file, span, desc, ..
             } if *span == Span::whole(desc.size) && desc.size > FAST_OPEN_MAX => file.clone(),
             Handle::File(f, None) => Some(f.clone()),
+            Handle::Unpacked { file, .. } => Some(file.clone()),
             Handle::Blob { .. } | Handle::File(..) | Handle::Bytes(_) | Handle::Staged(_) => None,
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -120,6 +131,7 @@ impl Fs {
                 file: None,
                 next: 0,
                 span: Span::whole(desc.size),
+                failed: None,
             },
         );
         Some(fh)
@@ -130,15 +142,16 @@ impl Fs {
             Bytes(Bytes),
             File(Arc<std::fs::File>),
             Fetch(String, Desc, Span, bool),
+            Failed(Arc<Error>),
         }
         // `offset` and `size` become the bytes to read in what holds the
         // file (a tar member is a span of its tar).
         let (src, offset, size) = match lock(&self.handles).get_mut(&fh) {
             None => return Err(Error::BadHandle),
             Some(Handle::Bytes(b)) => (Src::Bytes(b.clone()), offset, size),
-            Some(Handle::File(f, None)) | Some(Handle::Staged(f)) => {
-                (Src::File(f.clone()), offset, size)
-            }
+            Some(Handle::File(f, None))
+            | Some(Handle::Staged(f))
+            | Some(Handle::Unpacked { file: f, .. }) => (Src::File(f.clone()), offset, size),
             Some(Handle::File(f, Some(span))) => match span.place(offset, size) {
                 Some((o, s)) => (Src::File(f.clone()), o, s),
                 None => return Ok(Bytes::new()),
@@ -152,11 +165,17 @@ impl Fs {
                 None => return Ok(Bytes::new()),
             },
             Some(Handle::Blob {
+                file: None,
+                failed: Some((at, e)),
+                ..
+            }) if at.elapsed() < FAIL_FAST => (Src::Failed(e.clone()), offset, size),
+            Some(Handle::Blob {
                 repo,
                 desc,
                 span,
                 file: None,
                 next,
+                ..
             }) => {
                 let sequential = offset > 0 && offset == *next;
                 *next = offset.saturating_add(size as u64);
@@ -177,20 +196,31 @@ impl Fs {
                 return Ok(b.slice(start..end));
             }
             Src::File(f) => f,
+            Src::Failed(e) => return Err(Error::Shared(e)),
             Src::Fetch(repo, desc, span, sequential) => {
-                if self.blobs.is_lazy(&desc) {
+                let fetched = if self.blobs.is_lazy(&desc) {
                     // The read reaching the end of the file (a member's
                     // end, for a file of a tar layer) waits for the blob.
                     let file_end = span.start + span.len;
-                    if let Read::Unverified(b) = self
-                        .blobs
+                    self.blobs
                         .read(&repo, &desc, offset, size, sequential, file_end)
-                        .await?
-                    {
-                        return Ok(b);
-                    }
+                        .await
+                        .map(Some)
                 } else {
-                    self.blobs.fetch(&repo, &desc).await?;
+                    self.blobs.fetch(&repo, &desc).await.map(|_| None)
+                };
+                match fetched {
+                    Ok(Some(Read::Unverified(b))) => return Ok(b),
+                    Ok(_) => {}
+                    Err(e) if e.is_for_want_of_bytes() => {
+                        let e = Arc::new(e);
+                        if let Some(Handle::Blob { failed, .. }) = lock(&self.handles).get_mut(&fh)
+                        {
+                            *failed = Some((std::time::Instant::now(), e.clone()));
+                        }
+                        return Err(Error::Shared(e));
+                    }
+                    Err(e) => return Err(e),
                 }
                 if span != Span::whole(desc.size) {
                     // Offsets from headers read before the blob was verified.

@@ -37,8 +37,13 @@ fn opts(verify: Verify, timeout: Duration) -> Options {
 }
 
 fn world_with(source: Memory, verify: Verify, timeout: Duration) -> World {
+    world_sized(source, verify, timeout, 1 << 34)
+}
+
+/// A world whose cache holds at most `cache_size` bytes.
+fn world_sized(source: Memory, verify: Verify, timeout: Duration, cache_size: u64) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let cache = Arc::new(Cache::open(&dir.path().join("cache"), 1 << 34).unwrap());
+    let cache = Arc::new(Cache::open(&dir.path().join("cache"), cache_size).unwrap());
     let staging = Arc::new(Staging::open(&dir.path().join("staging")).unwrap());
     let source = Arc::new(source);
     let fs = Fs::new(source.clone(), cache, staging, opts(verify, timeout));
@@ -243,6 +248,50 @@ async fn a_stalled_transfer_ends_the_read_after_the_timeout() {
     assert_eq!(e.errno(), libc::EIO, "{e}");
     assert!(matches!(e, Error::Stalled { .. }), "{e}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// Issue 11, item 6: the kernel asks again for what a failed read could
+/// not get, and each ask waited `--timeout` of its own (a lazy `cat` of
+/// an always-failing registry took minutes). Asks on the same handle now
+/// get the failure at once; a new open tries the registry again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_whose_read_failed_fails_again_at_once_and_a_new_open_waits_again() {
+    let (m, _, _) = sample();
+    // Past the 64 KiB the stalling source sends of each answer.
+    const AT: u64 = (8 << 20) + (1 << 20);
+    let w = world_with(m, Verify::Lazy, Duration::from_secs(1));
+    w.source.set_fault(Fault::Stall);
+    let ino = w.path("org/app/v1/model.bin").await.unwrap();
+    let (fh, _) = w.fs.open(ino, false, false).await.unwrap();
+    let t = Instant::now();
+    let e = w.fs.read(fh, AT, 4096).await.unwrap_err();
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let e = w.fs.read(fh, AT + 4096, 4096).await.unwrap_err();
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert!(e.to_string().contains("nothing arrived"), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    w.fs.release(fh);
+    let t = Instant::now();
+    let e = w
+        .read_at("org/app/v1/model.bin", AT, 4096)
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -672,5 +721,256 @@ async fn a_remount_trusts_what_the_cache_saved_for_the_tag_ttl() {
     assert_eq!(
         digest_of_folder(&later, "org/app/v1").await,
         moved.to_string()
+    );
+}
+
+// ---- directory layers ---------------------------------------------------
+
+use super::unpack::tests::targz;
+
+impl World {
+    fn cache_root(&self) -> std::path::PathBuf {
+        self.fs.cache().root().to_path_buf()
+    }
+
+    /// Names in a folder of the cache (`unpacked/sha256`, `tmp`).
+    fn cache_names(&self, sub: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.cache_root().join(sub))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<String>, Error> {
+        let ino = self.path(path).await?;
+        Ok(self
+            .fs
+            .readdir(ino)
+            .await?
+            .into_iter()
+            .map(|e| e.name)
+            .collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_layer_is_unpacked_into_the_cache_and_counts_in_its_use() {
+    let m = Memory::new();
+    let gz = targz(&[
+        ("site/", 0, 0),
+        ("site/index.html", 5000, b'h'),
+        ("site/css/a.css", 10, b'c'),
+    ]);
+    m.push_dir("org/app", "v1", "site", &gz);
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    assert_eq!(
+        w.list("org/app/v1/site").await.unwrap(),
+        vec!["css", "index.html"]
+    );
+    assert_eq!(
+        w.read_all("org/app/v1/site/index.html", 4096)
+            .await
+            .unwrap(),
+        vec![b'h'; 5000]
+    );
+    let usage = Cache::usage_in(&w.cache_root());
+    assert_eq!(usage.trees, 1);
+    // The tree's folder, css, a.css one block each, index.html two.
+    assert_eq!(usage.tree_bytes, 5 * 4096);
+    assert_eq!(usage.blob_bytes, gz.len() as u64);
+    assert_eq!(w.cache_names("tmp"), Vec::<String>::new());
+}
+
+/// Regression (issue 11, item 4): a small gzip layer that expands to
+/// gigabytes was written out whole, past the cache bound and the disk
+/// floor. It now fails with EIO, leaves nothing behind, and is not tried
+/// again by the mount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_layer_fails_with_eio_and_leaves_nothing_behind() {
+    let m = Memory::new();
+    let gz = targz(&[("bomb/", 0, 0), ("bomb/zeros", 80 << 20, 0)]);
+    assert!(gz.len() < 1 << 20);
+    m.push_dir("org/app", "v1", "bomb", &gz);
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    let e = w.list("org/app/v1/bomb").await.unwrap_err();
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    assert!(e.to_string().contains("decompression bomb"), "{e}");
+    let hex = Digest::of(&gz).hex().to_string();
+    assert_eq!(w.cache_names("unpacked/sha256"), Vec::<String>::new());
+    assert_eq!(w.cache_names("tmp"), Vec::<String>::new());
+    assert_eq!(Cache::usage_in(&w.cache_root()).tree_bytes, 0);
+    // Refused for good: the next listing says so without unpacking.
+    assert!(w.fs.unpacker.refused(&Digest::of(&gz)).is_some(), "{hex}");
+    let again = Instant::now();
+    let e = w.list("org/app/v1/bomb").await.unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(again.elapsed() < Duration::from_millis(100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpacked_layers_share_the_cache_bound_and_trees_in_use_are_kept() {
+    let m = Memory::new();
+    let layer = |mib: u64, fill: u8| targz(&[("d/", 0, 0), ("d/f", mib << 20, fill)]);
+    let (a, b, c, d) = (layer(5, 1), layer(5, 2), layer(13, 3), layer(6, 4));
+    m.push_dir("r", "a", "d", &a);
+    m.push_dir("r", "b", "d", &b);
+    m.push_dir("r", "c", "d", &c);
+    m.push_dir("r", "d", "d", &d);
+    let w = world_sized(m, Verify::Strict, Duration::from_secs(5), 12 << 20);
+    let tree = |gz: &[u8]| {
+        w.cache_root()
+            .join("unpacked/sha256")
+            .join(Digest::of(gz).hex())
+    };
+    assert_eq!(w.list("r/a/d").await.unwrap(), vec!["f"]);
+    // A file of a's tree is open: a is in use.
+    let ino = w.path("r/a/d/f").await.unwrap();
+    let (fh, _) = w.fs.open(ino, false, false).await.unwrap();
+    assert_eq!(w.list("r/b/d").await.unwrap(), vec!["f"]);
+    assert!(tree(&a).is_dir() && tree(&b).is_dir());
+    // c can never fit: refused, and nothing evicted for it.
+    let e = w.list("r/c/d").await.unwrap_err();
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(
+        e.to_string().contains("more room than the cache has"),
+        "{e}"
+    );
+    assert!(!tree(&c).exists());
+    assert!(tree(&a).is_dir() && tree(&b).is_dir());
+    // d fits once b, idle, is evicted; a, open, stays.
+    assert_eq!(w.list("r/d/d").await.unwrap(), vec!["f"]);
+    assert!(tree(&a).is_dir() && !tree(&b).exists() && tree(&d).is_dir());
+    assert!(Cache::usage_in(&w.cache_root()).total() <= 12 << 20);
+    assert_eq!(w.fs.read(fh, 0, 4).await.unwrap().to_vec(), vec![1; 4]);
+    w.fs.release(fh);
+    // b's file, evicted, is unpacked again when it is opened.
+    assert_eq!(w.read_at("r/b/d/f", 0, 3).await.unwrap(), vec![2; 3]);
+    assert!(tree(&b).is_dir());
+    assert!(Cache::usage_in(&w.cache_root()).total() <= 12 << 20);
+    assert_eq!(w.cache_names("tmp"), Vec::<String>::new());
+}
+
+// ---- referrers: subjects, cycles, depth -----------------------------------
+
+impl World {
+    /// Every folder under `path`, depth-first like `find`; panics past
+    /// `most` folders (a walk that would never end).
+    async fn walk(&self, path: &str, most: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![path.to_string()];
+        while let Some(p) = todo.pop() {
+            assert!(
+                out.len() < most,
+                "the walk goes on past {most} folders: {out:#?}"
+            );
+            let ino = self.path(&p).await.unwrap();
+            for e in self.fs.readdir(ino).await.unwrap() {
+                if e.kind == Kind::Dir {
+                    todo.push(format!("{p}/{}", e.name));
+                }
+            }
+            out.push(p);
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Regression (issue 11, item 9b): a `sha256-<A>` tag that listed A itself
+/// showed A as its own referrer. A referrer is shown only under the
+/// manifest its `subject` names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referrer_is_shown_only_under_the_manifest_it_refers_to() {
+    let m = Memory::new();
+    let a = m.push("r", "v1", &[("a.txt", b"a")]);
+    let x = m.push("r", "other", &[("x.txt", b"x")]);
+    let b = m.put_manifest("r", None, &m.artifact("b.sig", Some(&a)));
+    let c = m.put_manifest("r", None, &m.artifact("c.sig", Some(&x)));
+    let none = m.put_manifest("r", None, &m.artifact("n.sig", None));
+    let missing = Digest::of(b"no such manifest");
+    m.set_referrers(&a, &[a.clone(), b.clone(), c, none, missing]);
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    assert_eq!(w.names("r/v1/referrers").await, vec![b.to_string()]);
+    let e = w.path(&format!("r/v1/referrers/{a}")).await.unwrap_err();
+    assert_eq!(e.errno(), libc::ENOENT);
+    assert_eq!(
+        w.read_all(&format!("r/v1/referrers/{b}/b.sig"), 4096)
+            .await
+            .unwrap(),
+        b"b.sig"
+    );
+}
+
+/// An index that refers to A and lists A as its child makes a cycle
+/// (A/referrers/B/linux-amd64 is A again): the child is not shown there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_is_shown_at_most_once_on_any_path() {
+    let m = Memory::new();
+    let a = m.push("r", "v1", &[("a.txt", b"a")]);
+    let a_size = super::Source::manifest(&m, "r", "v1")
+        .await
+        .unwrap()
+        .bytes
+        .len();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "subject": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": a.to_string(),
+            "size": a_size,
+        },
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": a.to_string(),
+            "size": a_size,
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }],
+    });
+    let b = m.put_manifest("r", None, &index);
+    m.set_referrers(&a, std::slice::from_ref(&b));
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    let walked = w.walk("r/v1", 100).await;
+    let b_dir = format!("r/v1/referrers/{b}");
+    assert!(walked.contains(&b_dir), "{walked:#?}");
+    assert!(
+        !walked.iter().any(|p| p.contains("linux-amd64")),
+        "{walked:#?}"
+    );
+    let e = w.path(&format!("{b_dir}/linux-amd64")).await.unwrap_err();
+    assert_eq!(e.errno(), libc::ENOENT);
+    // Reached from B's side, A shows once, and B not again below it.
+    let from_b = w.walk(&format!("r/@sha256:{}", b.hex()), 100).await;
+    let a_dir = format!("r/@sha256:{}/linux-amd64", b.hex());
+    assert!(from_b.contains(&a_dir), "{from_b:#?}");
+    assert_eq!(
+        w.names(&format!("{a_dir}/referrers")).await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_nest_at_most_eight_deep() {
+    let m = Memory::new();
+    let mut chain = vec![m.push("r", "v1", &[("m0", b"0")])];
+    for i in 1..12 {
+        let d = m.put_manifest("r", None, &m.artifact(&format!("m{i}"), chain.last()));
+        m.set_referrers(&chain[i - 1], std::slice::from_ref(&d));
+        chain.push(d);
+    }
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    let walked = w.walk("r/v1", 1000).await;
+    let shown: Vec<&Digest> = chain
+        .iter()
+        .filter(|d| walked.iter().any(|p| p.ends_with(&d.to_string())))
+        .collect();
+    assert_eq!(
+        shown,
+        chain[1..=super::MAX_REFERRERS_DEPTH]
+            .iter()
+            .collect::<Vec<_>>()
     );
 }

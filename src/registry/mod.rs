@@ -420,9 +420,10 @@ impl Client {
                     if !(transient && idempotent && attempt < self.config.retries) {
                         return Ok(resp);
                     }
-                    retry_after = header_str(resp.headers(), "retry-after")
-                        .and_then(|s| s.parse::<u64>().ok())
-                        .map(|s| Duration::from_secs(s.min(10)));
+                    retry_after = retry_wait(
+                        header_str(resp.headers(), "retry-after"),
+                        self.config.timeout,
+                    );
                     tracing::warn!(%url, %status, attempt, "registry busy or failing; retrying");
                 }
                 Err(e) => {
@@ -471,6 +472,16 @@ impl Client {
             attempt += 1;
         }
     }
+}
+
+/// How long a `Retry-After: <seconds>` answer makes us wait: as asked, up
+/// to 10 s and never longer than `timeout` (`--timeout`), so a registry
+/// that always asks to come back later cannot stretch one request's
+/// retries past a few timeouts. `None` (the backoff applies) when the
+/// header is missing or not seconds (an HTTP date is not honoured).
+pub fn retry_wait(retry_after: Option<&str>, timeout: Duration) -> Option<Duration> {
+    let secs = retry_after?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs.min(10)).min(timeout))
 }
 
 /// Backoff before retry `attempt` (0-based): 200 ms doubling, at most 3 s.
@@ -778,6 +789,21 @@ mod tests {
         assert!(c(Some(true), true, false, None)
             .unwrap_err()
             .contains("--https"));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_within_the_timeout() {
+        let t = Duration::from_secs(30);
+        assert_eq!(retry_wait(Some("0"), t), Some(Duration::ZERO));
+        assert_eq!(retry_wait(Some(" 4 "), t), Some(Duration::from_secs(4)));
+        assert_eq!(retry_wait(Some("120"), t), Some(Duration::from_secs(10)));
+        assert_eq!(
+            retry_wait(Some("10"), Duration::from_secs(2)),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(retry_wait(Some("Wed, 21 Oct 2015 07:28:00 GMT"), t), None);
+        assert_eq!(retry_wait(Some("-1"), t), None);
+        assert_eq!(retry_wait(None, t), None);
     }
 
     #[test]

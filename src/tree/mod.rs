@@ -79,7 +79,7 @@ pub enum Node {
     /// A file inside an unpacked directory layer.
     UnpackedFile {
         repo: String,
-        layer: Digest,
+        layer: Desc,
         path: Vec<String>,
         size: u64,
         mode: u32,

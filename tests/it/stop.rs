@@ -226,3 +226,109 @@ fn sigterm_ends_the_mount_with_a_reader_in_flight() {
 fn regfs_umount_ends_the_mount_with_a_reader_in_flight() {
     check_mount_ends("umount", 308);
 }
+
+/// A bound on a read against a registry that always fails, for `--timeout
+/// 2`: each request is tried a few times with a short backoff, a transfer
+/// that brings nothing is given up, and nothing waits on a reply for more
+/// than the timeout.
+const FAILING_BOUND: Duration = Duration::from_secs(20);
+
+/// Registries that always fail: 503 (come back at once), 503 with
+/// `Retry-After: 10` (come back later), a reset connection, no answer.
+fn always_failing() -> [Mode; 4] {
+    [
+        Mode::Fail5xx(u32::MAX),
+        Mode::Unavailable { retry_after: 10 },
+        Mode::Dead,
+        Mode::Blackhole,
+    ]
+}
+
+/// Regression (issue 11, item 6): a lazy read against a registry that
+/// always failed took 217-247 s, and `timeout 300 cat` ended only at 494 s,
+/// uninterruptible. Against each registry of `always_failing`, a read with
+/// `--timeout 2` ends with EIO within `FAILING_BOUND`, and a reader
+/// signalled while it waits ends at once.
+fn check_failing_registry(verify: &str, seed: u64) {
+    let s = setup(seed);
+    let m = Mount::new(
+        &s.proxy.host(),
+        &["--timeout", "2", "--verify", verify, "-v"],
+    );
+    let file = m.join("s/v1/big.bin");
+    assert_eq!(fs::metadata(&file).unwrap().len(), SIZE);
+    let mut waited = 0;
+    for fault in always_failing() {
+        let log_at = regfs_log(m.cache_dir()).len();
+        s.proxy.set_mode(fault.clone());
+        let t = Instant::now();
+        let out = run_unchecked_timeout(
+            Command::new("cat").arg(&file).stdout(Stdio::null()),
+            Duration::from_secs(120),
+        );
+        let took = t.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!(
+            "verify {verify}, {fault:?}: cat ended after {took:?}: {}",
+            err.trim()
+        );
+        if std::env::var_os("REGFS_TEST_LOG").is_some() {
+            eprintln!("{}", &regfs_log(m.cache_dir())[log_at..]);
+        }
+        assert!(!out.status.success(), "{fault:?}: a read succeeded");
+        assert!(err.contains("Input/output error"), "{fault:?}: {err}");
+        assert!(
+            took < FAILING_BOUND,
+            "verify {verify}, {fault:?}: the read took {took:?}\nlog:\n{}",
+            regfs_log(m.cache_dir())
+        );
+        // A reader signalled while it waits ends at once (where reads
+        // fail fast, there may be nothing left to signal).
+        let seen = s.proxy.connections() + s.proxy.requests();
+        let mut cat = Command::new("cat")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(Duration::from_secs(20), "the registry to be asked", || {
+            s.proxy.connections() + s.proxy.requests() > seen
+        });
+        thread::sleep(Duration::from_millis(200));
+        let waiting = cat.try_wait().unwrap().is_none();
+        let stopped = signal_and_time(&mut cat, libc::SIGINT);
+        eprintln!("verify {verify}, {fault:?}: SIGINT ended the reader after {stopped:?} (waiting when signalled: {waiting})");
+        assert!(stopped < Duration::from_secs(2), "{fault:?}: {stopped:?}");
+        waited += usize::from(waiting);
+    }
+    assert!(waited > 0, "no reader was still waiting when signalled");
+    // And once the registry recovers, the file reads back right (a request
+    // sent while it did not answer may hold the first read up to
+    // `--timeout`).
+    s.proxy.set_mode(Mode::Pass);
+    let t = Instant::now();
+    let want = s.digest.trim_start_matches("sha256:").to_string();
+    wait_until(
+        Duration::from_secs(15),
+        "the file to read back right",
+        || {
+            let out = Command::new("sha256sum").arg(&file).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).starts_with(&want)
+        },
+    );
+    eprintln!(
+        "verify {verify}: read back right {:?} after the registry recovered",
+        t.elapsed()
+    );
+    finish(m);
+}
+
+#[test]
+fn a_strict_read_against_a_registry_that_always_fails_ends_with_eio() {
+    check_failing_registry("strict", 309);
+}
+
+#[test]
+fn a_lazy_read_against_a_registry_that_always_fails_ends_with_eio() {
+    check_failing_registry("lazy", 310);
+}

@@ -5,10 +5,10 @@
 //!
 //! External tools come from scripts/install-deps.sh: docker-registry,
 //! skopeo, fuse3 (fusermount3), apache2-utils (htpasswd), openssl (test
-//! CAs and certificates, `tls`), python3 + oras (the ORAS Python SDK), and
-//! the ORAS CLI and crane (`peers`). go-containerregistry's registry, the
-//! one with the referrers API (`ggcr`), is built from tests/ggcr-registry/
-//! on first use.
+//! CAs and certificates, `tls`; token signing keys, `token`), python3 +
+//! oras (the ORAS Python SDK), and the ORAS CLI and crane (`peers`).
+//! go-containerregistry's registry, the one with the referrers API
+//! (`ggcr`), is built from tests/ggcr-registry/ on first use.
 #![allow(dead_code, unused_imports)]
 
 pub mod cmd;
@@ -23,6 +23,7 @@ pub mod peers;
 pub mod proxy;
 pub mod registry;
 pub mod tls;
+pub mod token;
 
 pub use cmd::{
     assert_one_line_error, command_line, run, run_stdout, run_timeout, run_unchecked,
@@ -38,3 +39,4 @@ pub use peers::{crane, oras, oras_digest, oras_in, peer_bin, CRANE_VERSION, ORAS
 pub use proxy::{FaultProxy, Mode, ProxyHandle, RequestRecord, Rule, RuleAction};
 pub use registry::Registry;
 pub use tls::{ServerCert, TestCa};
+pub use token::{Grant, Issued, TokenServer};

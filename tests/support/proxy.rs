@@ -42,6 +42,9 @@ pub enum Mode {
     Fail5xx(u32),
     /// Answer the next `count` requests with `status` (e.g. 429), then `Pass`.
     FailWith { status: u16, count: u32 },
+    /// Answer every request with 503 and `Retry-After: secs` (a registry
+    /// that always asks to come back later), until the mode changes.
+    Unavailable { retry_after: u32 },
     /// Accept connections, close them at once (also closes kept-alive
     /// connections at their next request): "connection reset".
     Dead,
@@ -564,7 +567,8 @@ where
 enum Action {
     Close,
     Hang,
-    Fail(u16),
+    /// Status and `Retry-After` seconds.
+    Fail(u16, u32),
     Forward,
 }
 
@@ -574,6 +578,7 @@ fn decide(shared: &Shared) -> (Action, Mode) {
     let action = match &mode {
         Mode::Dead | Mode::Refuse => Action::Close,
         Mode::Blackhole => Action::Hang,
+        Mode::Unavailable { retry_after } => Action::Fail(503, *retry_after),
         Mode::Fail5xx(n) | Mode::FailWith { count: n, .. } => {
             let status = match &mode {
                 Mode::FailWith { status, .. } => *status,
@@ -591,7 +596,7 @@ fn decide(shared: &Shared) -> (Action, Mode) {
             if *n == 0 {
                 Action::Forward
             } else {
-                Action::Fail(status)
+                Action::Fail(status, 0)
             }
         }
         _ => Action::Forward,
@@ -663,7 +668,7 @@ async fn handle_conn(client: TcpStream, shared: Arc<Shared>) {
             .filter(|r| r.matches(&method, &path));
         let mut slow_body = None;
         let (action, mode) = match rule.map(|r| r.action) {
-            Some(RuleAction::Fail(st)) => (Action::Fail(st), shared.mode()),
+            Some(RuleAction::Fail(st)) => (Action::Fail(st, 0), shared.mode()),
             Some(RuleAction::Close) => (Action::Close, shared.mode()),
             Some(RuleAction::Hang) => (Action::Hang, shared.mode()),
             Some(RuleAction::SlowBody(bps)) => {
@@ -677,7 +682,7 @@ async fn handle_conn(client: TcpStream, shared: Arc<Shared>) {
         match action {
             Action::Close => return,
             Action::Hang => return hang(&mut cr).await,
-            Action::Fail(status) => {
+            Action::Fail(status, retry_after) => {
                 let body = format!(
                     "{{\"errors\":[{{\"code\":\"UNAVAILABLE\",\"message\":\"injected {status} by FaultProxy\"}}]}}"
                 );
@@ -695,7 +700,7 @@ async fn handle_conn(client: TcpStream, shared: Arc<Shared>) {
                 let mut hs = vec![
                     ("Content-Type".to_string(), "application/json".to_string()),
                     ("Content-Length".to_string(), body.len().to_string()),
-                    ("Retry-After".to_string(), "0".to_string()),
+                    ("Retry-After".to_string(), retry_after.to_string()),
                 ];
                 if !keep {
                     hs.push(("Connection".to_string(), "close".to_string()));

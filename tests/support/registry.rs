@@ -23,6 +23,8 @@ pub struct Registry {
     port: u16,
     creds: Option<(String, String)>,
     tls: Option<ServerCert>,
+    /// Token auth: the realm and the certificate that signs tokens.
+    token: Option<(String, PathBuf)>,
     child: Option<Child>,
 }
 
@@ -52,7 +54,22 @@ impl Registry {
         )
     }
 
+    /// Registry requiring bearer tokens from `tokens` (`auth: token:`) for
+    /// every request. [`Registry::request`] cannot reach it (it speaks
+    /// Basic); the ORAS CLI with `-u`/`-p` can.
+    pub fn start_with_token_auth(tokens: &super::token::TokenServer) -> Registry {
+        Self::start_full(None, None, Some((tokens.realm(), tokens.cert())))
+    }
+
     fn start_inner(creds: Option<(String, String)>, tls: Option<ServerCert>) -> Registry {
+        Self::start_full(creds, tls, None)
+    }
+
+    fn start_full(
+        creds: Option<(String, String)>,
+        tls: Option<ServerCert>,
+        token: Option<(String, PathBuf)>,
+    ) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("regfs-registry-")
             .tempdir()
@@ -65,6 +82,7 @@ impl Registry {
             port: 0,
             creds,
             tls,
+            token,
             child: None,
         };
         // A free port found by binding :0 can be taken by someone else
@@ -103,6 +121,15 @@ impl Registry {
             cfg.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: regfs-test\n    path: {}\n",
                 root.join("htpasswd").display()
+            ));
+        }
+        if let Some((realm, cert)) = &self.token {
+            cfg.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    \
+                 rootcertbundle: {}\n",
+                super::token::TOKEN_SERVICE,
+                super::token::TOKEN_ISSUER,
+                cert.display()
             ));
         }
         let path = root.join("config.yml");
@@ -274,6 +301,52 @@ impl Registry {
                 self.log()
             )
         })
+    }
+
+    /// Uploads `data` as a blob of `repo` (POST, then one PUT); returns
+    /// its digest.
+    pub fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = super::fixtures::sha256_bytes(data);
+        let r = self.request("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], &[]);
+        assert_eq!(r.status, 202, "start upload to {repo}: {}", r.text());
+        let loc = r.header("Location").expect("upload Location").to_string();
+        let path = match loc.find("/v2/") {
+            Some(i) => loc[i..].to_string(),
+            None => loc,
+        };
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let r = self.request(
+            "PUT",
+            &format!("{path}{sep}digest={digest}"),
+            &[("Content-Type", "application/octet-stream")],
+            data,
+        );
+        assert_eq!(r.status, 201, "upload {digest} to {repo}: {}", r.text());
+        digest
+    }
+
+    /// Puts manifest `bytes` (of `media_type`) as `repo:reference` (a tag
+    /// or its digest); returns its digest.
+    pub fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> String {
+        let r = self.request(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Content-Type", media_type)],
+            bytes,
+        );
+        assert_eq!(
+            r.status,
+            201,
+            "put manifest {repo}:{reference}: {}",
+            r.text()
+        );
+        super::fixtures::sha256_bytes(bytes)
     }
 
     /// Tags of `repo` (empty when the repository does not exist).
