@@ -30,7 +30,7 @@ mod read;
 pub mod source;
 #[cfg(test)]
 mod tests;
-pub mod unpack;
+mod unpack;
 mod write;
 mod xattr;
 
@@ -49,6 +49,12 @@ use namespace::{Namespace, ViewAt};
 pub use overlay::SetAttr;
 use overlay::{join_rel, Overlay};
 pub use source::Source;
+
+/// What the fuzz targets (`fuzz/`) reach inside `fs`.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::unpack::{safe_entry_path, unpack_into, Failure, Room, Unbounded};
+}
 
 use crate::cache::{now_secs, Cache};
 use crate::digest::Digest;
