@@ -31,6 +31,8 @@ pub enum Challenge {
 }
 
 /// Parses `Basic realm="x"` or `Bearer realm="https://a/token",service="b",scope="c"`.
+/// A Bearer challenge is answered at its realm, so one whose realm is not
+/// an absolute `http(s)://` URL is not a challenge regfs can answer: `None`.
 ///
 /// challenge ::= scheme SP auth-param *( "," auth-param )
 /// auth-param ::= token "=" ( token / quoted-string )
@@ -41,12 +43,24 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
     match scheme.to_ascii_lowercase().as_str() {
         "basic" => Some(Challenge::Basic),
         "bearer" => Some(Challenge::Bearer {
-            realm: params.get("realm")?.clone(),
+            realm: params
+                .get("realm")
+                .filter(|r| is_absolute_http_url(r))?
+                .clone(),
             service: params.get("service").cloned(),
             scope: params.get("scope").cloned(),
         }),
         _ => None,
     }
+}
+
+/// `http://HOST...` or `https://HOST...` with a host.
+fn is_absolute_http_url(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
 }
 
 fn parse_params(s: &str) -> HashMap<String, String> {
@@ -464,6 +478,20 @@ mod tests {
                 }),
             ),
             (r#"Bearer service="x""#, None),
+            // Found by fuzzing (fuzz/ www_authenticate): an empty realm was
+            // taken, and its token asked for at "?service=...".
+            (r#"Bearer realm="""#, None),
+            (r#"Bearer realm="/token",service="x""#, None),
+            (r#"Bearer realm="ftp://auth.example/token""#, None),
+            (r#"Bearer realm="https://""#, None),
+            (
+                r#"Bearer realm="HTTP://127.0.0.1:5001/token""#,
+                Some(Challenge::Bearer {
+                    realm: "HTTP://127.0.0.1:5001/token".into(),
+                    service: None,
+                    scope: None,
+                }),
+            ),
             ("Negotiate abc", None),
         ];
         for (h, want) in table {
@@ -473,11 +501,11 @@ mod tests {
 
     #[test]
     fn scope_with_comma_in_quotes() {
-        let c = parse_challenge(r#"Bearer realm="r",scope="repository:a:pull,push""#);
+        let c = parse_challenge(r#"Bearer realm="https://r/t",scope="repository:a:pull,push""#);
         assert_eq!(
             c,
             Some(Challenge::Bearer {
-                realm: "r".into(),
+                realm: "https://r/t".into(),
                 service: None,
                 scope: Some("repository:a:pull,push".into())
             })

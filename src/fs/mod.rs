@@ -32,7 +32,7 @@ mod read;
 pub mod source;
 #[cfg(test)]
 mod tests;
-pub mod unpack;
+mod unpack;
 mod write;
 mod xattr;
 
@@ -51,6 +51,13 @@ use namespace::{Layouts, Namespace, ViewAt};
 pub use overlay::SetAttr;
 use overlay::{join_rel, Overlay};
 pub use source::Source;
+
+/// What the fuzz targets (`fuzz/`) reach inside `fs`.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::unpack::{unpack_into, Failure, Room, Unbounded};
+    pub use crate::tree::archive::safe_entry_path;
+}
 
 use crate::cache::{now_secs, Cache};
 use crate::digest::Digest;
