@@ -808,3 +808,7 @@ mod tls;
 // scripts/install.sh into a temporary DESTDIR (tests/it/install.rs).
 #[path = "it/install.rs"]
 mod install;
+
+// Mirrors and pull-through caches: --mirror, registries.conf (tests/it/mirrors.rs).
+#[path = "it/mirrors.rs"]
+mod mirrors;

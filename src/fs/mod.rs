@@ -138,6 +138,9 @@ enum Handle {
         file: Option<Arc<std::fs::File>>,
         /// Where the last read ended (a read starting there is sequential).
         next: u64,
+        /// The download whose unverified bytes this open was given
+        /// (`blobs::Read::Unverified`).
+        unverified_from: Option<u64>,
     },
     File(Arc<std::fs::File>),
     /// A file of the staging area, open for reading and writing.

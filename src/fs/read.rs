@@ -55,6 +55,7 @@ impl Fs {
                     desc: desc.clone(),
                     file,
                     next: 0,
+                    unverified_from: None,
                 }
             }
             Node::UnpackedFile { layer, path, .. } => {
@@ -81,7 +82,7 @@ impl Fs {
         enum Src {
             Bytes(Bytes),
             File(Arc<std::fs::File>),
-            Fetch(String, Desc, bool),
+            Fetch(String, Desc, bool, Option<u64>),
         }
         let src = match lock(&self.handles).get_mut(&fh) {
             None => return Err(Error::BadHandle),
@@ -93,10 +94,11 @@ impl Fs {
                 desc,
                 file: None,
                 next,
+                unverified_from,
             }) => {
                 let sequential = offset > 0 && offset == *next;
                 *next = offset.saturating_add(size as u64);
-                Src::Fetch(repo.clone(), desc.clone(), sequential)
+                Src::Fetch(repo.clone(), desc.clone(), sequential, *unverified_from)
             }
         };
         let file = match src {
@@ -106,17 +108,38 @@ impl Fs {
                 return Ok(b.slice(start..end));
             }
             Src::File(f) => f,
-            Src::Fetch(repo, desc, sequential) => {
+            Src::Fetch(repo, desc, sequential, unverified_from) => {
+                // This open was given bytes of a download that then failed
+                // verification: whatever comes next (from a new download),
+                // what it already read may be wrong, so it never succeeds.
+                let tainted = |desc: &Desc| Error::GivenWrongBytes {
+                    digest: desc.digest.clone(),
+                };
+                if unverified_from.is_some_and(|d| self.blobs.failed(d)) {
+                    return Err(tainted(&desc));
+                }
                 if self.blobs.is_lazy(&desc) {
-                    if let Read::Unverified(b) = self
+                    if let Read::Unverified { bytes, download } = self
                         .blobs
                         .read(&repo, &desc, offset, size, sequential)
                         .await?
                     {
-                        return Ok(b);
+                        if let Some(Handle::Blob {
+                            unverified_from, ..
+                        }) = lock(&self.handles).get_mut(&fh)
+                        {
+                            match unverified_from {
+                                Some(d) if *d != download => return Err(tainted(&desc)),
+                                _ => *unverified_from = Some(download),
+                            }
+                        }
+                        return Ok(bytes);
                     }
                 } else {
                     self.blobs.fetch(&repo, &desc).await?;
+                }
+                if unverified_from.is_some_and(|d| self.blobs.failed(d)) {
+                    return Err(tainted(&desc));
                 }
                 let f = self
                     .open_verified(&desc)

@@ -23,6 +23,8 @@ pub struct Registry {
     port: u16,
     creds: Option<(String, String)>,
     tls: Option<ServerCert>,
+    /// Pull-through cache of this registry URL (distribution's proxy mode).
+    proxy_of: Option<String>,
     child: Option<Child>,
 }
 
@@ -52,7 +54,23 @@ impl Registry {
         )
     }
 
+    /// A pull-through cache (`proxy: remoteurl:`) of the registry at
+    /// `remote_url` ("http://127.0.0.1:PORT"): it answers reads from its
+    /// storage, fetching and keeping what it lacks from the remote, and
+    /// refuses pushes.
+    pub fn start_proxy(remote_url: &str) -> Registry {
+        Self::start_full(None, None, Some(remote_url.to_string()))
+    }
+
     fn start_inner(creds: Option<(String, String)>, tls: Option<ServerCert>) -> Registry {
+        Self::start_full(creds, tls, None)
+    }
+
+    fn start_full(
+        creds: Option<(String, String)>,
+        tls: Option<ServerCert>,
+        proxy_of: Option<String>,
+    ) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("regfs-registry-")
             .tempdir()
@@ -65,6 +83,7 @@ impl Registry {
             port: 0,
             creds,
             tls,
+            proxy_of,
             child: None,
         };
         // A free port found by binding :0 can be taken by someone else
@@ -98,6 +117,9 @@ impl Registry {
                 t.cert.display(),
                 t.key.display()
             ));
+        }
+        if let Some(remote) = &self.proxy_of {
+            cfg.push_str(&format!("proxy:\n  remoteurl: {remote}\n"));
         }
         if self.creds.is_some() {
             cfg.push_str(&format!(
