@@ -251,7 +251,7 @@ _regfs() {
             return 0
             ;;
         regfs__subcmd__mount)
-            opts="-f -o -v -h --plain-http --https --insecure --ca-file --cache-dir --staging-dir --cache-size --repo --tag-ttl --verify --parallel-ranges --allow-other --read-only --foreground --timeout --log-file --verbose --help"
+            opts="-f -o -v -h --plain-http --https --insecure --ca-file --cache-dir --staging-dir --cache-size --repo --tag-ttl --verify --parallel-ranges --allow-other --read-only --foreground --timeout --log-file --mirror --registries-conf --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -305,6 +305,25 @@ _regfs() {
                     ;;
                 --log-file)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mirror)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries-conf)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 -o)

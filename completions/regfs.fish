@@ -47,6 +47,8 @@ lazy\t'Large blobs by Range on demand; the read reaching the end waits for the c
 complete -c regfs -n "__fish_regfs_using_subcommand mount" -l parallel-ranges -d 'Ranged requests that may fetch one blob at once: 1 = always one streaming GET; N = up to N concurrent 4 MiB ranges from the start. Default: one stream, and up to 8 ranges when it delivers less than 200 MB/s (a distant or congested registry)' -r
 complete -c regfs -n "__fish_regfs_using_subcommand mount" -l timeout -d 'Seconds before a registry request (or a silent transfer) is given up' -r
 complete -c regfs -n "__fish_regfs_using_subcommand mount" -l log-file -d 'Where the background daemon logs [default: CACHE_DIR/regfs.log]' -r -F
+complete -c regfs -n "__fish_regfs_using_subcommand mount" -l mirror -d 'Read manifests and blobs through this registry mirror or pull-through cache, HOST[:PORT][/NAMESPACE], before the mirrors of registries.conf and the registry itself (repeatable; spoken to like the registry)' -r
+complete -c regfs -n "__fish_regfs_using_subcommand mount" -l registries-conf -d 'The registries.conf to read mirrors from (also from CONTAINERS_REGISTRIES_CONF, as podman) instead of ~/.config/containers/registries.conf or /etc/containers/registries.conf; the registries.conf.d drop-ins are read too' -r -F
 complete -c regfs -n "__fish_regfs_using_subcommand mount" -s o -d 'Options as mount(8) and fstab pass them: -o plain-http,cache-size=2G,repo=a/b' -r
 complete -c regfs -n "__fish_regfs_using_subcommand mount" -l https -d 'Talk HTTPS, also to a loopback registry (as --plain-http=false)'
 complete -c regfs -n "__fish_regfs_using_subcommand mount" -l insecure -d 'Talk HTTPS without verifying the registry\'s certificate'

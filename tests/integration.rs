@@ -875,3 +875,7 @@ mod referrers;
 // Bearer token auth: a token service signing RS256 JWTs.
 #[path = "it/token.rs"]
 mod token;
+
+// Mirrors and pull-through caches: --mirror, registries.conf (tests/it/mirrors.rs).
+#[path = "it/mirrors.rs"]
+mod mirrors;

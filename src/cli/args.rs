@@ -139,6 +139,17 @@ pub struct MountArgs {
     /// Where the background daemon logs [default: CACHE_DIR/regfs.log].
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Read manifests and blobs through this registry mirror or pull-through
+    /// cache, HOST[:PORT][/NAMESPACE], before the mirrors of registries.conf
+    /// and the registry itself (repeatable; spoken to like the registry).
+    #[arg(long = "mirror", value_name = "HOST", value_parser = parse_mirror)]
+    pub mirrors: Vec<String>,
+    /// The registries.conf to read mirrors from (also from
+    /// CONTAINERS_REGISTRIES_CONF, as podman) instead of
+    /// ~/.config/containers/registries.conf or /etc/containers/registries.conf;
+    /// the registries.conf.d drop-ins are read too.
+    #[arg(long, value_name = "FILE", env = "CONTAINERS_REGISTRIES_CONF", value_hint = ValueHint::FilePath)]
+    pub registries_conf: Option<PathBuf>,
     /// Options as mount(8) and fstab pass them: -o plain-http,cache-size=2G,repo=a/b.
     #[arg(short = 'o', value_name = "OPTS", value_delimiter = ',')]
     pub options: Vec<String>,
@@ -250,6 +261,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64) as u64)
 }
 
+fn parse_mirror(s: &str) -> Result<String, String> {
+    crate::registry::mirrors::conf::parse_flag(s)
+}
+
 /// Options that mount(8) passes and that mean nothing to regfs.
 const IGNORED_OPTIONS: &[&str] = &[
     "rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "auto", "noauto", "user", "nouser",
@@ -305,6 +320,8 @@ impl MountArgs {
                 "log-file" => self.log_file = Some(need(value)?.into()),
                 "cache-size" => self.cache_size = parse_size(&need(value)?)?,
                 "repo" => self.repos.push(need(value)?),
+                "mirror" => self.mirrors.push(parse_mirror(&need(value)?)?),
+                "registries-conf" => self.registries_conf = Some(need(value)?.into()),
                 "tag-ttl" => self.tag_ttl = num(value)?,
                 "verify" => {
                     self.verify = match need(value)?.as_str() {
@@ -351,7 +368,9 @@ mod tests {
             "-o",
             "plain-http,cache_size=1G,repo=a/b,ro,_netdev",
             "-o",
-            "tag-ttl=5",
+            "tag-ttl=5,mirror=cache.lan:5000,registries_conf=/etc/r.conf",
+            "--mirror",
+            "hub.lan/ns/",
         ])
         .unwrap();
         let Command::Mount(m) = &mut cli.command else {
@@ -362,6 +381,10 @@ mod tests {
         assert_eq!(m.cache_size, 1 << 30);
         assert_eq!(m.repos, vec!["a/b".to_string()]);
         assert_eq!(m.tag_ttl, 5);
+        assert_eq!(m.mirrors, ["hub.lan/ns", "cache.lan:5000"]);
+        assert_eq!(m.registries_conf, Some(PathBuf::from("/etc/r.conf")));
+        m.options = vec!["mirror=https://x".into()];
+        assert!(m.apply_options().unwrap_err().contains("without http"));
         m.options = vec!["bogus".into()];
         assert!(m.apply_options().unwrap_err().contains("bogus"));
         m.options = vec!["tag-ttl".into()];

@@ -19,6 +19,7 @@ use super::args::MountArgs;
 use crate::cache::Cache;
 use crate::fs::{Fs, Options};
 use crate::reference::Source;
+use crate::registry::mirrors::{self, conf};
 use crate::registry::{self, layout::Layout, Backend, Client};
 use crate::stage::Staging;
 
@@ -187,6 +188,7 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
     };
     let prefix = source.prefix();
     let backend = Arc::new(backend);
+    let reads = reads_through_mirrors(args, &source, &backend, timeout)?;
     // Each thread that allocates gets a glibc arena of its own that keeps
     // freed memory; a few arenas keep a long-running daemon's memory flat.
     // SAFETY: mallopt only tunes the allocator; called before our threads start.
@@ -222,7 +224,7 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         .unwrap_or_else(|| cache_dir.join("staging"))
         .join(super::records::source_key(&source.to_string()));
     let staging = Arc::new(Staging::open(&staging_root)?);
-    let fs = Arc::new(Fs::new(backend, cache, staging, opts));
+    let fs = Arc::new(Fs::new(reads, cache, staging, opts));
     let settings = crate::fuse::Settings {
         op_timeout: timeout.saturating_mul(4) + Duration::from_secs(5),
         // Short: staged changes and commits by other processes show within a second.
@@ -317,6 +319,68 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
     served?;
     tracing::info!("unmounted");
     Ok(())
+}
+
+/// What the filesystem reads through: the registry's mirrors (`--mirror`,
+/// then registries.conf) in front of it where it has any, else the
+/// registry or layout itself.
+fn reads_through_mirrors(
+    args: &MountArgs,
+    source: &Source,
+    backend: &Arc<Backend>,
+    timeout: Duration,
+) -> anyhow::Result<Arc<dyn crate::fs::Source>> {
+    let Source::Registry { host, .. } = source else {
+        if !args.mirrors.is_empty() {
+            bail!("--mirror is for registries; {source} is an OCI layout");
+        }
+        return Ok(backend.clone());
+    };
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let files = conf::files(
+        args.registries_conf.as_deref(),
+        home.as_deref(),
+        Path::exists,
+    );
+    let conf = conf::load(&files)
+        .map_err(|e| anyhow!("cannot read registry mirrors: {e} (see containers-registries.conf(5); --registries-conf FILE reads another file)"))?;
+    if args.mirrors.is_empty() && !conf.has_mirrors_for(host) {
+        return Ok(backend.clone());
+    }
+    let (plain_http, https, insecure, ca_file) = (
+        args.plain_http,
+        args.https,
+        args.insecure,
+        args.ca_file.clone(),
+    );
+    let make_client: mirrors::MakeClient = Box::new(move |t: &mirrors::Target| {
+        let mut cfg = if t.from_flag {
+            // `--mirror`: spoken to as the registry is.
+            registry::Config::with_flags(&t.host, plain_http, https, insecure, ca_file.clone())?
+        } else {
+            // registries.conf: `insecure = true` allows plain HTTP and
+            // certificates that do not verify.
+            let mut c = registry::Config::new(&t.host);
+            if t.insecure {
+                c.transport = registry::Transport::HttpsThenHttp;
+                c.insecure = true;
+            }
+            c.ca_file = ca_file.clone();
+            c
+        };
+        cfg.timeout = timeout;
+        // A mirror that fails is passed over for the next source: little
+        // is gained by insisting.
+        cfg.retries = 1;
+        Client::new(cfg)
+    });
+    tracing::info!(flags = ?args.mirrors, conf = %files.main.display(), "reading through mirrors");
+    Ok(Arc::new(registry::Mirrored::new(
+        backend.clone(),
+        args.mirrors.clone(),
+        conf,
+        make_client,
+    )))
 }
 
 /// Ends the mount within a few seconds even while readers wait on the

@@ -177,7 +177,7 @@ impl Fs {
                 .read(repo, layer, need.offset, len, false, layer.size)
                 .await?
             {
-                Read::Unverified(b) => b,
+                Read::Unverified { bytes, .. } => bytes,
                 Read::Verified(blob) => {
                     let index = index_file(blob, layer.digest.clone()).await?;
                     return Ok(Indexed::new(index, None, true));
@@ -305,6 +305,7 @@ impl Fs {
             file: file.map(Arc::new),
             next: 0,
             failed: None,
+            unverified_from: None,
         })
     }
 

@@ -55,6 +55,14 @@ pub enum Error {
         offset: u64,
         actual: Digest,
     },
+    /// A lazy read of an open file that was given bytes of a download that
+    /// then failed verification: it never succeeds (its bytes may be wrong).
+    #[error("blob {digest}: this open file was given bytes of a transfer that failed verification; open the file again")]
+    GivenWrongBytes { digest: Digest },
+    /// Wrong bytes that came from a mirror: the source serves the blob from
+    /// the registry itself now, and the read is tried again.
+    #[error("{0}; they came from a mirror: reading the blob from the registry itself")]
+    FromMirror(Box<Error>),
     #[error("blob {digest}: nothing arrived for {after:.0?}; giving up (see --timeout)")]
     Stalled { digest: Digest, after: Duration },
     #[error("layer {digest} cannot be unpacked: {reason}")]
@@ -119,8 +127,18 @@ impl Error {
     /// The bytes that arrived did not match their digest (and were dropped).
     pub fn is_mismatch(&self) -> bool {
         match self {
-            Error::Mismatch { .. } => true,
+            Error::Mismatch { .. } | Error::GivenWrongBytes { .. } => true,
+            Error::FromMirror(e) => e.is_mismatch(),
             Error::Shared(e) => e.is_mismatch(),
+            _ => false,
+        }
+    }
+
+    /// Wrong bytes from a mirror: worth reading again (`Error::FromMirror`).
+    pub fn is_from_mirror(&self) -> bool {
+        match self {
+            Error::FromMirror(_) => true,
+            Error::Shared(e) => e.is_from_mirror(),
             _ => false,
         }
     }

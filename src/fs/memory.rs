@@ -29,6 +29,13 @@ pub enum Fault {
     /// Every blob answer is sent at this many bytes per second (each
     /// answer on its own: a per-connection cap).
     Slow(u64),
+    /// The 100th byte of every blob answer is flipped: the first read of a
+    /// stream sees it.
+    CorruptStart,
+    /// As `Corrupt` until the engine reports wrong bytes
+    /// (`Source::wrong_bytes`), then `None`: a corrupting mirror in front
+    /// of a sound registry.
+    CorruptingMirror,
 }
 
 const PIECE: usize = 64 * 1024;
@@ -50,6 +57,8 @@ pub struct Memory {
     pub blob_gets: AtomicU64,
     /// (Counted as the pieces are taken, as a network would.)
     pub blob_bytes: std::sync::Arc<AtomicU64>,
+    /// A `CorruptingMirror` was reported (`Source::wrong_bytes`).
+    pub mirror_blamed: std::sync::atomic::AtomicBool,
 }
 
 pub const EMPTY_CONFIG: &[u8] = b"{}";
@@ -65,6 +74,7 @@ impl Memory {
             fault: Mutex::new(Fault::None),
             blob_gets: AtomicU64::new(0),
             blob_bytes: std::sync::Arc::new(AtomicU64::new(0)),
+            mirror_blamed: Default::default(),
         }
     }
 
@@ -267,9 +277,13 @@ impl Memory {
         let fault = *lock(&self.fault);
         self.blob_gets.fetch_add(1, Ordering::Relaxed);
         let mut data = data.to_vec();
-        if fault == Fault::Corrupt && !data.is_empty() {
+        if matches!(fault, Fault::Corrupt | Fault::CorruptingMirror) && !data.is_empty() {
             let mid = data.len() / 2;
             data[mid] ^= 0xff;
+        }
+        if fault == Fault::CorruptStart && !data.is_empty() {
+            let at = 100.min(data.len() - 1);
+            data[at] ^= 0xff;
         }
         let limit = match fault {
             Fault::Truncate(n) => (n as usize).min(data.len()),
@@ -406,5 +420,16 @@ impl Source for Memory {
             .cloned()
             .unwrap_or_default();
         Box::pin(async move { Ok(listed) })
+    }
+
+    fn wrong_bytes(&self, _digest: &Digest) -> bool {
+        // As `registry::Mirrored`: once a mirror sent wrong bytes, every
+        // report says the registry itself has the right ones.
+        let mut f = lock(&self.fault);
+        if *f == Fault::CorruptingMirror {
+            *f = Fault::None;
+            self.mirror_blamed.store(true, Ordering::Relaxed);
+        }
+        self.mirror_blamed.load(Ordering::Relaxed)
     }
 }

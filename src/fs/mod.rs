@@ -162,6 +162,8 @@ impl Span {
     }
 }
 
+// One per open file: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Handle {
     Bytes(Bytes),
     Blob {
@@ -176,6 +178,9 @@ enum Handle {
         /// The last read that failed for want of bytes, and when (see
         /// `read::FAIL_FAST`).
         failed: Option<(std::time::Instant, Arc<Error>)>,
+        /// The download whose unverified bytes this open was given
+        /// (`blobs::Read::Unverified`).
+        unverified_from: Option<u64>,
     },
     /// A file of an unpacked directory layer, whose tree is held while open.
     Unpacked {

@@ -70,6 +70,7 @@ impl Fs {
                     file,
                     next: 0,
                     failed: None,
+                    unverified_from: None,
                 }
             }
             Node::UnpackedFile {
@@ -132,6 +133,7 @@ impl Fs {
                 next: 0,
                 span: Span::whole(desc.size),
                 failed: None,
+                unverified_from: None,
             },
         );
         Some(fh)
@@ -141,7 +143,7 @@ impl Fs {
         enum Src {
             Bytes(Bytes),
             File(Arc<std::fs::File>),
-            Fetch(String, Desc, Span, bool),
+            Fetch(String, Desc, Span, bool, Option<u64>),
             Failed(Arc<Error>),
         }
         // `offset` and `size` become the bytes to read in what holds the
@@ -175,13 +177,20 @@ impl Fs {
                 span,
                 file: None,
                 next,
+                unverified_from,
                 ..
             }) => {
                 let sequential = offset > 0 && offset == *next;
                 *next = offset.saturating_add(size as u64);
                 match span.place(offset, size) {
                     Some((o, s)) => (
-                        Src::Fetch(repo.clone(), desc.clone(), *span, sequential),
+                        Src::Fetch(
+                            repo.clone(),
+                            desc.clone(),
+                            *span,
+                            sequential,
+                            *unverified_from,
+                        ),
                         o,
                         s,
                     ),
@@ -197,7 +206,16 @@ impl Fs {
             }
             Src::File(f) => f,
             Src::Failed(e) => return Err(Error::Shared(e)),
-            Src::Fetch(repo, desc, span, sequential) => {
+            Src::Fetch(repo, desc, span, sequential, unverified_from) => {
+                // This open was given bytes of a download that then failed
+                // verification: whatever comes next (from a new download),
+                // what it already read may be wrong, so it never succeeds.
+                let tainted = |desc: &Desc| Error::GivenWrongBytes {
+                    digest: desc.digest.clone(),
+                };
+                if unverified_from.is_some_and(|d| self.blobs.failed(d)) {
+                    return Err(tainted(&desc));
+                }
                 let fetched = if self.blobs.is_lazy(&desc) {
                     // The read reaching the end of the file (a member's
                     // end, for a file of a tar layer) waits for the blob.
@@ -210,7 +228,18 @@ impl Fs {
                     self.blobs.fetch(&repo, &desc).await.map(|_| None)
                 };
                 match fetched {
-                    Ok(Some(Read::Unverified(b))) => return Ok(b),
+                    Ok(Some(Read::Unverified { bytes, download })) => {
+                        if let Some(Handle::Blob {
+                            unverified_from, ..
+                        }) = lock(&self.handles).get_mut(&fh)
+                        {
+                            match unverified_from {
+                                Some(d) if *d != download => return Err(tainted(&desc)),
+                                _ => *unverified_from = Some(download),
+                            }
+                        }
+                        return Ok(bytes);
+                    }
                     Ok(_) => {}
                     Err(e) if e.is_for_want_of_bytes() => {
                         let e = Arc::new(e);
@@ -225,6 +254,9 @@ impl Fs {
                 if span != Span::whole(desc.size) {
                     // Offsets from headers read before the blob was verified.
                     self.recheck_archive(&repo, &desc).await?;
+                }
+                if unverified_from.is_some_and(|d| self.blobs.failed(d)) {
+                    return Err(tainted(&desc));
                 }
                 let f = self
                     .open_verified(&desc)

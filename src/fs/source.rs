@@ -1,6 +1,7 @@
 //! What the filesystem needs from where the tree comes from: listings,
 //! manifests, blob bodies and referrers. A registry and an OCI layout
-//! (`registry::Backend`) are sources; so is the in-memory store the
+//! (`registry::Backend`) are sources, and so is a registry read through
+//! its mirrors (`registry::Mirrored`); so is the in-memory store the
 //! mount-free tests use (`fs::memory`). Everything above this trait is
 //! testable without a network or a mount.
 
@@ -10,7 +11,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
 use crate::digest::Digest;
-use crate::registry::{self, Backend, BlobStream, Manifest};
+use crate::registry::{self, Backend, BlobStream, Manifest, Mirrored};
 
 /// A result from a source.
 pub type SourceResult<T> = Result<T, registry::Error>;
@@ -53,6 +54,12 @@ pub trait Source: Send + Sync + 'static {
         repo: &'a str,
         subject: &'a Digest,
     ) -> BoxFuture<'a, SourceResult<Vec<Digest>>>;
+    /// Bytes of `digest` this source served did not match it. Whether
+    /// another place may have the right ones, so fetching again is worth
+    /// it (a mirror sent them: the registry itself serves the blob now).
+    fn wrong_bytes(&self, _digest: &Digest) -> bool {
+        false
+    }
 }
 
 /// A blob body being received.
@@ -141,5 +148,67 @@ impl Source for Backend {
         subject: &'a Digest,
     ) -> BoxFuture<'a, SourceResult<Vec<Digest>>> {
         Box::pin(Backend::referrers(self, repo, subject))
+    }
+}
+
+/// A registry read through its mirrors (`registry::mirrors`): listings and
+/// referrers from the registry itself.
+impl Source for Mirrored {
+    fn host(&self) -> &str {
+        self.origin().host()
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn catalog(&self) -> BoxFuture<'_, SourceResult<Option<Vec<String>>>> {
+        Box::pin(self.origin().catalog())
+    }
+
+    fn tags<'a>(&'a self, repo: &'a str) -> BoxFuture<'a, SourceResult<Vec<String>>> {
+        Box::pin(self.origin().tags(repo))
+    }
+
+    fn manifest<'a>(
+        &'a self,
+        repo: &'a str,
+        reference: &'a str,
+    ) -> BoxFuture<'a, SourceResult<Manifest>> {
+        Box::pin(Mirrored::manifest(self, repo, reference))
+    }
+
+    fn head_manifest<'a>(
+        &'a self,
+        repo: &'a str,
+        reference: &'a str,
+    ) -> BoxFuture<'a, SourceResult<Option<Digest>>> {
+        Box::pin(Mirrored::head_manifest(self, repo, reference))
+    }
+
+    fn blob<'a>(
+        &'a self,
+        repo: &'a str,
+        digest: &'a Digest,
+        start: u64,
+        end: Option<u64>,
+    ) -> BoxFuture<'a, SourceResult<Body>> {
+        Box::pin(async move {
+            Ok(Mirrored::blob_range(self, repo, digest, start, end)
+                .await?
+                .into())
+        })
+    }
+
+    fn referrers<'a>(
+        &'a self,
+        repo: &'a str,
+        subject: &'a Digest,
+    ) -> BoxFuture<'a, SourceResult<Vec<Digest>>> {
+        Box::pin(self.origin().referrers(repo, subject))
+    }
+
+    fn wrong_bytes(&self, digest: &Digest) -> bool {
+        Mirrored::wrong_bytes(self, digest)
     }
 }

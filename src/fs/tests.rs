@@ -221,6 +221,105 @@ async fn a_corrupted_blob_fails_with_eio_and_is_never_cached() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_bytes_from_a_mirror_are_read_again_from_the_registry() {
+    let (m, small, big) = sample();
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    w.source.set_fault(Fault::CorruptingMirror);
+    assert!(w.read_all("org/app/v1/model.bin", 1 << 20).await.unwrap() == big);
+    assert!(w.source.mirror_blamed.load(Ordering::Relaxed));
+    assert!(w.cached(&Digest::of(&big)));
+    assert!(w.fs.cache().downloads().is_empty(), "bad bytes left behind");
+    // Twice: the mirror's answer, then the registry's.
+    assert_eq!(w.source.blob_gets.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        w.read_all("org/app/v1/hello.txt", 4096).await.unwrap(),
+        small
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_reader_given_a_mirrors_wrong_bytes_sees_eio_then_the_registry_serves() {
+    let (m, _, big) = sample();
+    let w = world_with(m, Verify::Lazy, Duration::from_secs(5));
+    w.source.set_fault(Fault::CorruptingMirror);
+    // Bytes before the end went out unverified: the end must fail.
+    let e = w
+        .read_all("org/app/v1/model.bin", 1 << 20)
+        .await
+        .unwrap_err();
+    assert!(e.is_mismatch(), "{e}");
+    assert_eq!(e.errno(), libc::EIO);
+    assert!(w.read_all("org/app/v1/model.bin", 1 << 20).await.unwrap() == big);
+    assert!(w.cached(&Digest::of(&big)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_chunk_from_a_mirror_is_read_again_from_the_registry() {
+    let (m, big) = chunked_sample(None);
+    let w = world_with(m, Verify::Lazy, Duration::from_secs(5));
+    assert_eq!(verify_attr(&w, "org/app/v1/model.bin").await, "chunks");
+    // The list first, clean (the fault corrupts every blob answer).
+    w.read_at("org/app/v1/model.bin", 0, 10).await.unwrap();
+    w.source.set_fault(Fault::CorruptingMirror);
+    let off = 9 * MIB as u64 + 100;
+    let got = w.read_at("org/app/v1/model.bin", off, 4096).await.unwrap();
+    assert_eq!(got, &big[off as usize..off as usize + 4096]);
+    assert!(w.source.mirror_blamed.load(Ordering::Relaxed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_given_bytes_of_a_failed_transfer_never_succeeds() {
+    // (Tried again when the transfer failed before the first read returned.)
+    for _ in 0..5 {
+        let (m, _, big) = sample();
+        let w = world_with(m, Verify::Lazy, Duration::from_secs(5));
+        w.source.set_fault(Fault::CorruptStart);
+        let ino = w.path("org/app/v1/model.bin").await.unwrap();
+        let (fh, _) = w.fs.open(ino, false, false).await.unwrap();
+        // A wrong byte, unverified.
+        let Ok(first) = w.fs.read(fh, 0, 1 << 20).await else {
+            continue;
+        };
+        assert_ne!(&first[..], &big[..first.len()]);
+        // Sequential reads past the first chunk: one stream to the end.
+        let mut at = first.len() as u64;
+        while at < 5 * MIB as u64 {
+            match w.fs.read(fh, at, 1 << 20).await {
+                Ok(b) => at += b.len() as u64,
+                Err(_) => break,
+            }
+        }
+        if at < 5 * MIB as u64 {
+            continue;
+        }
+        // The stream reaches the end and fails verification with no reader
+        // waiting there; the registry then sends the right bytes.
+        let t = Instant::now();
+        while w.source.blob_bytes.load(Ordering::Relaxed) < big.len() as u64
+            || !w.fs.cache().downloads().is_empty()
+        {
+            assert!(t.elapsed() < Duration::from_secs(10), "never ended");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        w.source.set_fault(Fault::None);
+        let rest = loop {
+            match w.fs.read(fh, at, 1 << 20).await {
+                Ok(b) if b.is_empty() => break Ok(()),
+                Ok(b) => at += b.len() as u64,
+                Err(e) => break Err(e),
+            }
+        };
+        let e = rest.expect_err("an open given a wrong byte read to the end with success");
+        assert_eq!(e.errno(), libc::EIO, "{e}");
+        w.fs.release(fh);
+        // A new open reads right.
+        assert!(w.read_all("org/app/v1/model.bin", 1 << 20).await.unwrap() == big);
+        return;
+    }
+    panic!("the transfer always failed before the first read returned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_transfer_resumes_where_it_stopped() {
     let (m, _, big) = sample();
     let w = world_with(m, Verify::Strict, Duration::from_secs(5));

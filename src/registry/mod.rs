@@ -2,12 +2,14 @@
 //! pages), manifests (verified against their digest), blob streams with
 //! Range, and referrers (`referrers.rs`). Every request has a timeout; idempotent ones are retried with
 //! backoff on connection errors, 429 and 5xx; 401 challenges are answered
-//! through `auth`. Whether HTTPS or plain HTTP is spoken is `transport`'s.
+//! through `auth`. Whether HTTPS or plain HTTP is spoken is `transport`'s;
+//! reading through mirrors and pull-through caches is `mirrors`'.
 
 mod access;
 mod error;
 pub mod layout;
 pub mod link;
+pub mod mirrors;
 pub mod push;
 mod referrers;
 pub mod transport;
@@ -20,6 +22,7 @@ use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE, WWW
 use reqwest::{Method, StatusCode};
 
 pub use error::Error;
+pub use mirrors::Mirrored;
 pub use referrers::subject_of;
 pub use transport::{is_loopback, SchemeFlags, Transport};
 

@@ -25,6 +25,8 @@ pub struct Registry {
     tls: Option<ServerCert>,
     /// Token auth: the realm and the certificate that signs tokens.
     token: Option<(String, PathBuf)>,
+    /// Pull-through cache of this registry URL (distribution's proxy mode).
+    proxy_of: Option<String>,
     child: Option<Child>,
 }
 
@@ -58,17 +60,26 @@ impl Registry {
     /// every request. [`Registry::request`] cannot reach it (it speaks
     /// Basic); the ORAS CLI with `-u`/`-p` can.
     pub fn start_with_token_auth(tokens: &super::token::TokenServer) -> Registry {
-        Self::start_full(None, None, Some((tokens.realm(), tokens.cert())))
+        Self::start_full(None, None, Some((tokens.realm(), tokens.cert())), None)
+    }
+
+    /// A pull-through cache (`proxy: remoteurl:`) of the registry at
+    /// `remote_url` ("http://127.0.0.1:PORT"): it answers reads from its
+    /// storage, fetching and keeping what it lacks from the remote, and
+    /// refuses pushes.
+    pub fn start_proxy(remote_url: &str) -> Registry {
+        Self::start_full(None, None, None, Some(remote_url.to_string()))
     }
 
     fn start_inner(creds: Option<(String, String)>, tls: Option<ServerCert>) -> Registry {
-        Self::start_full(creds, tls, None)
+        Self::start_full(creds, tls, None, None)
     }
 
     fn start_full(
         creds: Option<(String, String)>,
         tls: Option<ServerCert>,
         token: Option<(String, PathBuf)>,
+        proxy_of: Option<String>,
     ) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("regfs-registry-")
@@ -83,6 +94,7 @@ impl Registry {
             creds,
             tls,
             token,
+            proxy_of,
             child: None,
         };
         // A free port found by binding :0 can be taken by someone else
@@ -116,6 +128,9 @@ impl Registry {
                 t.cert.display(),
                 t.key.display()
             ));
+        }
+        if let Some(remote) = &self.proxy_of {
+            cfg.push_str(&format!("proxy:\n  remoteurl: {remote}\n"));
         }
         if self.creds.is_some() {
             cfg.push_str(&format!(

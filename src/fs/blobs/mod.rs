@@ -13,6 +13,12 @@
 //! `--parallel-ranges`). Bytes become verified only when the cache moves the
 //! completed partial into place after its digest matched.
 //!
+//! Wrong bytes are dropped and fail the reads waiting for them, unless the
+//! source says another place has the right ones (`Source::wrong_bytes`: a
+//! mirror sent them, the registry itself serves the blob now): then the
+//! reads start over (`Error::FromMirror`, `REFETCHES`), except a lazy read
+//! at the end-of-file gate, whose reader was given bytes before the check.
+//!
 //! Readers only wait: dropping a reader's future (an interrupted request)
 //! never stops a download, which goes on and fills the cache. A wait ends
 //! with an error when the download failed, or when nothing arrived for
@@ -22,6 +28,7 @@ mod plan;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +61,10 @@ const FIRST_BYTES: u64 = 256 << 10;
 /// or a capped connection gives far less per connection.
 const SLOW_STREAM: f64 = 200e6;
 const RATE_WINDOW: Duration = Duration::from_millis(300);
+/// How many times a read is tried again after wrong bytes from a mirror
+/// (`Error::FromMirror`): the source serves the blob from the registry
+/// itself then, so once is enough unless the registry is wrong too.
+const REFETCHES: usize = 3;
 /// Consecutive attempts of a segment that bring no byte before it gives up
 /// (each attempt's request is itself retried by the registry client).
 const STALLS: u32 = 2;
@@ -77,6 +88,10 @@ pub struct Blobs {
     live: Mutex<HashMap<crate::digest::Digest, Arc<Download>>>,
     /// Layers whose chunk list was refused (reads gated at end-of-file).
     bad_lists: Mutex<std::collections::HashSet<crate::digest::Digest>>,
+    /// Names the downloads (`Read::Unverified::download`).
+    next_download: AtomicU64,
+    /// Downloads whose bytes did not match the digest.
+    failed: Arc<Mutex<std::collections::HashSet<u64>>>,
 }
 
 impl Blobs {
@@ -87,6 +102,8 @@ impl Blobs {
             settings,
             live: Mutex::new(HashMap::new()),
             bad_lists: Mutex::new(Default::default()),
+            next_download: AtomicU64::new(1),
+            failed: Default::default(),
         }
     }
 
@@ -100,6 +117,16 @@ impl Blobs {
 
     /// The verified blob in the cache, downloading what is missing first.
     pub async fn fetch(&self, repo: &str, desc: &Desc) -> Result<PathBuf, Error> {
+        let mut tries = 0;
+        loop {
+            match self.fetch_once(repo, desc).await {
+                Err(e) if e.is_from_mirror() && tries < REFETCHES => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
+    async fn fetch_once(&self, repo: &str, desc: &Desc) -> Result<PathBuf, Error> {
         if let Some(p) = self.cached(&desc.digest).await {
             return Ok(p);
         }
@@ -115,6 +142,32 @@ impl Blobs {
     /// only once it is. `sequential`: the reader continues where it left
     /// off, so one stream serves it best.
     pub async fn read(
+        &self,
+        repo: &str,
+        desc: &Desc,
+        offset: u64,
+        size: u32,
+        sequential: bool,
+        file_end: u64,
+    ) -> Result<Read, Error> {
+        let mut tries = 0;
+        loop {
+            match self
+                .read_once(repo, desc, offset, size, sequential, file_end)
+                .await
+            {
+                // A chunk is dropped before any of it is returned. A whole
+                // blob that did not match at the end-of-file gate is not
+                // tried again: bytes before the end were returned unverified,
+                // so the reader must see the failure (the next read gets
+                // the blob from the registry itself).
+                Err(e) if e.is_from_mirror() && !e.is_mismatch() && tries < REFETCHES => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
+    async fn read_once(
         &self,
         repo: &str,
         desc: &Desc,
@@ -143,6 +196,12 @@ impl Blobs {
             Want::Chunks(offset, end)
         };
         dl.wait(want).await
+    }
+
+    /// Whether `download` (of a `Read::Unverified`) failed verification:
+    /// the bytes it gave out may be wrong.
+    pub fn failed(&self, download: u64) -> bool {
+        lock(&self.failed).contains(&download)
     }
 
     /// How lazy reads of `desc` are verified: `strict` (not lazy: the whole
@@ -237,6 +296,8 @@ impl Blobs {
         }
         let partial = self.cache.partial(&desc.digest, desc.size)?;
         let dl = Arc::new(Download {
+            id: self.next_download.fetch_add(1, Ordering::Relaxed),
+            failed: self.failed.clone(),
             desc: desc.clone(),
             repo: repo.to_string(),
             source: self.source.clone(),
@@ -269,8 +330,10 @@ enum Joined {
 pub enum Read {
     /// In the verified cache (read it from this file).
     Verified(PathBuf),
-    /// Not verified yet: the bytes themselves.
-    Unverified(Bytes),
+    /// Not verified yet: the bytes themselves, and the download they are
+    /// of. If that download fails verification (`Blobs::failed`), a reader
+    /// who was given them must not succeed with bytes of another.
+    Unverified { bytes: Bytes, download: u64 },
 }
 
 /// One active segment: bytes `next..end` are still to come.
@@ -304,6 +367,9 @@ struct State {
 }
 
 struct Download {
+    id: u64,
+    /// `Blobs::failed`.
+    failed: Arc<Mutex<std::collections::HashSet<u64>>>,
     desc: Desc,
     repo: String,
     source: Arc<dyn Source>,
@@ -334,7 +400,7 @@ impl Download {
         match self.wait(Want::Whole).await? {
             Read::Verified(p) => Ok(p),
             // `wait` answers `Want::Whole` only with the verified file.
-            Read::Unverified(_) => Err(Error::Blob {
+            Read::Unverified { .. } => Err(Error::Blob {
                 digest: self.desc.digest.clone(),
                 reason: "not verified".into(),
             }),
@@ -385,7 +451,10 @@ impl Download {
                         what: "reading a download".into(),
                         source: std::io::Error::other(e),
                     })??;
-                return Ok(Read::Unverified(Bytes::from(bytes)));
+                return Ok(Read::Unverified {
+                    bytes: Bytes::from(bytes),
+                    download: self.id,
+                });
             }
             self.start_segments(want);
             if tokio::time::timeout(self.settings.timeout, notified)
@@ -424,12 +493,16 @@ impl Download {
     fn give_up_chunk(&self, bad: crate::cache::BadChunk) -> Error {
         tracing::error!(digest = %self.desc.digest, chunk = bad.index, actual = %bad.actual,
             "chunk does not match the chunk list; dropped");
-        let e = Arc::new(Error::ChunkMismatch {
+        let mut e = Error::ChunkMismatch {
             digest: self.desc.digest.clone(),
             index: bad.index,
             offset: bad.offset,
             actual: bad.actual.clone(),
-        });
+        };
+        if self.source.wrong_bytes(&self.desc.digest) {
+            e = Error::FromMirror(Box::new(e));
+        }
+        let e = Arc::new(e);
         self.end_attempt(e.clone());
         self.partial.drop_chunk(&bad);
         self.changed.notify_waiters();
@@ -762,10 +835,16 @@ impl Download {
             }
             Err(Incomplete::Mismatch(actual)) => {
                 tracing::error!(digest = %self.desc.digest, %actual, "blob does not match its digest; discarded");
-                Err(Error::Mismatch {
+                lock(&self.failed).insert(self.id);
+                let e = Error::Mismatch {
                     digest: self.desc.digest.clone(),
                     actual,
-                })
+                };
+                if self.source.wrong_bytes(&self.desc.digest) {
+                    Err(Error::FromMirror(Box::new(e)))
+                } else {
+                    Err(e)
+                }
             }
             Err(Incomplete::NotHeld) => return,
             Err(Incomplete::Cache(e)) => Err(e.into()),
