@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -64,24 +63,6 @@ on_each_registry_kind!(
     a_mirror_carries_referrers_with_their_subject,
     a_lazy_read_streams_the_rest_of_a_blob,
 );
-
-fn read(p: &Path) -> Vec<u8> {
-    let q = p.to_path_buf();
-    bounded(&format!("read {}", p.display()), OP, move || {
-        let mut v = Vec::new();
-        fs::File::open(&q)?.read_to_end(&mut v)?;
-        Ok::<_, std::io::Error>(v)
-    })
-    .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-}
-
-fn mkdir_p(p: &Path) {
-    let q = p.to_path_buf();
-    bounded(&format!("mkdir -p {}", p.display()), OP, move || {
-        fs::create_dir_all(&q)
-    })
-    .unwrap_or_else(|e| panic!("mkdir -p {}: {e}", p.display()))
-}
 
 /// `cp -r SRC... DEST`.
 fn cp(srcs: &[PathBuf], dest: &Path) {

@@ -32,16 +32,6 @@ const REFUSAL_BOUND: Duration = Duration::from_secs(20);
 // helpers
 // ====================================================================
 
-fn read(p: &Path) -> Vec<u8> {
-    let q = p.to_path_buf();
-    bounded(&format!("read {}", p.display()), OP, move || {
-        let mut v = Vec::new();
-        fs::File::open(&q)?.read_to_end(&mut v)?;
-        Ok::<_, std::io::Error>(v)
-    })
-    .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-}
-
 /// The first `n` bytes of `p`.
 fn read_head(p: &Path, n: usize) -> Vec<u8> {
     let q = p.to_path_buf();

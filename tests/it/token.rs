@@ -65,12 +65,6 @@ fn commit(path: &Path, cfg: &Path, home: &Path) -> Output {
     run_unchecked_timeout(&mut c, Duration::from_secs(120))
 }
 
-fn read(p: &Path) -> Vec<u8> {
-    let q = p.to_path_buf();
-    bounded(&format!("read {}", p.display()), OP, move || fs::read(q))
-        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-}
-
 fn write_through(path: std::path::PathBuf, data: &'static str) {
     bounded("write", OP, move || fs::write(path, data)).unwrap();
 }

@@ -56,14 +56,6 @@ fn mkdir(p: &Path) {
     try_mkdir(p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()))
 }
 
-fn mkdir_p(p: &Path) {
-    let q = p.to_path_buf();
-    bounded(&format!("mkdir -p {}", p.display()), OP, move || {
-        fs::create_dir_all(&q)
-    })
-    .unwrap_or_else(|e| panic!("mkdir -p {}: {e}", p.display()))
-}
-
 fn try_write(p: &Path, data: &[u8]) -> std::io::Result<()> {
     let (q, d) = (p.to_path_buf(), data.to_vec());
     bounded(&format!("write {}", p.display()), OP, move || {
@@ -79,10 +71,6 @@ fn try_read(p: &Path) -> std::io::Result<Vec<u8>> {
         f.read_to_end(&mut v)?;
         Ok(v)
     })
-}
-
-fn read(p: &Path) -> Vec<u8> {
-    try_read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
 }
 
 fn try_meta(p: &Path) -> std::io::Result<fs::Metadata> {

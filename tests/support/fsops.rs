@@ -46,6 +46,22 @@ pub fn bounded<T: Send + 'static>(
         .unwrap_or_else(|| panic!("{what}: no answer within {limit:?} (hung mount?)"))
 }
 
+/// The bytes of `p` (a path in a mount: the read is bounded by `OP`).
+pub fn read(p: &Path) -> Vec<u8> {
+    let q = p.to_path_buf();
+    bounded(&format!("read {}", p.display()), OP, move || fs::read(q))
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// `mkdir -p`, bounded by `OP`.
+pub fn mkdir_p(p: &Path) {
+    let q = p.to_path_buf();
+    bounded(&format!("mkdir -p {}", p.display()), OP, move || {
+        fs::create_dir_all(&q)
+    })
+    .unwrap_or_else(|e| panic!("mkdir -p {}: {e}", p.display()))
+}
+
 pub fn errno(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(-1)
 }
