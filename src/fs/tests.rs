@@ -42,11 +42,15 @@ fn world_with(source: Memory, verify: Verify, timeout: Duration) -> World {
 
 /// A world whose cache holds at most `cache_size` bytes.
 fn world_sized(source: Memory, verify: Verify, timeout: Duration, cache_size: u64) -> World {
+    world_of(source, opts(verify, timeout), cache_size)
+}
+
+fn world_of(source: Memory, o: Options, cache_size: u64) -> World {
     let dir = tempfile::tempdir().unwrap();
     let cache = Arc::new(Cache::open(&dir.path().join("cache"), cache_size).unwrap());
     let staging = Arc::new(Staging::open(&dir.path().join("staging")).unwrap());
     let source = Arc::new(source);
-    let fs = Fs::new(source.clone(), cache, staging, opts(verify, timeout));
+    let fs = Fs::new(source.clone(), cache, staging, o);
     World {
         fs,
         source,
@@ -473,18 +477,9 @@ async fn a_slow_stream_is_joined_by_parallel_ranges() {
 async fn parallel_ranges_one_means_one_stream_however_slow() {
     let (m, _, big) = sample();
     m.set_fault(Fault::Slow(40_000_000));
-    let dir = tempfile::tempdir().unwrap();
-    let cache = Arc::new(Cache::open(&dir.path().join("cache"), 1 << 34).unwrap());
-    let staging = Arc::new(Staging::open(&dir.path().join("staging")).unwrap());
-    let source = Arc::new(m);
     let mut o = opts(Verify::Strict, Duration::from_secs(10));
     o.parallel_ranges = Some(1);
-    let fs = Fs::new(source.clone(), cache, staging, o);
-    let w = World {
-        fs,
-        source,
-        _dir: dir,
-    };
+    let w = world_of(m, o, 1 << 34);
     assert!(w.read_all("org/app/v1/model.bin", 1 << 20).await.unwrap() == big);
     assert_eq!(w.source.blob_gets.load(Ordering::Relaxed), 1);
 }
