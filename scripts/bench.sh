@@ -27,7 +27,13 @@
 #   BENCH_MIRROR_TAGS=3 BENCH_MIRROR_MB=8  the mirrored repository (10): per tag
 #                                          an 8 KiB, a ~1 MiB and a BENCH_MIRROR_MB
 #                                          file; v00 has an SBOM, the SBOM a signature
-#   BENCH_ONLY="1 2 3 4 5 6 7 8 9 10 11"  run only these measurements (3 needs 1 and 2,
+#   BENCH_GEN_REPOS=1000 BENCH_GEN_TAGS=100 BENCH_GEN_BIG=10000  the generated registry (12):
+#                        REPOS repositories of TAGS tags and one of BIG tags, written
+#                        straight into docker-registry's storage by scripts/gen_registry.py
+#   BENCH_GEN_DIR        where that storage goes [default: a folder in /dev/shm when it
+#                        has 4 GiB free, else in the work folder]
+#   BENCH_GEN_COPY_TIMEOUT=7200  seconds the rsync -a copy of that tree (12) may take
+#   BENCH_ONLY="1 2 3 4 5 6 7 8 9 10 11 12 13"  run only these measurements (3 needs 1 and 2,
 #                        4 needs 2, 7 needs 6: they are added); data nobody needs is not made
 #   REGFS_BIN            use this binary instead of `cargo build --release`
 #
@@ -49,7 +55,7 @@ SYNC_TAGS=${BENCH_SYNC_TAGS:-10}
 SYNC_MB=${BENCH_SYNC_MB:-8}
 CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-900}
 RESULTS_DIR=${BENCH_RESULTS_DIR-$ROOT/scripts/bench-results}
-ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6 7 8 9 10 11 13} "
+ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6 7 8 9 10 11 12 13} "
 SLOW_RTT_MS=${BENCH_SLOW_RTT_MS:-25}
 SLOW_BPS=${BENCH_SLOW_BPS:-40000000}
 SLOW_REPOS=${BENCH_SLOW_REPOS:-20}
@@ -58,6 +64,11 @@ CHUNK_READS=${BENCH_CHUNK_READS:-1000}
 SMALLFILES=${BENCH_SMALLFILES:-500}
 MIRROR_TAGS=${BENCH_MIRROR_TAGS:-3}
 MIRROR_MB=${BENCH_MIRROR_MB:-8}
+GEN_REPOS=${BENCH_GEN_REPOS:-1000}
+GEN_TAGS=${BENCH_GEN_TAGS:-100}
+GEN_BIG=${BENCH_GEN_BIG:-10000}
+GEN_COPY_TIMEOUT=${BENCH_GEN_COPY_TIMEOUT:-7200}
+GEN_DIR=""        # the generated registry's storage (12), removed at exit
 [[ "$ONLY" == *" 3 "* ]] && ONLY+="1 2 "
 [[ "$ONLY" == *" 4 "* ]] && ONLY+="2 "
 [[ "$ONLY" == *" 7 "* ]] && ONLY+="6 "
@@ -109,6 +120,9 @@ cleanup() {
     if [[ $rc -ne 0 && ${#ROWS[@]} -gt 0 ]]; then
         log "results so far:"
         print_table >&2
+    fi
+    if [[ -n "$GEN_DIR" && -d "$GEN_DIR" ]] && ! grep -qF " $GEN_DIR/" /proc/mounts; then
+        rm -rf "$GEN_DIR"
     fi
     if [[ -n "$WORK" && -d "$WORK" ]]; then
         # Never delete through a live mount.
@@ -242,7 +256,7 @@ python3 -c 'import oras.client, requests' 2>/dev/null || die "python3 needs the 
 
 echo "== machine"
 echo "nproc: $(nproc)   memory: $(free -h | awk '/^Mem:/ { print $2 }')   kernel: $(uname -r)   cpu: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
-echo "sizes: small ${SMALL_MB} MiB, large ${LARGE_MB} MiB, commit ${COMMIT_MB} MiB, ${REPOS}x${TAGS} tiny artifacts, sync repo ${SYNC_TAGS} tags (8 KiB + ~1 MiB + ${SYNC_MB} MiB each), mirror repo ${MIRROR_TAGS} tags (8 KiB + ~1 MiB + ${MIRROR_MB} MiB each)"
+echo "sizes: small ${SMALL_MB} MiB, large ${LARGE_MB} MiB, commit ${COMMIT_MB} MiB, ${REPOS}x${TAGS} tiny artifacts, sync repo ${SYNC_TAGS} tags (8 KiB + ~1 MiB + ${SYNC_MB} MiB each), mirror repo ${MIRROR_TAGS} tags (8 KiB + ~1 MiB + ${MIRROR_MB} MiB each), generated ${GEN_REPOS}x${GEN_TAGS} + ${GEN_BIG} tags"
 
 if [[ -n "${REGFS_BIN:-}" ]]; then
     REGFS=$(realpath "$REGFS_BIN")
@@ -286,11 +300,12 @@ fi
 echo "features: verify lazy: $([[ $HAVE_LAZY -eq 1 ]] && echo yes || echo 'no (lazy mode not available)'), commit: $([[ $HAVE_COMMIT -eq 1 ]] && echo yes || echo 'no (regfs commit not available)'), ORAS CLI: ${ORAS_CLI:-none (10 is not measured)}"
 
 # ---- registry
-# start_registry NAME: a docker-registry storing into $WORK/NAME, with
-# $WORK/NAME.yml, NAME-access.log and NAME-error.log; sets NEW_HOST, NEW_PID.
+# start_registry NAME [ROOT]: a docker-registry storing into ROOT (default
+# $WORK/NAME), with $WORK/NAME.yml, NAME-access.log and NAME-error.log; sets
+# NEW_HOST, NEW_PID.
 NEW_HOST="" NEW_PID=""
 start_registry() {
-    local name=$1 port i
+    local name=$1 root=${2:-$WORK/$1} port i
     port=$(py freeport)
     NEW_HOST="127.0.0.1:$port"
     cat >"$WORK/$name.yml" <<EOF
@@ -299,7 +314,7 @@ log:
   level: error
 storage:
   filesystem:
-    rootdirectory: $WORK/$name
+    rootdirectory: $root
   delete:
     enabled: true
 http:
@@ -944,6 +959,98 @@ else
     row 10 "mirror: not measured (needs the ORAS CLI and regfs commit)" "-" "-" "-" "-" "not measured" "-" "-"
 fi
 
+# 12. A large registry (issue 13): GEN_REPOS repositories of GEN_TAGS tags
+# and one of GEN_BIG tags, written straight into a docker-registry's
+# storage (scripts/gen_registry.py: seconds, not one push per tag). Each
+# tag is a manifest of its own (two small titled files); the blobs are
+# shared. Measured: the mount; `ls` of the GEN_BIG-tag repository; a cold
+# `find` of the whole tree on a fresh mount (goal: under 5 s); the same
+# `find` warm vs `find` of an `rsync -a` copy of the tree on local disk
+# (goal: at most 2x); the daemon's peak RSS after all that (goal: under
+# 150 MiB).
+m12() {
+    local mnta=$WORK/mnt-12a cachea=$WORK/cache-12a mnt=$WORK/mnt-12 cache=$WORK/cache-12
+    local copy=$WORK/out/gen-copy gen_host gen_out t0 tmount tls tcold twarm tlocal tcopy mark acc rss n want_n kb res
+    local tags=$((GEN_REPOS * GEN_TAGS + GEN_BIG))
+    if [[ -n "${BENCH_GEN_DIR:-}" ]]; then
+        GEN_DIR=$(mktemp -d "$BENCH_GEN_DIR/regfs-bench-gen.XXXXXX")
+    elif [[ -d /dev/shm && $(df -Pk /dev/shm | awk 'NR == 2 { print $4 }') -gt $((4 << 20)) ]]; then
+        GEN_DIR=$(mktemp -d /dev/shm/regfs-bench-gen.XXXXXX)
+    else
+        GEN_DIR=$(mktemp -d "$WORK/gen.XXXXXX")
+    fi
+    t0=$(now)
+    gen_out=$(run python3 "$ROOT/scripts/gen_registry.py" "$GEN_DIR" --repos "$GEN_REPOS" --tags "$GEN_TAGS" --big-tags "$GEN_BIG" --prefix gen) ||
+        die "scripts/gen_registry.py failed"
+    log "generated ${GEN_REPOS}x${GEN_TAGS} + ${GEN_BIG} tags in $GEN_DIR in $(since "$t0") s: $gen_out"
+    NOTES+=("12: the registry was written by scripts/gen_registry.py in $(since "$t0") s ($gen_out), into $GEN_DIR")
+    start_registry gen "$GEN_DIR"
+    gen_host=$NEW_HOST
+    MORE_REG_PIDS+=("$NEW_PID")
+
+    # The mount, and ls of the big repository, on a fresh cache.
+    dropcache
+    t0=$(now)
+    mount_source "$gen_host" "$mnta" "$cachea"
+    tmount=$(since "$t0")
+    mark=$(reg_mark gen)
+    t0=$(now)
+    n=$(run ls "$mnta/gen/big" | wc -l) || die "ls of gen/big through regfs failed (see $cachea/regfs.log)"
+    tls=$(since "$t0")
+    [[ "$n" -eq "$GEN_BIG" ]] || die "ls of gen/big listed $n tags, expected $GEN_BIG"
+    acc=$(reg_since "$mark" gen)
+    NOTES+=("12b: ls of gen/big: regfs requests $(jget "$acc" methods)")
+    rss=$(peak_rss "$DPID")
+    umount_regfs "$mnta" "$DPID"
+    check_log "$cachea" "12a/12b"
+    rm -rf "$cachea"
+    row 12a "mount of the generated registry ($((GEN_REPOS + 1)) repositories, $tags tags)" "$tmount" "-" "-" "-" "-" "-" "-"
+    row 12b "ls of the ${GEN_BIG}-tag repository (cold)" "$tls" "-" "-" "-" "-" "$rss" "$(jget "$acc" requests)/-"
+
+    # Cold find of the whole tree on a fresh mount and cache.
+    mount_source "$gen_host" "$mnt" "$cache"
+    dropcache
+    mark=$(reg_mark gen)
+    t0=$(now)
+    run find "$mnt" >"$WORK/out/find-cold.txt" || die "cold find through regfs failed (see $cache/regfs.log)"
+    tcold=$(since "$t0")
+    acc=$(reg_since "$mark" gen)
+    n=$(grep -c '/manifest\.json$' "$WORK/out/find-cold.txt" || true)
+    [[ "$n" -eq "$tags" ]] || die "find listed $n manifest.json files, expected $tags"
+    want_n=$(wc -l <"$WORK/out/find-cold.txt")
+    NOTES+=("12c: cold find printed $want_n paths; regfs requests $(jget "$acc" methods)")
+    if le "$tcold" 5; then res=met; else res=MISSED; fi
+    row 12c "cold find of the whole tree ($want_n paths)" "$tcold" "-" "-" "< 5 s" "$res" "$(peak_rss "$DPID")" "$(jget "$acc" requests)/-"
+
+    # A local copy, then warm finds of both.
+    t0=$(now)
+    # (Every file of every tag is read through the mount: longer than one command may take.)
+    timeout -k 10 "$GEN_COPY_TIMEOUT" rsync -a "$mnt/" "$copy/" || die "rsync -a of the mount failed or took over $GEN_COPY_TIMEOUT s (see $cache/regfs.log)"
+    tcopy=$(since "$t0")
+    n=$(find "$copy" | wc -l)
+    NOTES+=("12d: rsync -a of the mount to $copy took $tcopy s ($n paths, $(du -sk "$copy" | cut -f1) KiB)")
+    run find "$mnt" >/dev/null || die "warm find through regfs failed"
+    mark=$(reg_mark gen)
+    t0=$(now)
+    run find "$mnt" >"$WORK/out/find-warm.txt" || die "warm find through regfs failed"
+    twarm=$(since "$t0")
+    acc=$(reg_since "$mark" gen)
+    [[ "$(wc -l <"$WORK/out/find-warm.txt")" -eq "$want_n" ]] || die "the warm find listed $(wc -l <"$WORK/out/find-warm.txt") paths, the cold one $want_n"
+    find "$copy" >/dev/null
+    t0=$(now)
+    find "$copy" >/dev/null
+    tlocal=$(since "$t0")
+    rss=$(peak_rss "$DPID")
+    goal_row 12d "warm find of the whole tree vs find of an rsync -a copy on local disk" "$twarm" "$tlocal" 2.0 "$rss" "$(jget "$acc" requests)/0"
+    kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$DPID/status" 2>/dev/null || echo 0)
+    if [[ "$kb" -gt 0 && "$kb" -lt $((150 * 1024)) ]]; then res=met; else res=MISSED; fi
+    row 12e "daemon peak RSS after cold find, rsync -a and warm finds" "$(mib $((kb * 1024))) MiB" "-" "-" "< 150 MiB" "$res" "$rss" "-"
+    umount_regfs "$mnt" "$DPID"
+    check_log "$cache" "12c-12e"
+    rm -rf "$cache" "$copy"
+}
+if want 12; then m12; fi
+
 # ------------------------------------------------------------------ report
 echo
 echo "== results (ratio = regfs / baseline; goals from issue 5)"
@@ -961,7 +1068,7 @@ if [[ -n "$RESULTS_DIR" ]]; then
     {
         echo "nproc: $(nproc)   memory: $(free -h | awk '/^Mem:/ { print $2 }')   kernel: $(uname -r)"
         echo "regfs: $("$REGFS" --version 2>/dev/null || echo '?') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo '+dirty'))"
-        echo "sizes: small ${SMALL_MB} MiB, large ${LARGE_MB} MiB, commit ${COMMIT_MB} MiB, ${REPOS}x${TAGS}, sync ${SYNC_TAGS} tags x (8 KiB + ~1 MiB + ${SYNC_MB} MiB), mirror ${MIRROR_TAGS} tags x (8 KiB + ~1 MiB + ${MIRROR_MB} MiB)"
+        echo "sizes: small ${SMALL_MB} MiB, large ${LARGE_MB} MiB, commit ${COMMIT_MB} MiB, ${REPOS}x${TAGS}, sync ${SYNC_TAGS} tags x (8 KiB + ~1 MiB + ${SYNC_MB} MiB), mirror ${MIRROR_TAGS} tags x (8 KiB + ~1 MiB + ${MIRROR_MB} MiB), generated ${GEN_REPOS}x${GEN_TAGS} + ${GEN_BIG}"
         [[ -n "${BENCH_ONLY:-}" ]] && echo "BENCH_ONLY=$BENCH_ONLY"
         print_table
         printf -- '- %s\n' "${NOTES[@]}"

@@ -138,6 +138,42 @@ fn registry_starts_answers_and_stops() {
     );
 }
 
+/// scripts/gen_registry.py (the large registry of bench 12) writes a
+/// storage tree docker-registry serves: catalog, tags, a manifest per tag
+/// and the shared blobs.
+#[test]
+fn gen_registry_writes_a_tree_docker_registry_serves() {
+    let mut reg = Registry::start();
+    reg.stop();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen_registry.py");
+    run(Command::new("python3")
+        .arg(&script)
+        .arg(reg.storage_dir())
+        .args([
+            "--repos",
+            "3",
+            "--tags",
+            "4",
+            "--big-tags",
+            "25",
+            "--prefix",
+            "g",
+        ]));
+    reg.restart();
+    assert_eq!(reg.catalog(), ["g/big", "g/r0000", "g/r0001", "g/r0002"]);
+    assert_eq!(reg.tags("g/r0001"), ["t000", "t001", "t002", "t003"]);
+    assert_eq!(reg.tags("g/big").len(), 25);
+    let m = fetch_manifest(&reg.host(), "g/r0001", "t002");
+    assert_eq!(m.json["annotations"]["dev.regfs.bench.ref"], "g/r0001:t002");
+    let other = fetch_manifest(&reg.host(), "g/big", "t00024");
+    assert_ne!(m.digest, other.digest);
+    let layer = m.json["layers"][0]["digest"].as_str().unwrap();
+    assert_eq!(
+        fetch_blob(&reg.host(), "g/big", layer),
+        b"layer a of every generated artifact\n"
+    );
+}
+
 #[test]
 fn registry_with_basic_auth() {
     let reg = Registry::start_with_basic_auth("alice", "s3cret");
