@@ -40,6 +40,7 @@ complete -c regfs -n "__fish_regfs_using_subcommand mount" -l ca-file -d 'Talk H
 complete -c regfs -n "__fish_regfs_using_subcommand mount" -l cache-dir -d 'Cache folder [default: $XDG_CACHE_HOME/regfs, else ~/.cache/regfs]' -r -f -a "(__fish_complete_directories)"
 complete -c regfs -n "__fish_regfs_using_subcommand mount" -l staging-dir -d 'Where staged changes live [default: CACHE_DIR/staging]' -r -f -a "(__fish_complete_directories)"
 complete -c regfs -n "__fish_regfs_using_subcommand mount" -l cache-size -d 'Most bytes of blobs to keep in the cache (K, M, G, T suffixes)' -r
+complete -c regfs -n "__fish_regfs_using_subcommand mount" -l metadata-cache -d 'Memory for parsed manifests (K, M, G suffixes); the least recently used are dropped past it and parsed again from the disk cache' -r
 complete -c regfs -n "__fish_regfs_using_subcommand mount" -l repo -d 'Show this repository even where the registry has no catalog (repeatable)' -r
 complete -c regfs -n "__fish_regfs_using_subcommand mount" -l tag-ttl -d 'Seconds a tag\'s resolution (and a listing) is trusted before it is checked again' -r
 complete -c regfs -n "__fish_regfs_using_subcommand mount" -l verify -d 'strict: no byte of a blob before all of it matched its digest; lazy: large blobs read by Range on demand, the end-of-file read waits for the check' -r -f -a "strict\t'No byte before the whole blob arrived and matched its digest'

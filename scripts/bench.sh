@@ -33,7 +33,9 @@
 #   BENCH_GEN_DIR        where that storage goes [default: a folder in /dev/shm when it
 #                        has 4 GiB free, else in the work folder]
 #   BENCH_GEN_COPY_TIMEOUT=7200  seconds the rsync -a copy of that tree (12) may take
-#   BENCH_ONLY="1 2 3 4 5 6 7 8 9 10 11 12 13"  run only these measurements (3 needs 1 and 2,
+#   BENCH_SHARE_TAGS=10 BENCH_SHARE_MB=256  the shared-blob mirror (14): tags
+#                        sharing one blob of SHARE_MB MiB [default: SMALL_MB]
+#   BENCH_ONLY="1 2 3 4 5 6 7 8 9 10 11 12 13 14"  run only these measurements (3 needs 1 and 2,
 #                        4 needs 2, 7 needs 6: they are added); data nobody needs is not made
 #   REGFS_BIN            use this binary instead of `cargo build --release`
 #
@@ -55,7 +57,9 @@ SYNC_TAGS=${BENCH_SYNC_TAGS:-10}
 SYNC_MB=${BENCH_SYNC_MB:-8}
 CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-900}
 RESULTS_DIR=${BENCH_RESULTS_DIR-$ROOT/scripts/bench-results}
-ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6 7 8 9 10 11 12 13} "
+ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6 7 8 9 10 11 12 13 14} "
+SHARE_TAGS=${BENCH_SHARE_TAGS:-10}
+SHARE_MB=${BENCH_SHARE_MB:-$SMALL_MB}
 SLOW_RTT_MS=${BENCH_SLOW_RTT_MS:-25}
 SLOW_BPS=${BENCH_SLOW_BPS:-40000000}
 SLOW_REPOS=${BENCH_SLOW_REPOS:-20}
@@ -349,6 +353,16 @@ if want 2 || want 13; then
     LARGE_HEX=$(py sha256 "$DATA/large/large.bin")
     (cd "$DATA/large" && py oras-push "$HOST" bench/large:v1 large.bin >/dev/null) || die "ORAS push of large.bin failed"
     log "pushed bench/large:v1 (${LARGE_MB} MiB) in $(since "$t0") s"
+fi
+if want 14; then
+    t0=$(now)
+    mkdir -p "$DATA/share"
+    py randfile "$DATA/share/weights.bin" $((SHARE_MB << 20))
+    for i in $(seq "$SHARE_TAGS"); do
+        echo "notes of v$i" >"$DATA/share/notes.txt"
+        (cd "$DATA/share" && py oras-push "$HOST" "bench/share:v$i" weights.bin notes.txt >/dev/null) || die "ORAS push of bench/share:v$i failed"
+    done
+    log "pushed bench/share: $SHARE_TAGS tags sharing ${SHARE_MB} MiB in $(since "$t0") s"
 fi
 if want 5 || want 13; then
     t0=$(now)
@@ -967,7 +981,10 @@ fi
 # `find` of the whole tree on a fresh mount (goal: under 5 s); the same
 # `find` warm vs `find` of an `rsync -a` copy of the tree on local disk
 # (goal: at most 2x); the daemon's peak RSS after all that (goal: under
-# 150 MiB).
+# 150 MiB), and its RSS once the kernel forgot the tree (drop_caches: the
+# inode table follows what the kernel holds). The walks are mounted with
+# --tag-ttl 3600: a cold walk of 100,000 tags takes longer than the
+# default 30 s, and a warm walk is one within the tags' TTL.
 m12() {
     local mnta=$WORK/mnt-12a cachea=$WORK/cache-12a mnt=$WORK/mnt-12 cache=$WORK/cache-12
     local copy=$WORK/out/gen-copy gen_host gen_out t0 tmount tls tcold twarm tlocal tcopy mark acc rss n want_n kb res
@@ -1008,7 +1025,7 @@ m12() {
     row 12b "ls of the ${GEN_BIG}-tag repository (cold)" "$tls" "-" "-" "-" "-" "$rss" "$(jget "$acc" requests)/-"
 
     # Cold find of the whole tree on a fresh mount and cache.
-    mount_source "$gen_host" "$mnt" "$cache"
+    mount_source "$gen_host" "$mnt" "$cache" --tag-ttl 3600
     dropcache
     mark=$(reg_mark gen)
     t0=$(now)
@@ -1045,11 +1062,71 @@ m12() {
     kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$DPID/status" 2>/dev/null || echo 0)
     if [[ "$kb" -gt 0 && "$kb" -lt $((150 * 1024)) ]]; then res=met; else res=MISSED; fi
     row 12e "daemon peak RSS after cold find, rsync -a and warm finds" "$(mib $((kb * 1024))) MiB" "-" "-" "< 150 MiB" "$res" "$rss" "-"
+    if { sync && echo 2 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
+        sleep 2
+        kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$DPID/status" 2>/dev/null || echo 0)
+        row 12f "daemon RSS once the kernel forgot the tree (drop_caches)" "$(mib $((kb * 1024))) MiB" "-" "-" "falls" "-" "-" "-"
+    else
+        row 12f "daemon RSS once the kernel forgot the tree: not measured (drop_caches needs root)" "-" "-" "-" "-" "-" "-" "-"
+    fi
     umount_regfs "$mnt" "$DPID"
     check_log "$cache" "12c-12e"
     rm -rf "$cache" "$copy"
 }
 if want 12; then m12; fi
+
+# 14. A mirror carries each blob once (issue 15): SHARE_TAGS tags of one
+# repository share one SHARE_MB MiB blob (each has small notes of its
+# own). `rsync -aH` of the repository out of a mount: bytes on the copy
+# over one blob's size (goal <= 1.05) and time over `rsync -aH` of one tag
+# (goal <= 1.2), each cold (fresh mount and cache); then the copy goes into
+# a mount of a second registry and is committed: every tag must have the
+# same digest there, and the shared blob must be uploaded once.
+m14() {
+    local mnt=$WORK/mnt-14 cache=$WORK/cache-14 one=$WORK/out/share-one all=$WORK/out/share-all
+    local mntb=$WORK/mnt-14b cacheb=$WORK/cache-14b t0 tone tall bytes size q res out ups want got target rss
+    size=$((SHARE_MB << 20))
+    mount_regfs "$mnt" "$cache"
+    dropcache
+    t0=$(now)
+    run rsync -aH "$mnt/bench/share/v1/" "$one/" || die "rsync -aH of one tag failed (see $cache/regfs.log)"
+    tone=$(since "$t0")
+    umount_regfs "$mnt" "$DPID"
+    check_log "$cache" "14 (one tag)"
+    rm -rf "$cache"
+    mount_regfs "$mnt" "$cache"
+    dropcache
+    t0=$(now)
+    run rsync -aH "$mnt/bench/share/" "$all/" || die "rsync -aH of the repository failed (see $cache/regfs.log)"
+    tall=$(since "$t0")
+    rss=$(peak_rss "$DPID")
+    umount_regfs "$mnt" "$DPID"
+    check_log "$cache" "14 (all tags)"
+    rm -rf "$cache"
+    bytes=$(du -sb "$all" | cut -f1)
+    q=$(ratio "$bytes" "$size")
+    if le "$q" 1.05; then res=met; else res=MISSED; fi
+    row 14a "rsync -aH of $SHARE_TAGS tags sharing a ${SHARE_MB} MiB blob: bytes on the copy / the blob" "$bytes B" "$size B" "$q" "<= 1.05" "$res" "-" "-"
+    goal_row 14b "rsync -aH of the $SHARE_TAGS tags vs of one tag" "$tall" "$tone" 1.2 "$rss" "-"
+
+    start_registry share-target
+    target=$NEW_HOST
+    MORE_REG_PIDS+=("$NEW_PID")
+    mount_source "$target" "$mntb" "$cacheb"
+    mkdir -p "$mntb/bench/share" || die "mkdir in the target mount failed"
+    run rsync -aH "$all/" "$mntb/bench/share/" || die "rsync -aH into the target mount failed (see $cacheb/regfs.log)"
+    NOTES+=("14: staged in the target: $(du -sb "$cacheb/staging" | cut -f1) bytes on disk for the $SHARE_TAGS tags")
+    out=$(run "$REGFS" commit "$mntb/bench/share" 2>&1) || die "regfs commit of the shared-blob mirror failed: $out"
+    umount_regfs "$mntb" "$DPID"
+    check_log "$cacheb" "14 (target)"
+    ups=$(grep -c "^Uploaded .*($size bytes)" <<<"$out" || true)
+    want=$(py mirror-digests "$HOST" bench/share) || die "cannot list bench/share"
+    got=$(py mirror-digests "$target" bench/share) || die "cannot list the committed copy"
+    if [[ "$want" == "$got" && "$ups" -eq 1 ]]; then res=met; else res=MISSED; fi
+    [[ "$want" == "$got" ]] || NOTES+=("14: MISMATCH: $(diff <(echo "$want") <(echo "$got") | grep '^[<>]' | tr '\n' ' ' | cut -c1-300)")
+    row 14c "the copy committed to a second registry: same digests, the shared blob uploaded once" "uploaded $ups x" "-" "-" "same, once" "$res" "-" "-"
+}
+if want 14; then m14; fi
 
 # ------------------------------------------------------------------ report
 echo

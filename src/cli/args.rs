@@ -108,6 +108,10 @@ pub struct MountArgs {
     /// Most bytes of blobs to keep in the cache (K, M, G, T suffixes).
     #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
     pub cache_size: u64,
+    /// Memory for parsed manifests (K, M, G suffixes); the least recently
+    /// used are dropped past it and parsed again from the disk cache.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub metadata_cache: u64,
     /// Show this repository even where the registry has no catalog (repeatable).
     #[arg(long = "repo", value_name = "NAME")]
     pub repos: Vec<String>,
@@ -319,6 +323,7 @@ impl MountArgs {
                 "staging-dir" => self.staging_dir = Some(need(value)?.into()),
                 "log-file" => self.log_file = Some(need(value)?.into()),
                 "cache-size" => self.cache_size = parse_size(&need(value)?)?,
+                "metadata-cache" => self.metadata_cache = parse_size(&need(value)?)?,
                 "repo" => self.repos.push(need(value)?),
                 "mirror" => self.mirrors.push(parse_mirror(&need(value)?)?),
                 "registries-conf" => self.registries_conf = Some(need(value)?.into()),

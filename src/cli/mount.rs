@@ -214,6 +214,7 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         read_only: args.read_only,
         verify: args.verify,
         parallel_ranges: args.parallel_ranges.map(usize::from),
+        metadata_cache: usize::try_from(args.metadata_cache).unwrap_or(usize::MAX),
         timeout,
         uid,
         gid,

@@ -30,10 +30,14 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             println!("  staged: nothing");
         }
         let state = staging.state();
+        // Hard links (a blob shared by tags, as `rsync -aH` writes it) are
+        // one file on disk: counted once in the total.
+        let mut seen = Seen::default();
+        let tags = jobs.len();
         for j in jobs {
             let mut files = 0u64;
             let mut bytes = 0u64;
-            count(&staging.real(&j.rel), &mut files, &mut bytes);
+            count(&staging.real(&j.rel), &mut files, &mut bytes, &mut seen);
             let pre = format!("{}/", j.rel);
             let removed = state.removed.iter().filter(|p| p.starts_with(&pre)).count();
             let kind = if state.bases.contains_key(&j.rel) {
@@ -46,6 +50,13 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
                 j.repo,
                 j.tag,
                 human(bytes)
+            );
+        }
+        if tags > 1 {
+            println!(
+                "  staged in all: {} files ({}) on disk, each hard-linked file once",
+                seen.files,
+                human(seen.bytes)
             );
         }
     }
@@ -80,15 +91,29 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn count(p: &std::path::Path, files: &mut u64, bytes: &mut u64) {
+/// Files already counted in a total, by (device, inode).
+#[derive(Default)]
+struct Seen {
+    inodes: std::collections::HashSet<(u64, u64)>,
+    files: u64,
+    bytes: u64,
+}
+
+/// Files and bytes under `p` (every name), adding each file once to `seen`.
+fn count(p: &std::path::Path, files: &mut u64, bytes: &mut u64, seen: &mut Seen) {
+    use std::os::unix::fs::MetadataExt;
     let Ok(rd) = fs::read_dir(p) else { return };
     for e in rd.flatten() {
         let Ok(m) = e.metadata() else { continue };
         if m.is_dir() {
-            count(&e.path(), files, bytes);
+            count(&e.path(), files, bytes, seen);
         } else {
             *files += 1;
             *bytes += m.len();
+            if seen.inodes.insert((m.dev(), m.ino())) {
+                seen.files += 1;
+                seen.bytes += m.len();
+            }
         }
     }
 }

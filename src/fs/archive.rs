@@ -23,7 +23,7 @@ use futures_util::stream::{self, StreamExt};
 use tokio::sync::OnceCell;
 
 use super::blobs::Read;
-use super::namespace::{child_key, shape_known, Layouts};
+use super::namespace::{layer_key, shape_known, Layouts};
 use super::{lock, Children, Error, Fs, Handle, Span};
 use crate::digest::Digest;
 use crate::oci::{FileKind, Packing, MAX_BLOB_SIZE};
@@ -247,8 +247,8 @@ impl Fs {
                     mtime,
                 },
             };
-            let key = child_key(ino, name, Some(&layer.digest));
-            let (i, n) = self.namespace.intern(key, ino, name, node, 1);
+            let (key, links) = layer_key(ino, name, &node);
+            let (i, n) = self.namespace.intern(key, ino, name, node, links);
             out.push((name.clone(), i, n));
         }
         Ok(out)

@@ -5,7 +5,6 @@
 //! talks to the source about anything but blob bytes.
 
 use std::collections::{BTreeSet, HashMap};
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,8 +34,44 @@ struct Listing {
     at: Instant,
 }
 
-/// Parsed manifest views kept in memory.
-const VIEWS: usize = 4096;
+/// The repositories shown, and the catalog listing (by address) and count
+/// of known repositories they were made from.
+type Shown = (Arc<Vec<String>>, usize, usize);
+
+/// What a parsed view is taken to cost in memory, per byte of its
+/// manifest (its maps, names and descriptors), plus a fixed part.
+const VIEW_BYTES_PER_BYTE: usize = 4;
+const VIEW_BYTES_FIXED: usize = 1024;
+
+/// Parsed manifest views kept in memory, least recently used dropped
+/// first once their estimated size passes the bound (`--metadata-cache`):
+/// a dropped view is parsed again from the manifest in the disk cache.
+struct Views {
+    lru: LruCache<Digest, (Arc<View>, i64, usize)>,
+    bytes: usize,
+    bound: usize,
+}
+
+impl Views {
+    fn get(&mut self, d: &Digest) -> Option<(Arc<View>, i64)> {
+        self.lru.get(d).map(|(v, m, _)| (v.clone(), *m))
+    }
+
+    fn put(&mut self, d: Digest, view: Arc<View>, mtime: i64, manifest_len: usize) {
+        let cost = manifest_len * VIEW_BYTES_PER_BYTE + VIEW_BYTES_FIXED;
+        if let Some((_, _, old)) = self.lru.put(d, (view, mtime, cost)) {
+            self.bytes -= old;
+        }
+        self.bytes += cost;
+        // The one just put stays, whatever its size.
+        while self.bytes > self.bound && self.lru.len() > 1 {
+            match self.lru.pop_lru() {
+                Some((_, (_, _, c))) => self.bytes -= c,
+                None => break,
+            }
+        }
+    }
+}
 
 pub(super) struct Metadata {
     source: Arc<dyn Source>,
@@ -44,12 +79,15 @@ pub(super) struct Metadata {
     /// Only repositories under this prefix are shown, relative to it.
     prefix: Option<String>,
     tag_ttl: Duration,
-    views: Mutex<LruCache<Digest, Arc<View>>>,
+    views: Mutex<Views>,
     tags: Mutex<HashMap<(String, String), (Digest, Instant)>>,
     /// Tags of a repository, and referrers of `repo@digest`.
     lists: Mutex<HashMap<String, Listing>>,
     known_repos: Mutex<BTreeSet<String>>,
     catalog: Mutex<Option<Listing>>,
+    /// The repositories last shown, sorted, with the catalog listing and
+    /// the count of known repositories they were made from.
+    shown: Mutex<Option<Shown>>,
     /// Bumped by `refresh`: what was fetched before it is not kept after it.
     generation: AtomicU64,
 }
@@ -61,19 +99,23 @@ impl Metadata {
         prefix: Option<String>,
         repos: &[String],
         tag_ttl: Duration,
+        view_bytes: usize,
     ) -> Metadata {
         Metadata {
             source,
             cache,
             prefix,
             tag_ttl,
-            views: Mutex::new(LruCache::new(
-                NonZeroUsize::new(VIEWS).unwrap_or(NonZeroUsize::MIN),
-            )),
+            views: Mutex::new(Views {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                bound: view_bytes,
+            }),
             tags: Mutex::new(HashMap::new()),
             lists: Mutex::new(HashMap::new()),
             known_repos: Mutex::new(repos.iter().cloned().collect()),
             catalog: Mutex::new(None),
+            shown: Mutex::new(None),
             generation: AtomicU64::new(0),
         }
     }
@@ -182,7 +224,9 @@ impl Metadata {
     // ---- listings ---------------------------------------------------------
 
     /// All repository names we know of, relative to the prefix.
-    pub(super) async fn repositories(&self) -> Result<Vec<String>, Error> {
+    /// Repositories (relative to the prefix), sorted: the catalog and the
+    /// ones known otherwise (`--repo`, found by name).
+    pub(super) async fn repositories(&self) -> Result<Arc<Vec<String>>, Error> {
         let fresh = lock(&self.catalog)
             .as_ref()
             .filter(|l| l.at.elapsed() < self.tag_ttl)
@@ -218,11 +262,18 @@ impl Metadata {
                 names
             }
         };
+        let known_count = lock(&self.known_repos).len();
+        let made_from = (Arc::as_ptr(&names) as usize, known_count);
+        if let Some((shown, n, k)) = lock(&self.shown).as_ref() {
+            if (*n, *k) == made_from {
+                return Ok(shown.clone());
+            }
+        }
         let known = lock(&self.known_repos).clone();
         let mut all: BTreeSet<String> =
             names.iter().filter(|n| is_repository(n)).cloned().collect();
         all.extend(known);
-        let out = match &self.prefix {
+        let out: Vec<String> = match &self.prefix {
             None => all.into_iter().collect(),
             Some(p) => {
                 let pre = format!("{p}/");
@@ -237,7 +288,24 @@ impl Metadata {
                     .collect()
             }
         };
+        let out = Arc::new(out);
+        *lock(&self.shown) = Some((out.clone(), made_from.0, made_from.1));
         Ok(out)
+    }
+
+    /// Whether `name` is a folder of repositories in the folder `path`
+    /// (relative to the prefix): a repository, or a prefix of some.
+    pub(super) async fn has_component(&self, path: &str, name: &str) -> Result<bool, Error> {
+        let repos = self.repositories().await?;
+        let exact = if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}/{name}")
+        };
+        let below = format!("{exact}/");
+        let i = repos.partition_point(|r| r.as_str() < below.as_str());
+        Ok(repos.binary_search(&exact).is_ok()
+            || repos.get(i).is_some_and(|r| r.starts_with(&below)))
     }
 
     /// Tags of `repo` (full name), without referrer-schema tags. Empty when
@@ -411,8 +479,8 @@ impl Metadata {
 
     /// The folder view of a manifest.
     pub(super) async fn view(&self, repo: &str, d: &Digest) -> Result<Arc<View>, Error> {
-        if let Some(v) = lock(&self.views).get(d) {
-            return Ok(v.clone());
+        if let Some((v, _)) = lock(&self.views).get(d) {
+            return Ok(v);
         }
         let (bytes, media_type) = self.manifest_bytes(repo, d).await?;
         let view =
@@ -424,14 +492,56 @@ impl Metadata {
             tracing::warn!(manifest = %d, "{why}");
         }
         let view = Arc::new(view);
-        lock(&self.views).put(d.clone(), view.clone());
+        let mtime = self.mtime_of(&view, d);
+        lock(&self.views).put(d.clone(), view.clone(), mtime, bytes.len());
         Ok(view)
     }
 
     /// A manifest folder's mtime: its created annotation, else when its
-    /// digest was first seen.
+    /// digest was first seen (kept with the view: asked for at every stat).
     pub(super) fn manifest_mtime(&self, view: &View, d: &Digest) -> i64 {
+        match lock(&self.views).get(d) {
+            Some((_, m)) => m,
+            None => self.mtime_of(view, d),
+        }
+    }
+
+    fn mtime_of(&self, view: &View, d: &Digest) -> i64 {
         view.created()
             .unwrap_or_else(|| self.cache.first_seen(d, now_secs()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsed_views_stay_within_their_memory_bound_least_recent_first() {
+        let bytes = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+            "config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},
+            "layers":[]}"#;
+        let view = Arc::new(View::parse(bytes, None).unwrap());
+        let cost = bytes.len() * VIEW_BYTES_PER_BYTE + VIEW_BYTES_FIXED;
+        let mut v = Views {
+            lru: LruCache::unbounded(),
+            bytes: 0,
+            bound: cost * 10,
+        };
+        let d = |i: u32| Digest::of(&i.to_le_bytes());
+        for i in 0..100 {
+            v.put(d(i), view.clone(), 7, bytes.len());
+            if i == 50 {
+                assert!(v.get(&d(45)).is_some(), "recently used");
+            }
+            assert!(v.bytes <= v.bound, "{} > {}", v.bytes, v.bound);
+        }
+        assert_eq!(v.lru.len(), 10);
+        assert!(v.get(&d(99)).is_some_and(|(_, m)| m == 7));
+        assert!(v.get(&d(0)).is_none());
+        // One view larger than the bound is still kept while it is used.
+        v.put(d(1000), view.clone(), 7, cost * 20);
+        assert!(v.get(&d(1000)).is_some());
+        assert_eq!(v.lru.len(), 1);
     }
 }

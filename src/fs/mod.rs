@@ -82,6 +82,8 @@ pub struct Options {
     /// Ranged requests per blob (`--parallel-ranges`); `None`: one stream,
     /// more when it is slow.
     pub parallel_ranges: Option<usize>,
+    /// Bytes of memory for parsed manifest views (`--metadata-cache`).
+    pub metadata_cache: usize,
     /// A wait for blob bytes ends with an error after this long without
     /// a byte arriving (`--timeout`).
     pub timeout: Duration,
@@ -238,6 +240,7 @@ impl Fs {
                 opts.prefix.clone(),
                 &opts.repos,
                 opts.tag_ttl,
+                opts.metadata_cache,
             ),
             namespace: Namespace::new(),
             blobs,
@@ -316,7 +319,7 @@ impl Fs {
             format!("{path}/")
         };
         let mut comps = BTreeSet::new();
-        for r in self.metadata.repositories().await? {
+        for r in self.metadata.repositories().await?.iter() {
             if let Some(rest) = r.strip_prefix(&pre) {
                 if let Some(c) = rest.split('/').next().filter(|c| !c.is_empty()) {
                     comps.insert(c.to_string());
@@ -324,7 +327,7 @@ impl Fs {
             }
         }
         for c in comps {
-            if tags.contains(&c) {
+            if tags.binary_search(&c).is_ok() {
                 continue; // a tag wins over a sub-repository component
             }
             let node = Node::Repo {
@@ -476,10 +479,41 @@ impl Fs {
 
     // ---- operations ---------------------------------------------------------
 
+    /// Looks `name` up in `parent`; as a FUSE lookup, the answer counts
+    /// as one reference of the kernel's to the inode (see `forget`).
     pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, Error> {
-        let mut a = self.lookup_inner(parent, name).await?;
-        a.cache.name = a.cache.attr && self.names_are_stable(parent);
-        Ok(a)
+        // The inode could be swept between being found and being held only
+        // if the table was swept twice meanwhile; then find it again.
+        for _ in 0..3 {
+            let mut a = self.lookup_inner(parent, name).await?;
+            a.cache.name = a.cache.attr && self.names_are_stable(parent);
+            if self.namespace.hold(a.ino) {
+                return Ok(a);
+            }
+        }
+        Err(Error::NotFound)
+    }
+
+    /// The kernel forgot `n` of its references to `ino`: once it holds
+    /// none, the inode and what it stands for are dropped from memory.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        self.namespace.forget(ino, n)
+    }
+
+    /// `forget` for many inodes at once.
+    pub fn forget_many(&self, each: &[(Ino, u64)]) {
+        self.namespace.forget_all(each)
+    }
+
+    /// The kernel was handed `ino` in a listing (readdirplus): one more
+    /// reference. False when `ino` is gone; look its name up instead.
+    pub fn hold(&self, ino: Ino) -> bool {
+        self.namespace.hold(ino)
+    }
+
+    /// How many inodes the table holds.
+    pub fn inode_count(&self) -> usize {
+        self.namespace.len()
     }
 
     async fn lookup_inner(&self, parent: Ino, name: &str) -> Result<Attr, Error> {
@@ -503,8 +537,7 @@ impl Fs {
                 let (_, ino, node) = self.namespace.child(parent, name, node);
                 return self.attr_of(ino, &node).await;
             }
-            let children = self.children(parent).await?;
-            if let Some((_, ino, node)) = children.into_iter().find(|(n, _, _)| n == name) {
+            if let Some((ino, node)) = self.repo_entry(parent, path, &full, name).await? {
                 return self.attr_of(ino, &node).await;
             }
             if self.overlay.is_removed(&join_rel(&self.rel(parent)?, name)) {
@@ -520,6 +553,57 @@ impl Fs {
             Some((_, ino, node)) => self.attr_of(ino, &node).await,
             None => Err(Error::NotFound),
         }
+    }
+
+    /// The entry `name` of the repository folder `parent` (at `path`, the
+    /// repository `full`), if its listing has it: found in the sorted tag
+    /// list and repository names, without making the whole listing (a
+    /// repository may have 10,000 tags, and `find` looks each up).
+    async fn repo_entry(
+        &self,
+        parent: Ino,
+        path: &str,
+        full: &str,
+        name: &str,
+    ) -> Result<Option<(Ino, Arc<Node>)>, Error> {
+        if !self.overlay.read_only() {
+            let rel = self.rel(parent)?;
+            if self.overlay.entry(&rel, name).is_some()
+                || self.overlay.is_removed(&join_rel(&rel, name))
+            {
+                // Staged here: the merged listing decides.
+                let children = self.children(parent).await?;
+                return Ok(children
+                    .into_iter()
+                    .find(|(n, _, _)| n == name)
+                    .map(|(_, i, n)| (i, n)));
+            }
+        }
+        if !full.is_empty()
+            && self
+                .metadata
+                .tags_of(full)
+                .await?
+                .binary_search_by(|t| t.as_str().cmp(name))
+                .is_ok()
+        {
+            let node = Node::Manifest {
+                repo: full.to_string(),
+                target: Target::Tag(name.to_string()),
+            };
+            let (_, i, n) = self.namespace.child(parent, name, node);
+            return Ok(Some((i, n)));
+        }
+        if self.metadata.has_component(path, name).await? {
+            let sub = if path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}/{name}")
+            };
+            let (_, i, n) = self.namespace.child(parent, name, Node::Repo { path: sub });
+            return Ok(Some((i, n)));
+        }
+        Ok(None)
     }
 
     /// A name inside a manifest folder, found in the view's map without

@@ -88,30 +88,37 @@ fn archive_node(at: &ViewAt<'_>, i: usize) -> Option<Node> {
     })
 }
 
-/// The key, node and link count of one entry of a manifest view. Pure.
+/// The link count of a file that is one inode wherever it is named: at
+/// least 2, whatever this folder shows, since other folders of the mount
+/// may name it too (`rsync -aH` and `cp -a` look for hard links only among
+/// files with more than one link).
+const SHARED_LINKS: u32 = 2;
+
+/// The key, node and link count of one entry of a manifest view (a blob's
+/// key is its digest: one inode wherever it is named). Pure.
 pub(super) fn entry_node(at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(Key, Node, u32)> {
     let key = child_key(at.parent, name, Some(at.manifest));
     let repo = at.repo.to_string();
     let mtime = at.mtime;
     Some(match entry {
+        // The same manifest under two tags is one file too.
         Entry::ManifestJson => (
-            key,
+            Key::Blob {
+                digest: at.manifest.clone(),
+                shown: 0,
+            },
             Node::ManifestJson {
                 repo,
                 digest: at.manifest.clone(),
                 size: at.view.size,
                 mtime,
             },
-            1,
+            SHARED_LINKS,
         ),
         Entry::Blob(i) => {
             let desc = at.view.blobs.get(*i)?.clone();
-            let links = at.view.names_of(&desc.digest);
-            let key = Key::Blob {
-                folder: at.folder,
-                manifest: at.manifest.clone(),
-                blob: desc.digest.clone(),
-            };
+            let links = at.view.names_of(&desc.digest).max(SHARED_LINKS);
+            let key = Key::blob(&desc);
             // A ModelPack layer's file metadata may give its mtime.
             let mtime = desc.file_metadata().and_then(|m| m.mtime).unwrap_or(mtime);
             (key, Node::Blob { repo, desc, mtime }, links)
@@ -168,6 +175,25 @@ pub(super) fn child_key(parent: Ino, name: &str, version: Option<&Digest>) -> Ke
     }
 }
 
+/// The key and link count of `name`, an entry of a layer's tree listed in
+/// folder `parent`: a file is one inode per (layer, path) across the
+/// mount; a folder is one per place (a folder has one parent).
+pub(super) fn layer_key(parent: Ino, name: &str, node: &Node) -> (Key, u32) {
+    match node {
+        Node::UnpackedFile { layer, path, .. } | Node::ArchiveFile { layer, path, .. } => (
+            Key::LayerFile {
+                layer: layer.digest.clone(),
+                path: path.clone(),
+            },
+            SHARED_LINKS,
+        ),
+        Node::UnpackedDir { layer, .. } | Node::ArchiveDir { layer, .. } => {
+            (child_key(parent, name, Some(&layer.digest)), 1)
+        }
+        _ => (child_key(parent, name, None), 1),
+    }
+}
+
 /// The inode table behind a mutex held only for single map operations.
 pub(super) struct Namespace {
     inodes: Mutex<Inodes>,
@@ -209,7 +235,13 @@ impl Namespace {
         entry: &Entry,
     ) -> Option<(Ino, Arc<Node>)> {
         let (key, node, links) = entry_node(at, name, entry)?;
-        Some(self.intern(key, at.parent, name, node, links))
+        let blob = matches!(key, Key::Blob { .. });
+        let mut t = lock(&self.inodes);
+        let (ino, node) = t.intern(key, at.parent, name, node, links);
+        if blob {
+            t.named_in(ino, at.folder);
+        }
+        Some((ino, node))
     }
 
     /// Every entry of a view folder.
@@ -221,6 +253,35 @@ impl Namespace {
             }
         }
         out
+    }
+
+    /// The kernel was given an entry for `ino` (see `tree::Inodes`); false
+    /// when `ino` is gone.
+    pub(super) fn hold(&self, ino: Ino) -> bool {
+        lock(&self.inodes).hold(ino)
+    }
+
+    /// The kernel forgot `n` of its entries for `ino`.
+    pub(super) fn forget(&self, ino: Ino, n: u64) {
+        lock(&self.inodes).forget(ino, n)
+    }
+
+    /// Several forgets under one lock.
+    pub(super) fn forget_all(&self, each: &[(Ino, u64)]) {
+        let mut t = lock(&self.inodes);
+        for &(ino, n) in each {
+            t.forget(ino, n);
+        }
+    }
+
+    /// Whether `ino` (a blob) has names in more than one manifest folder.
+    pub(super) fn in_many_folders(&self, ino: Ino) -> bool {
+        lock(&self.inodes).in_many_folders(ino)
+    }
+
+    /// How many inodes are known (for tests and the status line).
+    pub(super) fn len(&self) -> usize {
+        lock(&self.inodes).len()
     }
 
     pub(super) fn parent_of(&self, ino: Ino) -> Ino {
@@ -282,7 +343,7 @@ mod tests {
         };
         let (key, node, links) = entry_node(&at, "hello.txt", &Entry::Blob(*i)).unwrap();
         assert_eq!(links, 2);
-        assert!(matches!(key, Key::Blob { folder: 7, .. }));
+        assert!(matches!(key, Key::Blob { .. }));
         assert!(matches!(node, Node::Blob { mtime: 5, .. }));
         let ns = Namespace::new();
         let (a, _) = ns.view_entry(&at, "hello.txt", &Entry::Blob(*i)).unwrap();

@@ -30,6 +30,7 @@ fn opts(verify: Verify, timeout: Duration) -> Options {
         read_only: false,
         verify,
         parallel_ranges: None,
+        metadata_cache: 64 << 20,
         timeout,
         uid: 0,
         gid: 0,
@@ -780,6 +781,7 @@ async fn staged_files_keep_the_modes_that_were_set_and_refuse_other_owners() {
     );
 }
 
+mod inodes;
 mod model;
 
 /// A second `Fs` on the same cache and source: a remount.

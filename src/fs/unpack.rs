@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::namespace::child_key;
+use super::namespace::layer_key;
 use super::{lock, Children, Error, Fs};
 use crate::cache::{file_charge, Cache, ENTRY_CHARGE};
 use crate::digest::Digest;
@@ -295,8 +295,8 @@ impl Fs {
                     mtime,
                 }
             };
-            let key = child_key(ino, &name, Some(&layer.digest));
-            let (i, n) = self.namespace.intern(key, ino, &name, node, 1);
+            let (key, links) = layer_key(ino, &name, &node);
+            let (i, n) = self.namespace.intern(key, ino, &name, node, links);
             out.push((name, i, n));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -160,7 +160,17 @@ impl Fs {
         self.overlay
             .make_dir(&join_rel(&self.rel(parent)?, name), mode)?;
         let (_, ino, _) = self.staged_child(parent, name, true);
-        self.staged_attr(ino)
+        self.held(self.staged_attr(ino))
+    }
+
+    /// An entry handed to the kernel counts as one of its references.
+    fn held(&self, a: Result<Attr, Error>) -> Result<Attr, Error> {
+        let a = a?;
+        if self.namespace.hold(a.ino) {
+            Ok(a)
+        } else {
+            Err(Error::NotFound)
+        }
     }
 
     pub async fn create(&self, parent: Ino, name: &str, mode: u32) -> Result<(Attr, u64), Error> {
@@ -176,7 +186,7 @@ impl Fs {
         let f = self.overlay.create(&prel, &join_rel(&prel, name), mode)?;
         let (_, ino, _) = self.staged_child(parent, name, false);
         let fh = self.new_handle(Handle::Staged(Arc::new(f)));
-        Ok((self.staged_attr(ino)?, fh))
+        Ok((self.held(self.staged_attr(ino))?, fh))
     }
 
     /// Opens a staged file, copying a registry file up into the staging
@@ -192,6 +202,13 @@ impl Fs {
             Node::Staged { dir: false } => Ok(Arc::new(self.overlay.open(&self.rel(ino)?, write)?)),
             Node::Blob { repo, desc, .. } => {
                 self.overlay.writable()?;
+                if self.namespace.in_many_folders(ino) {
+                    // One blob is one inode across the mount; which of its
+                    // names this open came by, the kernel does not say.
+                    return Err(Error::NotPermitted(
+                        "this blob has names in several folders (they are one file); to change it in one, write a new file and mv it over the name, or rm the name first",
+                    ));
+                }
                 let (parent, name) = self.last_name(ino)?;
                 self.note_base(parent).await?;
                 let prel = self.rel(parent)?;
@@ -368,7 +385,7 @@ impl Fs {
         let to = join_rel(&to_parent, new_name);
         self.overlay.link(&self.rel(ino)?, &to_parent, &to)?;
         let (_, new_ino, _) = self.staged_child(new_parent, new_name, false);
-        self.staged_attr(new_ino)
+        self.held(self.staged_attr(new_ino))
     }
 
     pub async fn setxattr(&self, ino: Ino, name: &str, value: &[u8]) -> Result<(), Error> {

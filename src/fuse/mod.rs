@@ -24,10 +24,12 @@ use fuser::{
 
 use crate::fs::{self, Attr, Fs, Kind};
 
+mod dirs;
 mod interrupt;
 mod pages;
 mod passthrough;
 mod session;
+use dirs::Dirs;
 use interrupt::{Requests, Stop};
 use pages::Pages;
 use passthrough::Passthrough;
@@ -52,6 +54,8 @@ pub struct FuseFs {
     passthrough: Arc<Passthrough>,
     requests: Arc<Requests>,
     pages: Arc<Pages>,
+    dirs: Arc<Dirs>,
+    trim: Arc<Trim>,
     /// Set once the session exists (it is made from this value).
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
@@ -65,6 +69,8 @@ impl FuseFs {
             passthrough: Arc::new(Passthrough::default()),
             requests: Arc::new(Requests::default()),
             pages: Arc::new(Pages::default()),
+            dirs: Arc::new(Dirs::default()),
+            trim: Arc::new(Trim::default()),
             notifier: Arc::new(std::sync::OnceLock::new()),
         }
     }
@@ -88,7 +94,7 @@ impl FuseFs {
             Err(why) => return reply(Err(stopped(op, why))),
         };
         let requests = self.requests.clone();
-        self.rt.spawn(async move {
+        run_or_spawn(&self.rt, async move {
             match requests.guard(unique, stop, limit, fut).await {
                 Ok(r) => reply(r.map_err(|e| errno_of(op, &e))),
                 Err(why) => reply(Err(stopped(op, why))),
@@ -260,38 +266,56 @@ impl Filesystem for FuseFs {
     /// The listing of a folder that never changes (inside a manifest
     /// folder found by digest, nothing staged there) may be cached by the
     /// kernel: a warm `find` or `grep -r` then lists it without asking us.
+    /// Every open folder gets a handle its listing is kept under (`dirs`).
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
+        let dirs = self.dirs.clone();
         self.spawn(
             req,
             "opendir",
             self.settings.op_timeout,
             async move { Ok(fs.names_are_stable(ino.0)) },
             move |r| match r {
-                Ok(true) => reply.opened(
-                    FileHandle(0),
-                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-                ),
-                Ok(false) => reply.opened(FileHandle(0), FopenFlags::empty()),
+                Ok(stable) => {
+                    let flags = if stable {
+                        FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(dirs.open()), flags)
+                }
                 Err(e) => reply.error(e),
             },
         );
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs.release(fh.0);
+        reply.ok();
     }
 
     fn readdir(
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
+        let dirs = self.dirs.clone();
         self.spawn(
             req,
             "readdir",
             self.settings.op_timeout,
-            async move { fs.listing(ino.0).await },
+            async move { listing_of(&fs, &dirs, ino.0, fh.0, offset).await },
             move |r| match r {
                 Ok(entries) => {
                     for (i, e) in entries.iter().enumerate().skip(offset as usize) {
@@ -306,13 +330,28 @@ impl Filesystem for FuseFs {
         );
     }
 
+    /// The kernel forgot inodes: so does the table (memory follows what
+    /// the kernel holds). Local work only: done on the FUSE thread.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+        self.trim.after_forget(self.fs.inode_count());
+    }
+
+    fn batch_forget(&self, _req: &Request, nodes: &[fuser::ForgetOne]) {
+        let each: Vec<(u64, u64)> = nodes.iter().map(|n| (n.nodeid().0, n.nlookup())).collect();
+        self.fs.forget_many(&each);
+        let known = self.fs.inode_count();
+        tracing::debug!(forgotten = each.len(), known, "the kernel forgot inodes");
+        self.trim.after_forget(known);
+    }
+
     /// Names with their attributes in one answer (`ls -l`, `ls -R`, `find`):
     /// attributes are computed only for the entries that fit, 16 at a time.
     fn readdirplus(
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
@@ -323,20 +362,33 @@ impl Filesystem for FuseFs {
         };
         let requests = self.requests.clone();
         let fs = self.fs.clone();
+        let dirs = self.dirs.clone();
         let (short, stable) = (self.settings.ttl, self.settings.stable_ttl);
         let this = self.attr_maker();
         let limit = self.settings.op_timeout;
-        self.rt.spawn(async move {
+        run_or_spawn(&self.rt, async move {
             let work = async {
-                let all = fs.listing(ino.0).await?;
+                let all = listing_of(&fs, &dirs, ino.0, fh.0, offset).await?;
                 let names_stable = fs.names_are_stable(ino.0);
-                let rest: Vec<(usize, fs::DirEntry)> =
-                    all.into_iter().enumerate().skip(offset as usize).collect();
+                let rest: Vec<(usize, &fs::DirEntry)> =
+                    all.iter().enumerate().skip(offset as usize).collect();
                 for batch in rest.chunks(16) {
                     let inos: Vec<u64> = batch.iter().map(|(_, e)| e.ino).collect();
                     let attrs = fs.attrs(&inos).await;
                     for ((i, e), attr) in batch.iter().zip(attrs) {
-                        let (child, name, kind) = (&e.ino, &e.name, &e.kind);
+                        let (name, kind) = (&e.name, &e.kind);
+                        let dot = name == "." || name == "..";
+                        // Every other entry given counts as a lookup (the
+                        // kernel forgets it later). One gone from the table
+                        // since it was listed is looked up by name again.
+                        let (child, attr) = if dot || fs.hold(e.ino) {
+                            (e.ino, attr)
+                        } else {
+                            match fs.lookup(ino.0, name).await {
+                                Ok(a) => (a.ino, Some(a)),
+                                Err(_) => continue,
+                            }
+                        };
                         // An entry whose attributes cannot be had now (a tag
                         // whose manifest fails) is still listed, with
                         // placeholder attributes the kernel must not keep:
@@ -344,16 +396,12 @@ impl Filesystem for FuseFs {
                         let (a, t) = match attr {
                             Some(a) if names_stable && a.cache.attr => (this(&a), stable),
                             Some(a) => (this(&a), short),
-                            None => (this(&fs.placeholder_attr(*child, *kind)), Duration::ZERO),
+                            None => (this(&fs.placeholder_attr(child, *kind)), Duration::ZERO),
                         };
-                        if reply.add(
-                            INodeNo(*child),
-                            (*i + 1) as u64,
-                            name,
-                            &t,
-                            &a,
-                            Generation(0),
-                        ) {
+                        if reply.add(INodeNo(child), (*i + 1) as u64, name, &t, &a, Generation(0)) {
+                            if !dot {
+                                fs.forget(child, 1); // not given after all
+                            }
                             return Ok(());
                         }
                     }
@@ -813,6 +861,8 @@ impl FuseFs {
             passthrough: self.passthrough.clone(),
             requests: self.requests.clone(),
             pages: self.pages.clone(),
+            dirs: self.dirs.clone(),
+            trim: self.trim.clone(),
             notifier: self.notifier.clone(),
         };
         move |a| proto.file_attr(a)
@@ -834,4 +884,73 @@ pub fn epoch_secs(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// The listing a read of folder `ino` at `offset` reads from: the one kept
+/// for its handle, or a fresh one (kept for the next reads).
+async fn listing_of(
+    fs: &Fs,
+    dirs: &Dirs,
+    ino: u64,
+    fh: u64,
+    offset: u64,
+) -> Result<dirs::Listing, fs::Error> {
+    if let Some(l) = dirs.kept(fh, offset) {
+        return Ok(l);
+    }
+    let l = Arc::new(fs.listing(ino).await?);
+    dirs.keep(fh, l.clone());
+    Ok(l)
+}
+
+/// Runs `fut` to its end here, on the FUSE thread, when it can finish
+/// without waiting (a warm lookup, getattr or listing: nearly all of a warm
+/// `find`), and hands it to the runtime otherwise. A task for every
+/// request cost two thread wake-ups each, most of a warm walk's time.
+///
+/// The first poll uses a waker that does nothing; a future still pending
+/// after it is spawned, and the runtime polls a new task at once, so it
+/// registers its real waker before anything can be missed.
+fn run_or_spawn<F>(rt: &tokio::runtime::Handle, fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut fut = Box::pin(fut);
+    let pending = {
+        let _in_runtime = rt.enter();
+        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        fut.as_mut().poll(&mut cx).is_pending()
+    };
+    if pending {
+        rt.spawn(fut);
+    }
+}
+
+/// Gives freed memory back to the system once the kernel has forgotten
+/// most of what the inode table held (`echo 2 > /proc/sys/vm/drop_caches`,
+/// or memory pressure): the allocator keeps freed pages otherwise, and the
+/// daemon's resident size would stay at the largest walk it ever served.
+#[derive(Default)]
+struct Trim {
+    /// The most inodes known since the last trim.
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl Trim {
+    /// Below this many inodes freed, trimming is not worth its time.
+    const MIN_FREED: usize = 4096;
+
+    fn after_forget(&self, known: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let peak = self.peak.fetch_max(known, Relaxed).max(known);
+        if peak >= known * 2 && peak - known >= Self::MIN_FREED {
+            self.peak.store(known, Relaxed);
+            // SAFETY: malloc_trim only releases free heap pages; it takes
+            // the allocator's own locks and touches no memory of ours.
+            #[cfg(target_env = "gnu")]
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
 }

@@ -2435,3 +2435,169 @@ fn put_status_after_clear(h: &str) -> u16 {
     .unwrap()
     .status
 }
+
+/// Bytes of the files under `dir`, each file (inode) once, as `du` counts.
+fn unique_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = BTreeSet::new();
+    let mut total = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                todo.push(e.path());
+            } else if seen.insert((m.dev(), m.ino())) {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+/// (inode, link count) of a path in a mount.
+fn ino_links(p: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let q = p.to_path_buf();
+    let m = bounded("stat", OP, move || fs::metadata(&q))
+        .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+    (m.ino(), m.nlink())
+}
+
+#[test]
+fn a_mirror_carries_each_blob_once() {
+    let reg_a = Registry::start();
+    let reg_b = Registry::start();
+    let (ha, hb) = (reg_a.host(), reg_b.host());
+    // Four tags of one repository and a second repository share weights;
+    // each tag has notes of its own.
+    let w = tmpdir();
+    let size = 3 * 1024 * 1024 + 11;
+    make_random_file(w.path().join("weights.bin"), size, 71);
+    let weights_hex = hex(&sha256_file(w.path().join("weights.bin"))).to_string();
+    let mut tags = BTreeMap::new();
+    for t in 0..4 {
+        write_file(w.path(), "notes.txt", format!("notes of v{t}\n"));
+        let d = oras_push(
+            &ha,
+            &format!("share/llm:v{t}"),
+            &["weights.bin", "notes.txt"],
+            w.path(),
+        );
+        tags.insert(format!("v{t}"), d);
+    }
+    oras_push(&ha, "share/copy:v1", &["weights.bin"], w.path());
+    // A two-platform index whose images share a layer.
+    let layer = b"a layer both platforms have\n".repeat(100);
+    let layer_d = reg_a.push_blob("share/img", &layer);
+    let mut children = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let config = format!(
+            r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+        );
+        let config_d = reg_a.push_blob("share/img", config.as_bytes());
+        let m = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_d, "size": layer.len()}],
+        });
+        let bytes = serde_json::to_vec(&m).unwrap();
+        let d = reg_a.push_manifest(
+            "share/img",
+            &sha256_bytes(&bytes),
+            &bytes,
+            "application/vnd.oci.image.manifest.v1+json",
+        );
+        children.push(json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d, "size": bytes.len(), "platform": {"os": "linux", "architecture": arch}}));
+    }
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": children,
+    }))
+    .unwrap();
+    reg_a.push_manifest(
+        "share/img",
+        "v1",
+        &index,
+        "application/vnd.oci.image.index.v1+json",
+    );
+
+    let ma = mount(&ha);
+    // Every name of a blob, in every tag, platform and repository, is one
+    // inode with at least two links.
+    let lhex = hex(&layer_d).to_string();
+    for group in [
+        vec![
+            "share/llm/v0/weights.bin".to_string(),
+            "share/llm/v3/weights.bin".to_string(),
+            format!("share/llm/v2/blobs/sha256/{weights_hex}"),
+            "share/copy/v1/weights.bin".to_string(),
+        ],
+        vec![
+            format!("share/img/v1/linux-amd64/blobs/sha256/{lhex}"),
+            format!("share/img/v1/linux-arm64/blobs/sha256/{lhex}"),
+        ],
+    ] {
+        let first = ino_links(&ma.join(&group[0]));
+        for name in &group {
+            let (ino, links) = ino_links(&ma.join(name));
+            assert_eq!(ino, first.0, "{name} is not the inode of {}", group[0]);
+            assert!(links >= 2, "{name}: {links} links");
+        }
+    }
+    assert_ne!(
+        ino_links(&ma.join("share/llm/v0/notes.txt")).0,
+        ino_links(&ma.join("share/llm/v1/notes.txt")).0
+    );
+
+    // rsync -aH out: the weights cross once.
+    let usb = tmpdir();
+    rsync(&ma.join("share/llm"), &usb.path().join("llm"));
+    let copied = unique_bytes(usb.path());
+    assert!(
+        copied < size + 256 * 1024,
+        "the copy of 4 tags holds {copied} bytes for a {size}-byte shared blob"
+    );
+
+    // ... and back in: hard links across tag folders are staged as such,
+    // one copy on disk, and the blob is uploaded once.
+    let mb = mount(&hb);
+    mkdir_p(&mb.join("share"));
+    rsync(&usb.path().join("llm"), &mb.join("share/llm"));
+    let staged = unique_bytes(&mb.cache_dir().join("staging"));
+    assert!(
+        staged < size + 256 * 1024,
+        "staging holds {staged} bytes for a {size}-byte shared blob"
+    );
+    let (v0, v1) = (
+        ino_links(&mb.join("share/llm/v0/weights.bin")),
+        ino_links(&mb.join("share/llm/v1/weights.bin")),
+    );
+    assert!(v0.1 >= 2 && v1.1 >= 2, "staged links: {v0:?} {v1:?}");
+    let st = status(mb.path());
+    assert!(st.contains("staged in all: "), "{st}");
+    let paths: Vec<PathBuf> = tags
+        .keys()
+        .map(|t| mb.join(&format!("share/llm/{t}")))
+        .collect();
+    let out = commit(Some(&mb), &paths);
+    let uploads = out
+        .lines()
+        .filter(|l| l.starts_with("Uploaded") && l.contains(&format!("({size} bytes)")))
+        .count();
+    assert_eq!(
+        uploads, 1,
+        "the shared blob was uploaded {uploads} times:\n{out}"
+    );
+    for (t, d) in &tags {
+        assert_eq!(
+            tag_digest(&reg_b, "share/llm", t).as_ref(),
+            Some(d),
+            "{t} in the second registry"
+        );
+    }
+    finish(ma);
+    finish(mb);
+}

@@ -1,0 +1,552 @@
+//! The inode table: a stable number for each key while the kernel holds
+//! it, the node behind it, and the kernel's reference count, so memory
+//! follows what the kernel remembers, not everything a mount ever walked.
+//!
+//! Three kinds of key:
+//! - a name under a parent folder (and, inside a manifest folder, the
+//!   manifest it came from, so a moved tag gives new inodes);
+//! - a blob digest: every name of one blob anywhere in the mount (titled
+//!   files and `blobs/sha256/<hex>` of every tag, platform, referrer and
+//!   repository) is one inode, so `rsync -aH`, `cp -a` and `tar` copy it
+//!   once;
+//! - a file inside a layer's tree (unpacked directory layer or tar layer):
+//!   one inode per (layer digest, path), wherever the layer is.
+//!
+//! Blob and layer-file inodes get numbers derived from their key, so the
+//! same blob has the same number even after the kernel forgot it and
+//! looked it up again (a long `rsync -aH` sees every name of a blob as the
+//! same file, whatever the kernel dropped in between).
+//!
+//! Reference counting follows FUSE: every entry handed to the kernel
+//! (lookup, readdirplus, create, mkdir, link) is `hold`; `forget` gives
+//! them back, and a slot the kernel no longer holds is dropped. Slots made
+//! only by listing a folder (held by nobody) are dropped by `sweep` once
+//! they have sat through a whole sweep period without being interned.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use super::{Ino, Node, ROOT_INO};
+use crate::digest::Digest;
+
+/// What identifies an inode.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Child {
+        parent: Ino,
+        name: String,
+        version: Option<Digest>,
+    },
+    /// A blob, wherever in the mount it is named, as its descriptors show
+    /// it: `shown` is a hash of what a name's extended attributes say
+    /// (media type, annotations), so names whose descriptors differ there
+    /// (a per-tag annotation) are inodes of their own with their own
+    /// attributes. See `Key::blob`.
+    Blob { digest: Digest, shown: u64 },
+    /// A file of a layer's tree, wherever in the mount the layer is.
+    LayerFile { layer: Digest, path: Vec<String> },
+}
+
+impl Key {
+    /// The key of a blob named by descriptor `desc`.
+    pub fn blob(desc: &super::view::Desc) -> Key {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &desc.media_type,
+            &desc.annotations,
+            &desc.artifact_type,
+            desc.size,
+        )
+            .hash(&mut h);
+        Key::Blob {
+            digest: desc.digest.clone(),
+            shown: h.finish(),
+        }
+    }
+
+    /// Keys naming content rather than a place: one inode wherever found.
+    fn is_content(&self) -> bool {
+        !matches!(self, Key::Child { .. })
+    }
+
+    /// The number a content key asks for (high bit set, so it never meets
+    /// the counter's numbers).
+    fn derived_ino(&self) -> Option<Ino> {
+        if !self.is_content() {
+            return None;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        Some(DERIVED | (h.finish() & (DERIVED - 1)))
+    }
+}
+
+/// Derived inode numbers have this bit set; counted ones stay below it.
+const DERIVED: Ino = 1 << 62;
+
+/// Slots first made before a sweep are dropped at the next one unless held
+/// or interned again; sweeps come when the table doubles, and not before
+/// it holds this many slots.
+const MIN_SWEEP: usize = 16 * 1024;
+
+/// Where the names of an inode are: in how many manifest folders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Folders {
+    None,
+    One(Ino),
+    Many,
+}
+
+struct Slot {
+    node: Arc<Node>,
+    /// The keys that find this inode.
+    keys: Vec<Key>,
+    /// The folder and name it was last looked up under.
+    parent: Ino,
+    name: String,
+    /// Names under which the kernel knows this inode (for nlink).
+    links: u32,
+    /// The node was replaced at some point: the kernel's cached pages for
+    /// this inode may hold other bytes.
+    changed: bool,
+    /// Entries for it given to the kernel, less those it forgot.
+    lookups: u64,
+    /// The sweep period in which it was last interned.
+    epoch: u64,
+    folders: Folders,
+}
+
+impl Slot {
+    fn new(node: Arc<Node>, key: Option<Key>, parent: Ino, name: &str, links: u32) -> Slot {
+        Slot {
+            node,
+            keys: key.into_iter().collect(),
+            parent,
+            name: name.to_string(),
+            links,
+            changed: false,
+            lookups: 0,
+            epoch: 0,
+            folders: Folders::None,
+        }
+    }
+}
+
+/// The inode table: stable numbers for keys, and the node behind each.
+pub struct Inodes {
+    by_key: HashMap<Key, Ino>,
+    slots: HashMap<Ino, Slot>,
+    next: Ino,
+    epoch: u64,
+    sweep_at: usize,
+}
+
+impl Default for Inodes {
+    fn default() -> Self {
+        Inodes::new()
+    }
+}
+
+impl Inodes {
+    pub fn new() -> Inodes {
+        let mut slots = HashMap::new();
+        let mut root = Slot::new(Arc::new(Node::Root), None, ROOT_INO, "", 1);
+        root.lookups = 1; // the kernel never forgets the root
+        slots.insert(ROOT_INO, root);
+        Inodes {
+            by_key: HashMap::new(),
+            slots,
+            next: ROOT_INO + 1,
+            epoch: 0,
+            sweep_at: MIN_SWEEP,
+        }
+    }
+
+    pub fn get(&self, ino: Ino) -> Option<Arc<Node>> {
+        self.slots.get(&ino).map(|s| s.node.clone())
+    }
+
+    pub fn parent(&self, ino: Ino) -> Ino {
+        self.slots.get(&ino).map(|s| s.parent).unwrap_or(ROOT_INO)
+    }
+
+    /// The inode for `key`, made from `node` the first time, found again
+    /// under `parent`/`name`. A place key whose node changed (a staged
+    /// folder that became a tag after a commit) keeps its number with the
+    /// new node; a content key keeps the node it was first made with (the
+    /// same bytes, wherever named). `links` is the number of names the node
+    /// has (2 for a titled blob).
+    pub fn intern(
+        &mut self,
+        key: Key,
+        parent: Ino,
+        name: &str,
+        node: Node,
+        links: u32,
+    ) -> (Ino, Arc<Node>) {
+        let epoch = self.epoch;
+        if let Some(&ino) = self.by_key.get(&key) {
+            if let Some(s) = self.slots.get_mut(&ino) {
+                // Link counts can only grow as more names of a blob are seen.
+                s.links = s.links.max(links);
+                s.parent = parent;
+                s.epoch = epoch;
+                if s.name != name {
+                    s.name = name.to_string();
+                }
+                if !key.is_content() && *s.node != node {
+                    s.node = Arc::new(node);
+                    s.changed = true;
+                }
+                return (ino, s.node.clone());
+            }
+        }
+        if self.slots.len() >= self.sweep_at {
+            self.sweep();
+        }
+        let ino = match key.derived_ino() {
+            Some(i) if !self.slots.contains_key(&i) => i,
+            _ => self.counted(),
+        };
+        let node = Arc::new(node);
+        let mut slot = Slot::new(node.clone(), Some(key.clone()), parent, name, links);
+        slot.epoch = self.epoch;
+        self.by_key.insert(key, ino);
+        self.slots.insert(ino, slot);
+        (ino, node)
+    }
+
+    fn counted(&mut self) -> Ino {
+        let ino = self.next;
+        self.next += 1;
+        ino
+    }
+
+    /// Notes that `ino` is named inside the manifest folder `folder`.
+    pub fn named_in(&mut self, ino: Ino, folder: Ino) {
+        if let Some(s) = self.slots.get_mut(&ino) {
+            s.folders = match s.folders {
+                Folders::None => Folders::One(folder),
+                Folders::One(f) if f == folder => Folders::One(f),
+                _ => Folders::Many,
+            };
+        }
+    }
+
+    /// Whether `ino` has names in more than one manifest folder.
+    pub fn in_many_folders(&self, ino: Ino) -> bool {
+        self.slots
+            .get(&ino)
+            .is_some_and(|s| s.folders == Folders::Many)
+    }
+
+    /// The kernel was given an entry for `ino`. False when there is no
+    /// such inode (any more): the caller looks its name up again.
+    pub fn hold(&mut self, ino: Ino) -> bool {
+        match self.slots.get_mut(&ino) {
+            Some(s) => {
+                s.lookups += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The kernel forgot `n` of its entries for `ino`; at none, the slot
+    /// goes (the root stays).
+    pub fn forget(&mut self, ino: Ino, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let gone = match self.slots.get_mut(&ino) {
+            Some(s) => {
+                s.lookups = s.lookups.saturating_sub(n);
+                s.lookups == 0
+            }
+            None => false,
+        };
+        if gone {
+            self.remove(ino);
+        }
+    }
+
+    fn remove(&mut self, ino: Ino) {
+        if let Some(s) = self.slots.remove(&ino) {
+            for k in s.keys {
+                if self.by_key.get(&k) == Some(&ino) {
+                    self.by_key.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Drops the slots nobody holds that were not interned since the last
+    /// sweep, and starts a new period.
+    pub fn sweep(&mut self) {
+        let before = self.epoch;
+        let idle: Vec<Ino> = self
+            .slots
+            .iter()
+            .filter(|(&i, s)| i != ROOT_INO && s.lookups == 0 && s.epoch < before)
+            .map(|(&i, _)| i)
+            .collect();
+        for i in idle {
+            self.remove(i);
+        }
+        self.epoch += 1;
+        self.sweep_at = MIN_SWEEP.max(self.slots.len() * 2);
+    }
+
+    /// Gives `ino` a new node and key, keeping its number (a registry file
+    /// copied up into the staging area while the kernel holds it open).
+    pub fn rebind(&mut self, ino: Ino, key: Key, node: Node) {
+        let Some(s) = self.slots.get_mut(&ino) else {
+            return;
+        };
+        for k in std::mem::take(&mut s.keys) {
+            if self.by_key.get(&k) == Some(&ino) {
+                self.by_key.remove(&k);
+            }
+        }
+        s.keys.push(key.clone());
+        s.node = Arc::new(node);
+        s.links = 1;
+        s.changed = true;
+        s.folders = Folders::None;
+        if let Some(old) = self.by_key.insert(key.clone(), ino) {
+            if old != ino {
+                if let Some(o) = self.slots.get_mut(&old) {
+                    o.keys.retain(|k| *k != key);
+                }
+            }
+        }
+    }
+
+    /// Makes `into` stand for what `from` stands for: every key of `from`
+    /// now finds `into`, with `from`'s node and links.
+    pub fn merge_into(&mut self, from: Ino, into: Ino) {
+        if from == into {
+            return;
+        }
+        let Some(src) = self.slots.get_mut(&from) else {
+            return;
+        };
+        let keys = std::mem::take(&mut src.keys);
+        let (node, links) = (src.node.clone(), src.links);
+        let lookups = src.lookups;
+        if lookups == 0 {
+            self.slots.remove(&from);
+        }
+        for k in &keys {
+            self.by_key.insert(k.clone(), into);
+        }
+        if let Some(dst) = self.slots.get_mut(&into) {
+            dst.keys.extend(keys);
+            dst.node = node;
+            dst.links = links;
+            dst.changed = true;
+        }
+    }
+
+    /// Moves the inode known as `parent`/`name` to `new_parent`/`new_name`.
+    pub fn rename(&mut self, from: Key, to: Key, new_parent: Ino, new_name: &str) {
+        if let Some(ino) = self.by_key.remove(&from) {
+            if let Some(old) = self.by_key.insert(to.clone(), ino) {
+                if old != ino {
+                    if let Some(o) = self.slots.get_mut(&old) {
+                        o.keys.retain(|k| *k != to);
+                    }
+                }
+            }
+            if let Some(s) = self.slots.get_mut(&ino) {
+                s.keys.retain(|k| *k != from);
+                s.keys.push(to);
+                s.parent = new_parent;
+                s.name = new_name.to_string();
+            }
+        }
+    }
+
+    /// The names from the root down to `ino` (empty for the root). `None`
+    /// when the chain is broken or loops.
+    pub fn path(&self, ino: Ino) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        let mut cur = ino;
+        for _ in 0..4096 {
+            if cur == ROOT_INO {
+                out.reverse();
+                return Some(out);
+            }
+            let s = self.slots.get(&cur)?;
+            out.push(s.name.clone());
+            cur = s.parent;
+        }
+        None
+    }
+
+    /// Whether the node behind `ino` was ever replaced.
+    pub fn changed(&self, ino: Ino) -> bool {
+        self.slots.get(&ino).is_some_and(|s| s.changed)
+    }
+
+    pub fn links(&self, ino: Ino) -> u32 {
+        self.slots.get(&ino).map(|s| s.links).unwrap_or(1)
+    }
+
+    /// The kernel's references to `ino` (0 when unknown).
+    pub fn lookups(&self, ino: Ino) -> u64 {
+        self.slots.get(&ino).map(|s| s.lookups).unwrap_or(0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child(p: Ino, n: &str) -> Key {
+        Key::Child {
+            parent: p,
+            name: n.into(),
+            version: None,
+        }
+    }
+
+    fn blob_key(b: &[u8]) -> Key {
+        Key::Blob {
+            digest: Digest::of(b),
+            shown: 0,
+        }
+    }
+
+    fn staged(dir: bool) -> Node {
+        Node::Staged { dir }
+    }
+
+    #[test]
+    fn same_key_same_inode() {
+        let mut t = Inodes::new();
+        let repo = Node::Repo {
+            path: "repo".into(),
+        };
+        let (a, _) = t.intern(child(ROOT_INO, "repo"), ROOT_INO, "repo", repo, 1);
+        let (b, _) = t.intern(child(ROOT_INO, "repo"), ROOT_INO, "repo", staged(true), 1);
+        assert_eq!(a, b);
+        assert_ne!(a, ROOT_INO);
+        assert_eq!(t.parent(a), ROOT_INO);
+        assert_eq!(
+            *t.get(a).unwrap(),
+            staged(true),
+            "a changed node is replaced"
+        );
+        assert_eq!(t.path(a), Some(vec!["repo".to_string()]));
+    }
+
+    #[test]
+    fn a_blob_is_one_inode_wherever_named_and_keeps_its_first_node() {
+        let mut t = Inodes::new();
+        let key = blob_key(b"b");
+        let (a, _) = t.intern(key.clone(), 7, "title", Node::Root, 1);
+        t.named_in(a, 7);
+        assert!(!t.in_many_folders(a));
+        let (b, n) = t.intern(key, 9, "hex", staged(false), 2);
+        t.named_in(b, 9);
+        assert_eq!(a, b);
+        assert_eq!(t.links(a), 2);
+        assert_eq!(*n, Node::Root, "the first node stays");
+        assert!(!t.changed(a));
+        assert!(t.in_many_folders(a));
+    }
+
+    #[test]
+    fn a_forgotten_inode_goes_and_a_blob_comes_back_with_its_number() {
+        let mut t = Inodes::new();
+        let (d, _) = t.intern(child(ROOT_INO, "d"), ROOT_INO, "d", staged(true), 1);
+        let (b, _) = t.intern(blob_key(b"x"), d, "x", Node::Root, 2);
+        assert!(b >= DERIVED, "a blob's number is derived from its digest");
+        assert!(t.hold(d) && t.hold(b) && t.hold(b));
+        t.forget(b, 1);
+        assert!(t.get(b).is_some(), "still held once");
+        t.forget(b, 1);
+        assert!(t.get(b).is_none());
+        t.forget(d, 1);
+        assert!(t.get(d).is_none());
+        assert_eq!(t.len(), 1, "only the root is left");
+        assert!(!t.hold(d), "a forgotten inode cannot be held");
+        let (d2, _) = t.intern(child(ROOT_INO, "d"), ROOT_INO, "d", staged(true), 1);
+        assert_ne!(d2, d, "a place gets a new number");
+        let (b2, _) = t.intern(blob_key(b"x"), d2, "x", Node::Root, 2);
+        assert_eq!(b2, b, "a blob gets its number back");
+        t.forget(ROOT_INO, 100);
+        assert!(t.get(ROOT_INO).is_some());
+    }
+
+    #[test]
+    fn sweeps_drop_only_what_nobody_holds_and_nobody_just_made() {
+        let mut t = Inodes::new();
+        let (held, _) = t.intern(child(ROOT_INO, "held"), ROOT_INO, "held", staged(true), 1);
+        assert!(t.hold(held));
+        let (listed, _) = t.intern(child(ROOT_INO, "l"), ROOT_INO, "l", staged(false), 1);
+        t.sweep();
+        assert!(
+            t.get(listed).is_some(),
+            "made in the period just ended: kept"
+        );
+        let (fresh, _) = t.intern(child(ROOT_INO, "f"), ROOT_INO, "f", staged(false), 1);
+        t.sweep();
+        assert!(t.get(listed).is_none(), "idle for a whole period: dropped");
+        assert!(t.get(fresh).is_some());
+        assert!(t.get(held).is_some());
+        let (again, _) = t.intern(child(ROOT_INO, "l"), ROOT_INO, "l", staged(false), 1);
+        assert!(t.get(again).is_some());
+    }
+
+    #[test]
+    fn the_table_stays_bounded_by_what_is_held() {
+        let mut t = Inodes::new();
+        for i in 0..(MIN_SWEEP * 8) {
+            let name = format!("n{i}");
+            t.intern(child(ROOT_INO, &name), ROOT_INO, &name, staged(false), 1);
+        }
+        assert!(
+            t.len() <= MIN_SWEEP * 2,
+            "{} slots for nothing held",
+            t.len()
+        );
+    }
+
+    #[test]
+    fn rename_moves_the_path() {
+        let mut t = Inodes::new();
+        let (d, _) = t.intern(child(ROOT_INO, "d"), ROOT_INO, "d", staged(true), 1);
+        let (f, _) = t.intern(child(d, ".f.tmp"), d, ".f.tmp", staged(false), 1);
+        assert_eq!(t.path(f), Some(vec!["d".to_string(), ".f.tmp".to_string()]));
+        t.rename(child(d, ".f.tmp"), child(ROOT_INO, "f"), ROOT_INO, "f");
+        assert_eq!(t.path(f), Some(vec!["f".to_string()]));
+        let (again, _) = t.intern(child(ROOT_INO, "f"), ROOT_INO, "f", staged(false), 1);
+        assert_eq!(again, f);
+        assert!(t.hold(f));
+        t.forget(f, 1);
+        let (new, _) = t.intern(child(ROOT_INO, "f"), ROOT_INO, "f", staged(false), 1);
+        assert_ne!(new, f, "the renamed key went with the slot");
+    }
+
+    #[test]
+    fn rebind_leaves_the_blob_key_for_the_other_names() {
+        let mut t = Inodes::new();
+        let key = blob_key(b"b");
+        let (a, _) = t.intern(key.clone(), 7, "t", Node::Root, 2);
+        t.rebind(a, child(7, "t"), staged(false));
+        let (b, _) = t.intern(key, 9, "t", Node::Root, 2);
+        assert_ne!(a, b);
+        assert_eq!(*t.get(a).unwrap(), staged(false));
+    }
+}
