@@ -232,6 +232,9 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         ttl: Duration::from_secs(1),
         // What is inside a manifest folder found by digest never changes.
         stable_ttl: Duration::from_secs(24 * 3600),
+        // Tags and what follows them: trusted as regfs trusts them; a
+        // commit or discard makes the kernel forget them (SIGUSR1 below).
+        tag_ttl: Duration::from_secs(args.tag_ttl),
     };
     // Resolved before mounting: afterwards the path leads into ourselves.
     let canonical_mountpoint =
@@ -267,6 +270,7 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
     // `regfs commit` and `discard` run in other processes: SIGUSR1 tells us
     // to forget tags and staged state we remember, so the tree shows theirs.
     let refresh_fs = fs_for_signal.clone();
+    let invalidator = mount.invalidator();
     let ack = super::records::ack_file(&record_path);
     rt.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -277,6 +281,13 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
         while usr1.recv().await.is_some() {
             tracing::info!("refreshing after a commit or discard");
             refresh_fs.refresh();
+            // The kernel keeps tags and what follows them for --tag-ttl:
+            // it must forget them before the committer is told we are done.
+            let inv = invalidator.clone();
+            match tokio::task::spawn_blocking(move || inv.forget_changeable()).await {
+                Ok(n) => tracing::debug!("the kernel was told to forget {n} names"),
+                Err(e) => tracing::warn!("could not tell the kernel to forget names: {e}"),
+            }
             n += 1;
             // Tells the committing process we now show the new state.
             let _ = std::fs::write(&ack, n.to_string());

@@ -59,6 +59,11 @@ pub struct Memory {
     pub blob_bytes: std::sync::Arc<AtomicU64>,
     /// A `CorruptingMirror` was reported (`Source::wrong_bytes`).
     pub mirror_blamed: std::sync::atomic::AtomicBool,
+    /// Keep referrers as a registry without the referrers API does: tag
+    /// lists show a `sha256-<hex>` tag for each subject that has some.
+    pub tag_schema: std::sync::atomic::AtomicBool,
+    /// Referrer listings asked for.
+    pub referrer_gets: AtomicU64,
 }
 
 pub const EMPTY_CONFIG: &[u8] = b"{}";
@@ -75,6 +80,8 @@ impl Memory {
             blob_gets: AtomicU64::new(0),
             blob_bytes: std::sync::Arc::new(AtomicU64::new(0)),
             mirror_blamed: Default::default(),
+            tag_schema: Default::default(),
+            referrer_gets: AtomicU64::new(0),
         }
     }
 
@@ -355,10 +362,22 @@ impl Source for Memory {
     }
 
     fn tags<'a>(&'a self, repo: &'a str) -> BoxFuture<'a, SourceResult<Vec<String>>> {
-        let r = lock(&self.store)
+        let st = lock(&self.store);
+        let r = st
             .tags
             .get(repo)
-            .map(|t| t.keys().cloned().collect())
+            .map(|t| {
+                let mut names: Vec<String> = t.keys().cloned().collect();
+                if self.tag_schema.load(Ordering::Relaxed) {
+                    names.extend(
+                        st.referrers
+                            .iter()
+                            .filter(|(_, l)| !l.is_empty())
+                            .map(|(s, _)| format!("sha256-{}", s.hex())),
+                    );
+                }
+                names
+            })
             .ok_or_else(|| Self::not_found(format!("repository {repo}")));
         Box::pin(async move { r })
     }
@@ -414,12 +433,17 @@ impl Source for Memory {
         _repo: &'a str,
         subject: &'a Digest,
     ) -> BoxFuture<'a, SourceResult<Vec<Digest>>> {
+        self.referrer_gets.fetch_add(1, Ordering::Relaxed);
         let listed = lock(&self.store)
             .referrers
             .get(subject)
             .cloned()
             .unwrap_or_default();
         Box::pin(async move { Ok(listed) })
+    }
+
+    fn referrers_by_tag(&self) -> bool {
+        self.tag_schema.load(Ordering::Relaxed)
     }
 
     fn wrong_bytes(&self, _digest: &Digest) -> bool {

@@ -4,7 +4,7 @@
 //! referrer listings. `Metadata` owns all of it; nothing else in `fs`
 //! talks to the source about anything but blob bytes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +32,8 @@ pub fn is_referrers_tag(t: &str) -> bool {
 struct Listing {
     names: Arc<Vec<String>>,
     at: Instant,
+    /// Of a tag listing: its referrers-schema tags (`sha256-<hex>`).
+    schema: Arc<HashSet<String>>,
 }
 
 /// The repositories shown, and the catalog listing (by address) and count
@@ -180,7 +182,11 @@ impl Metadata {
         if let Some(n) = fresh {
             return Ok(n);
         }
-        let mut found = self.source.referrers(repo, subject).await?;
+        let mut found = if self.no_schema_tag(repo, subject) {
+            Vec::new()
+        } else {
+            self.source.referrers(repo, subject).await?
+        };
         found.sort();
         found.dedup();
         let checked: Vec<(Digest, Result<Arc<View>, Error>)> = stream::iter(found)
@@ -216,6 +222,7 @@ impl Metadata {
             Listing {
                 names: names.clone(),
                 at: Instant::now(),
+                schema: Default::default(),
             },
         );
         Ok(names)
@@ -258,6 +265,7 @@ impl Metadata {
                 *lock(&self.catalog) = Some(Listing {
                     names: names.clone(),
                     at: Instant::now(),
+                    schema: Default::default(),
                 });
                 names
             }
@@ -308,6 +316,21 @@ impl Metadata {
             || repos.get(i).is_some_and(|r| r.starts_with(&below)))
     }
 
+    /// Whether a fresh tag list of `repo` shows that `subject` has no
+    /// referrers: the source keeps them only in the tag schema, and the
+    /// list has no `sha256-<hex>` tag for it. Saves a request per manifest
+    /// on a walk of a registry without the referrers API.
+    fn no_schema_tag(&self, repo: &str, subject: &Digest) -> bool {
+        if !self.source.referrers_by_tag() {
+            return false;
+        }
+        let tag = format!("sha256-{}", subject.hex());
+        lock(&self.lists)
+            .get(repo)
+            .filter(|l| l.at.elapsed() < self.tag_ttl)
+            .is_some_and(|l| !l.schema.contains(&tag))
+    }
+
     /// Tags of `repo` (full name), without referrer-schema tags. Empty when
     /// `repo` is not a repository.
     pub(super) async fn tags_of(&self, repo: &str) -> Result<Arc<Vec<String>>, Error> {
@@ -348,10 +371,10 @@ impl Metadata {
             },
             Err(e) => return Err(e.into()),
         };
-        let mut shown: Vec<String> = tags
-            .into_iter()
-            .filter(|t| is_tag(t) && !is_referrers_tag(t))
-            .collect();
+        let (schema, tags): (Vec<String>, Vec<String>) =
+            tags.into_iter().partition(|t| is_referrers_tag(t));
+        let schema: HashSet<String> = schema.into_iter().collect();
+        let mut shown: Vec<String> = tags.into_iter().filter(|t| is_tag(t)).collect();
         shown.sort();
         shown.dedup();
         let names = Arc::new(shown);
@@ -360,6 +383,7 @@ impl Metadata {
             Listing {
                 names: names.clone(),
                 at: Instant::now(),
+                schema: Arc::new(schema),
             },
         );
         Ok(names)

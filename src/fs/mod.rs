@@ -125,7 +125,11 @@ pub struct Attr {
 
 /// How long the kernel may trust what it was told about an entry.
 /// Everything inside a manifest folder found by digest is immutable: its
-/// names and attributes can be kept; a tag, a listing of tags, or a staged
+/// names and attributes can be kept; what follows tags (the tags of a
+/// repository, the names in a tag's folder, a tag folder's attributes,
+/// referrers) changes only when the registry's tags do, and is trusted for
+/// `--tag-ttl` as regfs trusts it (a commit or discard in another process
+/// tells the kernel to forget it at once: `changeable_names`); a staged
 /// file can change at any time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cacheable {
@@ -133,6 +137,8 @@ pub struct Cacheable {
     pub attr: bool,
     /// The name means this inode for good (its folder is immutable).
     pub name: bool,
+    /// Whatever is not kept for good may be kept for the tag TTL.
+    pub tags: bool,
 }
 
 /// One entry of a directory listing.
@@ -487,6 +493,7 @@ impl Fs {
         for _ in 0..3 {
             let mut a = self.lookup_inner(parent, name).await?;
             a.cache.name = a.cache.attr && self.names_are_stable(parent);
+            a.cache.tags = a.cache.tags && self.names_follow_tags(parent);
             if self.namespace.hold(a.ino) {
                 return Ok(a);
             }
@@ -509,6 +516,11 @@ impl Fs {
     /// reference. False when `ino` is gone; look its name up instead.
     pub fn hold(&self, ino: Ino) -> bool {
         self.namespace.hold(ino)
+    }
+
+    /// Whether `ino` is in the table.
+    pub fn knows(&self, ino: Ino) -> bool {
+        self.namespace.node(ino).is_ok()
     }
 
     /// How many inodes the table holds.
@@ -707,6 +719,8 @@ impl Fs {
 
     async fn attr_of(&self, ino: Ino, node: &Node) -> Result<Attr, Error> {
         let stable = Self::immutable(node);
+        // Registry nodes: what is not immutable follows the tags.
+        let tags = !matches!(node, Node::Staged { .. });
         let dir = |mtime| Attr {
             ino,
             kind: Kind::Dir,
@@ -723,6 +737,7 @@ impl Fs {
             cache: Cacheable {
                 attr: stable,
                 name: false,
+                tags,
             },
         };
         let file = |size, mtime, perm| Attr {
@@ -737,6 +752,7 @@ impl Fs {
             cache: Cacheable {
                 attr: stable,
                 name: false,
+                tags,
             },
         };
         Ok(match node {
@@ -865,6 +881,46 @@ impl Fs {
                     ..
                 }
         )
+    }
+
+    /// Whether the names in folder `ino` change only when the registry's
+    /// tags do (a repository, a tag's folder, `referrers/`: trusted for
+    /// `--tag-ttl`), with nothing staged in it.
+    pub fn names_follow_tags(&self, ino: Ino) -> bool {
+        let Ok(node) = self.node(ino) else {
+            return false;
+        };
+        let follows = matches!(
+            &*node,
+            Node::Root | Node::Repo { .. } | Node::Manifest { .. } | Node::Referrers { .. }
+        );
+        if !follows {
+            return false;
+        }
+        if self.overlay.read_only() {
+            return true;
+        }
+        match self.rel(ino) {
+            Ok(rel) => self.overlay.is_untouched(&rel),
+            Err(_) => false,
+        }
+    }
+
+    /// The names the kernel holds that follow tags (`names_follow_tags`
+    /// of their folders, and names in staged folders), and those folders:
+    /// what it must forget when a commit or discard by another process
+    /// changed the tree (`refresh`).
+    pub fn changeable_names(&self) -> (Vec<(Ino, String)>, Vec<Ino>) {
+        self.namespace.held_names(|n| {
+            matches!(
+                n,
+                Node::Root
+                    | Node::Repo { .. }
+                    | Node::Manifest { .. }
+                    | Node::Referrers { .. }
+                    | Node::Staged { dir: true }
+            )
+        })
     }
 
     /// Whether the names in folder `ino` mean the same inodes for good:

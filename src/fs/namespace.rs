@@ -274,6 +274,15 @@ impl Namespace {
         }
     }
 
+    /// The (folder, name) of every inode the kernel holds whose folder's
+    /// node passes `folder`, and those folders.
+    pub(super) fn held_names(
+        &self,
+        folder: impl Fn(&Node) -> bool,
+    ) -> (Vec<(Ino, String)>, Vec<Ino>) {
+        lock(&self.inodes).held_names(folder)
+    }
+
     /// Whether `ino` (a blob) has names in more than one manifest folder.
     pub(super) fn in_many_folders(&self, ino: Ino) -> bool {
         lock(&self.inodes).in_many_folders(ino)

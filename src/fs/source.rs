@@ -54,6 +54,12 @@ pub trait Source: Send + Sync + 'static {
         repo: &'a str,
         subject: &'a Digest,
     ) -> BoxFuture<'a, SourceResult<Vec<Digest>>>;
+    /// Whether the source keeps referrers only in the `sha256-<hex>` tag
+    /// schema (a registry found to have no referrers API): a subject whose
+    /// tag is not in a fresh tag list has none, without asking.
+    fn referrers_by_tag(&self) -> bool {
+        false
+    }
     /// Bytes of `digest` this source served did not match it. Whether
     /// another place may have the right ones, so fetching again is worth
     /// it (a mirror sent them: the registry itself serves the blob now).
@@ -149,6 +155,10 @@ impl Source for Backend {
     ) -> BoxFuture<'a, SourceResult<Vec<Digest>>> {
         Box::pin(Backend::referrers(self, repo, subject))
     }
+
+    fn referrers_by_tag(&self) -> bool {
+        Backend::referrers_by_tag(self)
+    }
 }
 
 /// A registry read through its mirrors (`registry::mirrors`): listings and
@@ -206,6 +216,10 @@ impl Source for Mirrored {
         subject: &'a Digest,
     ) -> BoxFuture<'a, SourceResult<Vec<Digest>>> {
         Box::pin(self.origin().referrers(repo, subject))
+    }
+
+    fn referrers_by_tag(&self) -> bool {
+        self.origin().referrers_by_tag()
     }
 
     fn wrong_bytes(&self, digest: &Digest) -> bool {

@@ -719,6 +719,7 @@ async fn what_is_found_by_digest_may_be_cached_for_good_and_tags_may_not() {
     // A tag can move: its folder and the names in it are asked for again.
     let tag = w.fs.lookup(repo, "v2").await.unwrap();
     assert!(!tag.cache.attr && !tag.cache.name);
+    assert!(tag.cache.tags, "kept for the tag TTL, as regfs keeps it");
     let by_tag = w.fs.lookup(tag.ino, "a.txt").await.unwrap();
     assert!(by_tag.cache.attr, "a blob's attributes never change");
     assert!(
@@ -726,6 +727,7 @@ async fn what_is_found_by_digest_may_be_cached_for_good_and_tags_may_not() {
         "under a tag, the name may mean another blob later"
     );
     assert!(!w.fs.names_are_stable(tag.ino));
+    assert!(by_tag.cache.tags && w.fs.names_follow_tags(tag.ino));
     // Inside a manifest folder found by digest, nothing changes.
     let pinned = w.fs.lookup(repo, &format!("@{d}")).await.unwrap();
     assert!(pinned.cache.attr);
@@ -742,6 +744,18 @@ async fn what_is_found_by_digest_may_be_cached_for_good_and_tags_may_not() {
     w.fs.release(fh);
     assert!(!w.fs.names_are_stable(blobs.ino));
     assert!(!w.fs.names_are_stable(w.path("org").await.unwrap()));
+    // ... and names in a tag folder with something staged are asked for
+    // again at once, as are staged files.
+    let (staged, fh) = w.fs.create(tag.ino, "new.txt", 0o644).await.unwrap();
+    w.fs.release(fh);
+    assert!(!staged.cache.tags && !staged.cache.attr);
+    assert!(!w.fs.names_follow_tags(tag.ino));
+    let (names, folders) = w.fs.changeable_names();
+    assert!(
+        names.contains(&(tag.ino, "new.txt".to_string())),
+        "{names:?}"
+    );
+    assert!(folders.contains(&tag.ino) && folders.contains(&repo));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -998,6 +1012,35 @@ async fn a_referrer_is_shown_only_under_the_manifest_it_refers_to() {
             .unwrap(),
         b"b.sig"
     );
+}
+
+/// On a registry without the referrers API, a fresh tag list says which
+/// manifests have referrers (their `sha256-<hex>` tags): the others'
+/// `referrers/` folders list empty without a request each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_list_without_a_schema_tag_answers_for_referrers() {
+    let m = Memory::new();
+    m.tag_schema
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let a = m.push("r", "v1", &[("a.txt", b"a")]);
+    m.push("r", "v2", &[("b.txt", b"b")]);
+    let sig = m.put_manifest("r", None, &m.artifact("a.sig", Some(&a)));
+    m.set_referrers(&a, std::slice::from_ref(&sig));
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    assert_eq!(
+        w.names("r").await,
+        vec!["v1", "v2"],
+        "schema tags are not tags"
+    );
+    assert!(w.names("r/v2/referrers").await.is_empty());
+    let gets = || {
+        w.source
+            .referrer_gets
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(gets(), 0, "v2 has no sha256-<hex> tag: nothing to ask");
+    assert_eq!(w.names("r/v1/referrers").await, vec![sig.to_string()]);
+    assert_eq!(gets(), 1);
 }
 
 /// An index that refers to A and lists A as its child makes a cycle

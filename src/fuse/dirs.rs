@@ -4,8 +4,15 @@
 //! at their offsets in that one listing: listing a folder of 10,000 tags
 //! costs one listing, not one per buffer, and offsets keep meaning the
 //! same entries while the folder changes underneath.
+//!
+//! A folder whose listing follows the registry's tags (a repository, a
+//! tag's folder, `referrers/`) is listed when opened, and the kernel may
+//! keep its cached copy of the listing when it is the one it was given
+//! last time (`unchanged`): a warm walk lists such folders without
+//! reading them again.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -13,38 +20,78 @@ use crate::fs::DirEntry;
 
 pub(super) type Listing = Arc<Vec<DirEntry>>;
 
+/// The listing kept for a handle, and whether it was made when the folder
+/// was opened and not read from its start yet.
+type Kept = (Option<Listing>, bool);
+
 #[derive(Default)]
 pub(super) struct Dirs {
     next: AtomicU64,
-    open: Mutex<HashMap<u64, Option<Listing>>>,
+    open: Mutex<HashMap<u64, Kept>>,
+    /// A fingerprint of the listing last given for a folder, by inode.
+    given: Mutex<HashMap<u64, u64>>,
+}
+
+fn fingerprint(l: &[DirEntry]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for e in l {
+        (&e.name, e.ino, e.kind == crate::fs::Kind::Dir).hash(&mut h);
+    }
+    h.finish()
 }
 
 impl Dirs {
-    fn open_map(&self) -> MutexGuard<'_, HashMap<u64, Option<Listing>>> {
+    fn open_map(&self) -> MutexGuard<'_, HashMap<u64, Kept>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn given_map(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
+        self.given.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A handle for folder `ino` just opened and listed: reads from its
+    /// start get `listing` first. Also says whether `listing` is the one
+    /// the kernel was given last for `ino` (its cached copy may be kept).
+    pub(super) fn open_listed(&self, ino: u64, listing: Listing) -> (u64, bool) {
+        let f = fingerprint(&listing);
+        let unchanged = self.given_map().insert(ino, f) == Some(f);
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.open_map().insert(fh, (Some(listing), true));
+        (fh, unchanged)
+    }
+
+    /// The kernel forgot folder `ino`: so do we.
+    pub(super) fn forget(&self, ino: u64) {
+        self.given_map().remove(&ino);
     }
 
     /// A handle for a folder just opened.
     pub(super) fn open(&self) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.open_map().insert(fh, None);
+        self.open_map().insert(fh, (None, false));
         fh
     }
 
     /// The listing to read from `offset` on: the one kept for `fh`, unless
-    /// the read starts over (offset 0) or there is none yet.
+    /// the read starts over (offset 0: a new listing, except the first
+    /// read of one made at open) or there is none yet.
     pub(super) fn kept(&self, fh: u64, offset: u64) -> Option<Listing> {
-        if offset == 0 {
+        let mut open = self.open_map();
+        let (listing, unread) = open.get_mut(&fh)?;
+        if offset == 0 && !std::mem::take(unread) {
             return None;
         }
-        self.open_map().get(&fh).cloned().flatten()
+        listing.clone()
     }
 
     /// Keeps `listing` for the next reads of `fh` (if it is still open).
-    pub(super) fn keep(&self, fh: u64, listing: Listing) {
+    pub(super) fn keep(&self, fh: u64, ino: u64, listing: Listing) {
+        let f = fingerprint(&listing);
         if let Some(slot) = self.open_map().get_mut(&fh) {
-            *slot = Some(listing);
+            *slot = (Some(listing), false);
         }
+        // What the kernel caches now, if it caches this folder.
+        self.given_map().insert(ino, f);
     }
 
     pub(super) fn release(&self, fh: u64) {
@@ -76,14 +123,32 @@ mod tests {
         let (a, b) = (d.open(), d.open());
         assert_ne!(a, b);
         assert!(d.kept(a, 5).is_none(), "nothing listed yet");
-        d.keep(a, Arc::new(vec![entry("x")]));
+        d.keep(a, 7, Arc::new(vec![entry("x")]));
         assert_eq!(d.kept(a, 3).map(|l| l.len()), Some(1));
         assert!(d.kept(a, 0).is_none(), "offset 0 lists again");
         assert!(d.kept(b, 3).is_none(), "handles do not share");
         d.release(a);
-        d.keep(a, Arc::new(vec![entry("y")]));
+        d.keep(a, 7, Arc::new(vec![entry("y")]));
         assert!(d.kept(a, 3).is_none(), "a released handle keeps nothing");
         d.release(b);
         assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn a_folder_listed_at_open_says_whether_the_kernel_has_it_already() {
+        let d = Dirs::default();
+        let one = Arc::new(vec![entry("x")]);
+        let (fh, unchanged) = d.open_listed(7, one.clone());
+        assert!(!unchanged, "never given");
+        assert_eq!(d.kept(fh, 0).map(|l| l.len()), Some(1), "read at open");
+        assert!(d.kept(fh, 0).is_none(), "rewound: listed again");
+        d.release(fh);
+        let (_, unchanged) = d.open_listed(7, one.clone());
+        assert!(unchanged);
+        let (_, unchanged) = d.open_listed(7, Arc::new(vec![entry("x"), entry("y")]));
+        assert!(!unchanged, "a new tag");
+        d.forget(7);
+        let (_, unchanged) = d.open_listed(7, Arc::new(vec![entry("x"), entry("y")]));
+        assert!(!unchanged, "forgotten");
     }
 }

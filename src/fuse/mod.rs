@@ -33,7 +33,7 @@ use dirs::Dirs;
 use interrupt::{Requests, Stop};
 use pages::Pages;
 use passthrough::Passthrough;
-pub use session::{mount, MountConfig, Mounted, Stopper, Unmounter};
+pub use session::{mount, Invalidator, MountConfig, Mounted, Stopper, Unmounter};
 
 /// Mount settings the adapter needs.
 #[derive(Debug, Clone)]
@@ -42,9 +42,26 @@ pub struct Settings {
     pub op_timeout: Duration,
     /// How long the kernel may trust names and attributes that can change.
     pub ttl: Duration,
-    /// How long it may trust what never changes (inside a manifest folder
-    /// found by digest).
+    /// How long it may trust what never changes (inside a manifest
+    /// folder found by digest).
     pub stable_ttl: Duration,
+    /// How long it may trust what follows the registry's tags (`--tag-ttl`;
+    /// a refresh after a commit makes it forget sooner).
+    pub tag_ttl: Duration,
+}
+
+impl Settings {
+    /// The timeout for an answer about `a` (`name_too`: an entry, whose
+    /// one timeout covers its name and its attributes).
+    fn ttl_of(&self, a: &Attr, name_too: bool) -> Duration {
+        if a.cache.attr && (a.cache.name || !name_too) {
+            self.stable_ttl
+        } else if a.cache.tags {
+            self.tag_ttl.max(self.ttl)
+        } else {
+            self.ttl
+        }
+    }
 }
 
 pub struct FuseFs {
@@ -118,18 +135,10 @@ impl FuseFs {
     where
         F: Future<Output = Result<Attr, fs::Error>> + Send + 'static,
     {
-        let (ttl, stable) = (self.settings.ttl, self.settings.stable_ttl);
+        let settings = self.settings.clone();
         let this = self.attr_maker();
         self.spawn(req, op, self.settings.op_timeout, fut, move |r| match r {
-            Ok(a) => {
-                // One timeout covers the name and the attributes here.
-                let t = if a.cache.name && a.cache.attr {
-                    stable
-                } else {
-                    ttl
-                };
-                reply.entry(&t, &this(&a), Generation(0))
-            }
+            Ok(a) => reply.entry(&settings.ttl_of(&a, true), &this(&a), Generation(0)),
             Err(e) => reply.error(e),
         });
     }
@@ -249,7 +258,7 @@ impl Filesystem for FuseFs {
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = self.fs.clone();
-        let (ttl, stable) = (self.settings.ttl, self.settings.stable_ttl);
+        let settings = self.settings.clone();
         let this = self.attr_maker();
         self.spawn(
             req,
@@ -257,7 +266,7 @@ impl Filesystem for FuseFs {
             self.settings.op_timeout,
             async move { fs.getattr(ino.0).await },
             move |r| match r {
-                Ok(a) => reply.attr(if a.cache.attr { &stable } else { &ttl }, &this(&a)),
+                Ok(a) => reply.attr(&settings.ttl_of(&a, false), &this(&a)),
                 Err(e) => reply.error(e),
             },
         );
@@ -270,20 +279,31 @@ impl Filesystem for FuseFs {
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
         let dirs = self.dirs.clone();
+        let cached = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
         self.spawn(
             req,
             "opendir",
             self.settings.op_timeout,
-            async move { Ok(fs.names_are_stable(ino.0)) },
-            move |r| match r {
-                Ok(stable) => {
-                    let flags = if stable {
-                        FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    reply.opened(FileHandle(dirs.open()), flags)
+            async move {
+                if fs.names_are_stable(ino.0) {
+                    return Ok((dirs.open(), cached));
                 }
+                if fs.names_follow_tags(ino.0) {
+                    // Listed now: if the kernel has this very listing, it
+                    // keeps it; else it drops its copy and caches this one.
+                    let listing = Arc::new(fs.listing(ino.0).await?);
+                    let (fh, unchanged) = dirs.open_listed(ino.0, listing);
+                    let flags = if unchanged {
+                        cached
+                    } else {
+                        FopenFlags::FOPEN_CACHE_DIR
+                    };
+                    return Ok((fh, flags));
+                }
+                Ok((dirs.open(), FopenFlags::empty()))
+            },
+            move |r| match r {
+                Ok((fh, flags)) => reply.opened(FileHandle(fh), flags),
                 Err(e) => reply.error(e),
             },
         );
@@ -334,12 +354,20 @@ impl Filesystem for FuseFs {
     /// the kernel holds). Local work only: done on the FUSE thread.
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.fs.forget(ino.0, nlookup);
+        if !self.fs.knows(ino.0) {
+            self.dirs.forget(ino.0);
+        }
         self.trim.after_forget(self.fs.inode_count());
     }
 
     fn batch_forget(&self, _req: &Request, nodes: &[fuser::ForgetOne]) {
         let each: Vec<(u64, u64)> = nodes.iter().map(|n| (n.nodeid().0, n.nlookup())).collect();
         self.fs.forget_many(&each);
+        for (ino, _) in &each {
+            if !self.fs.knows(*ino) {
+                self.dirs.forget(*ino);
+            }
+        }
         let known = self.fs.inode_count();
         tracing::debug!(forgotten = each.len(), known, "the kernel forgot inodes");
         self.trim.after_forget(known);
@@ -363,13 +391,14 @@ impl Filesystem for FuseFs {
         let requests = self.requests.clone();
         let fs = self.fs.clone();
         let dirs = self.dirs.clone();
-        let (short, stable) = (self.settings.ttl, self.settings.stable_ttl);
+        let settings = self.settings.clone();
         let this = self.attr_maker();
         let limit = self.settings.op_timeout;
         run_or_spawn(&self.rt, async move {
             let work = async {
                 let all = listing_of(&fs, &dirs, ino.0, fh.0, offset).await?;
                 let names_stable = fs.names_are_stable(ino.0);
+                let names_follow_tags = fs.names_follow_tags(ino.0);
                 let rest: Vec<(usize, &fs::DirEntry)> =
                     all.iter().enumerate().skip(offset as usize).collect();
                 for batch in rest.chunks(16) {
@@ -394,8 +423,11 @@ impl Filesystem for FuseFs {
                         // placeholder attributes the kernel must not keep:
                         // its own lookup then reports the error.
                         let (a, t) = match attr {
-                            Some(a) if names_stable && a.cache.attr => (this(&a), stable),
-                            Some(a) => (this(&a), short),
+                            Some(mut a) => {
+                                a.cache.name = names_stable;
+                                a.cache.tags = a.cache.tags && names_follow_tags;
+                                (this(&a), settings.ttl_of(&a, true))
+                            }
                             None => (this(&fs.placeholder_attr(child, *kind)), Duration::ZERO),
                         };
                         if reply.add(INodeNo(child), (*i + 1) as u64, name, &t, &a, Generation(0)) {
@@ -899,7 +931,7 @@ async fn listing_of(
         return Ok(l);
     }
     let l = Arc::new(fs.listing(ino).await?);
-    dirs.keep(fh, l.clone());
+    dirs.keep(fh, ino, l.clone());
     Ok(l)
 }
 

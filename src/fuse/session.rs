@@ -21,6 +21,37 @@ pub struct MountConfig {
 pub struct Mounted {
     session: fuser::Session<FuseFs>,
     requests: Arc<Requests>,
+    invalidator: Invalidator,
+}
+
+/// Makes the kernel forget what follows the registry's tags, after a
+/// commit or discard by another process changed it: the names it holds
+/// in repositories, tag folders, `referrers/` and staged folders (kept
+/// for `--tag-ttl` otherwise), and those folders' attributes and cached
+/// listings. Blocks on the kernel: never call it on a FUSE thread.
+#[derive(Clone)]
+pub struct Invalidator {
+    fs: Arc<Fs>,
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+}
+
+impl Invalidator {
+    /// Returns how many names the kernel was told to forget.
+    pub fn forget_changeable(&self) -> usize {
+        use std::ffi::OsStr;
+        let Some(n) = self.notifier.get() else {
+            return 0;
+        };
+        let (names, folders) = self.fs.changeable_names();
+        for (parent, name) in &names {
+            // ENOENT: the kernel had already let it go.
+            let _ = n.inval_entry(fuser::INodeNo(*parent), OsStr::new(name));
+        }
+        for f in &folders {
+            let _ = n.inval_inode(fuser::INodeNo(*f), 0, 0);
+        }
+        names.len()
+    }
 }
 
 /// Stops every request in flight (answered with EIO) and refuses new ones:
@@ -51,6 +82,10 @@ impl Mounted {
 
     pub fn stopper(&self) -> Stopper {
         Stopper(self.requests.clone())
+    }
+
+    pub fn invalidator(&self) -> Invalidator {
+        self.invalidator.clone()
     }
 
     /// Serves requests until the filesystem is unmounted.
@@ -89,10 +124,15 @@ pub fn mount(
     // Handlers only decode and spawn; two threads keep the queue drained.
     config.n_threads = Some(2);
     config.clone_fd = true;
-    let ffs = FuseFs::new(fs, rt, settings);
+    let ffs = FuseFs::new(fs.clone(), rt, settings);
     let requests = ffs.requests.clone();
     let notifier = ffs.notifier.clone();
     let session = fuser::Session::new(ffs, mountpoint, &config)?;
     let _ = notifier.set(session.notifier());
-    Ok(Mounted { session, requests })
+    let invalidator = Invalidator { fs, notifier };
+    Ok(Mounted {
+        session,
+        requests,
+        invalidator,
+    })
 }

@@ -658,6 +658,15 @@ impl Backend {
     /// Manifests whose subject is `subject`, as descriptors: the referrers
     /// API where the registry has it, else the `sha256-<hex>` tag schema.
     /// For a layout, every manifest of `index.json` is checked.
+    /// Whether referrers are kept only in the tag schema here (see
+    /// `Client::referrers_by_tag`); a layout is searched whole instead.
+    pub fn referrers_by_tag(&self) -> bool {
+        match self {
+            Backend::Registry(c) => c.referrers_by_tag(),
+            Backend::Layout(_) => false,
+        }
+    }
+
     pub async fn referrers(&self, repo: &str, subject: &Digest) -> Result<Vec<Digest>, Error> {
         match self {
             Backend::Registry(c) => c.referrers(repo, subject).await,

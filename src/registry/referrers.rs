@@ -38,6 +38,13 @@ impl ApiState {
 }
 
 impl Client {
+    /// Whether this registry was found to keep referrers only in the tag
+    /// schema (no referrers API): a subject without a `sha256-<hex>` tag
+    /// then has none.
+    pub fn referrers_by_tag(&self) -> bool {
+        self.referrers_api.absent()
+    }
+
     /// Referrers of `subject`: the referrers API, else the tag schema.
     pub async fn referrers(&self, repo: &str, subject: &Digest) -> Result<Vec<Digest>, Error> {
         if let Some(list) = self.referrers_by_api(repo, subject).await? {

@@ -394,6 +394,23 @@ impl Inodes {
         self.slots.get(&ino).map(|s| s.links).unwrap_or(1)
     }
 
+    /// The (parent, name) of every held inode whose parent's node passes
+    /// `folder`, and those parents (each once).
+    pub fn held_names(&self, folder: impl Fn(&Node) -> bool) -> (Vec<(Ino, String)>, Vec<Ino>) {
+        let mut names = Vec::new();
+        let mut folders = std::collections::BTreeSet::new();
+        for (&ino, s) in &self.slots {
+            if ino == ROOT_INO || s.lookups == 0 {
+                continue;
+            }
+            if self.slots.get(&s.parent).is_some_and(|p| folder(&p.node)) {
+                names.push((s.parent, s.name.clone()));
+                folders.insert(s.parent);
+            }
+        }
+        (names, folders.into_iter().collect())
+    }
+
     /// The kernel's references to `ino` (0 when unknown).
     pub fn lookups(&self, ino: Ino) -> u64 {
         self.slots.get(&ino).map(|s| s.lookups).unwrap_or(0)
