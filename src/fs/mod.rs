@@ -117,6 +117,11 @@ pub struct Attr {
     pub perm: u16,
     pub nlink: u32,
     pub mtime: i64,
+    /// Nanoseconds of the mtime: on a folder whose listing follows tags, a
+    /// stamp of the listing, so the mtime changes whenever the listing
+    /// does (the kernel drops its cached listing of a folder whose mtime
+    /// changed: `listing_stamp`).
+    pub mtime_nsec: u32,
     pub uid: u32,
     pub gid: u32,
     /// What the kernel may keep for long (see `Cacheable`).
@@ -211,6 +216,10 @@ pub struct Fs {
     unpacker: unpack::Unpacker,
     cache: Arc<Cache>,
     handles: Mutex<HashMap<u64, Handle>>,
+    /// Folders whose listing turned out to have changed (a tag found by
+    /// name that the listing lacked): the kernel's cached copy must go
+    /// (`take_changed_folders`).
+    changed_folders: Mutex<Vec<Ino>>,
     next_fh: AtomicU64,
     uid: u32,
     gid: u32,
@@ -255,6 +264,7 @@ impl Fs {
             unpacker: unpack::Unpacker::new(),
             cache,
             handles: Mutex::new(HashMap::new()),
+            changed_folders: Mutex::new(Vec::new()),
             next_fh: AtomicU64::new(1),
             uid: opts.uid,
             gid: opts.gid,
@@ -518,6 +528,12 @@ impl Fs {
         self.namespace.hold(ino)
     }
 
+    /// Folders whose listings changed since the last call (see
+    /// `changed_folders`).
+    pub fn take_changed_folders(&self) -> Vec<Ino> {
+        std::mem::take(&mut *lock(&self.changed_folders))
+    }
+
     /// Whether `ino` is in the table.
     pub fn knows(&self, ino: Ino) -> bool {
         self.namespace.node(ino).is_ok()
@@ -682,6 +698,8 @@ impl Fs {
             match self.resolve(full, &target).await {
                 Ok(_) => {
                     self.metadata.forget_tags_of(full);
+                    // The kernel's copy of the listing lacks it too.
+                    lock(&self.changed_folders).push(parent);
                     let node = Node::Manifest {
                         repo: full.to_string(),
                         target,
@@ -732,6 +750,7 @@ impl Fs {
             },
             nlink: 2,
             mtime,
+            mtime_nsec: 0,
             uid: self.uid,
             gid: self.gid,
             cache: Cacheable {
@@ -747,6 +766,7 @@ impl Fs {
             perm,
             nlink: self.namespace.links(ino),
             mtime,
+            mtime_nsec: 0,
             uid: self.uid,
             gid: self.gid,
             cache: Cacheable {
@@ -761,21 +781,34 @@ impl Fs {
                 Err(Error::NotFound) => return self.relookup(ino).await,
                 r => return r,
             },
-            Node::Root | Node::Repo { .. } => dir(self.mount_time),
+            Node::Root | Node::Repo { .. } => Attr {
+                mtime_nsec: self.listing_stamp(ino, node).await,
+                ..dir(self.mount_time)
+            },
             Node::Manifest { repo, target } => {
                 // A folder whose manifest is unusable still stats (so `ls`
                 // shows it); reading inside it reports the error.
                 let d = self.resolve(repo, target).await?;
+                let mtime_nsec = stamp(&d);
                 match self.view(repo, &d).await {
-                    Ok(v) => dir(self.metadata.manifest_mtime(&v, &d)),
+                    Ok(v) => Attr {
+                        mtime_nsec,
+                        ..dir(self.metadata.manifest_mtime(&v, &d))
+                    },
                     Err(e) => {
                         tracing::warn!("{repo}: {e}");
-                        dir(self.cache.first_seen(&d, now_secs()))
+                        Attr {
+                            mtime_nsec,
+                            ..dir(self.cache.first_seen(&d, now_secs()))
+                        }
                     }
                 }
             }
+            Node::Referrers { mtime, .. } => Attr {
+                mtime_nsec: self.listing_stamp(ino, node).await,
+                ..dir(*mtime)
+            },
             Node::ViewDir { mtime, .. }
-            | Node::Referrers { mtime, .. }
             | Node::UnpackedDir { mtime, .. }
             | Node::ArchiveDir { mtime, .. } => dir(*mtime),
             Node::ManifestJson { size, mtime, .. } => file(*size, *mtime, 0o444),
@@ -791,6 +824,31 @@ impl Fs {
                 size, mtime, mode, ..
             } => file(*size, *mtime, read_only_perm(*mode)),
         })
+    }
+
+    /// A stamp of the listing of folder `ino` (the catalog, a repository's
+    /// tags, `referrers/`) as regfs knows it, kept fresh for `--tag-ttl`:
+    /// a listing shown before is fetched again here once it expired, so
+    /// the kernel, which asks for a folder's attributes when it has kept
+    /// them for the tag TTL, sees the mtime change and lists the folder
+    /// again. A folder never listed is not fetched for its attributes
+    /// (`ls -l` of a registry's top must not fetch every tag list): 0.
+    async fn listing_stamp(&self, ino: Ino, node: &Node) -> u32 {
+        let listed = match node {
+            Node::Root => self.metadata.catalog_listed(),
+            Node::Repo { path } => self.metadata.listed(&self.metadata.full_repo(path)),
+            Node::Referrers { repo, subject, .. } => {
+                self.metadata.listed(&format!("{repo}@{subject}"))
+            }
+            _ => false,
+        };
+        if !listed {
+            return 0;
+        }
+        match self.registry_children(ino).await {
+            Ok(children) => stamp(&children.iter().map(|(n, i, _)| (n, *i)).collect::<Vec<_>>()),
+            Err(_) => 0,
+        }
     }
 
     pub async fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>, Error> {
@@ -858,6 +916,7 @@ impl Fs {
             perm: if kind == Kind::Dir { 0o555 } else { 0o444 },
             nlink: 1,
             mtime: self.mount_time,
+            mtime_nsec: 0,
             uid: self.uid,
             gid: self.gid,
             cache: Cacheable::default(),
@@ -907,9 +966,10 @@ impl Fs {
     }
 
     /// The names the kernel holds that follow tags (`names_follow_tags`
-    /// of their folders, and names in staged folders), and those folders:
-    /// what it must forget when a commit or discard by another process
-    /// changed the tree (`refresh`).
+    /// of their folders, and names in staged folders), and every folder
+    /// it holds (their cached listings and attributes): what it must
+    /// forget when a commit or discard by another process changed the
+    /// tree (`refresh`).
     pub fn changeable_names(&self) -> (Vec<(Ino, String)>, Vec<Ino>) {
         self.namespace.held_names(|n| {
             matches!(
@@ -975,6 +1035,14 @@ impl ViewFolder {
             layouts,
         }
     }
+}
+
+/// Nanoseconds (below 10^9) that stand for `what`.
+fn stamp(what: &impl std::hash::Hash) -> u32 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    what.hash(&mut h);
+    (h.finish() % 1_000_000_000) as u32
 }
 
 /// A registry file's permissions: read-only, executable when its mode is.

@@ -131,6 +131,7 @@ impl Overlay {
             perm,
             nlink: if dir { 2 } else { meta.nlink() as u32 },
             mtime: meta.mtime(),
+            mtime_nsec: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
             uid: self.uid,
             gid: self.gid,
             cache: super::Cacheable::default(),

@@ -5,6 +5,14 @@
 //! costs one listing, not one per buffer, and offsets keep meaning the
 //! same entries while the folder changes underneath.
 //!
+//! Where the kernel supports it (`FUSE_NO_OPENDIR_SUPPORT`), folders are
+//! not opened at all: `opendir` answers ENOSYS once, the kernel stops
+//! sending opendir and releasedir, and it caches every folder's listing
+//! until the folder changes (its mtime: see `fs::Attr::mtime_nsec`), is
+//! changed through the mount, or is invalidated (a commit or discard by
+//! another process). Reads then carry no handle: the listing being read
+//! is kept per folder from its offset 0 until its end was given.
+//!
 //! A folder whose listing follows the registry's tags (a repository, a
 //! tag's folder, `referrers/`) is listed when opened, and the kernel may
 //! keep its cached copy of the listing when it is the one it was given
@@ -30,6 +38,8 @@ pub(super) struct Dirs {
     open: Mutex<HashMap<u64, Kept>>,
     /// A fingerprint of the listing last given for a folder, by inode.
     given: Mutex<HashMap<u64, u64>>,
+    /// Listings being read without a handle, by folder inode.
+    by_ino: Mutex<HashMap<u64, Listing>>,
 }
 
 fn fingerprint(l: &[DirEntry]) -> u64 {
@@ -63,6 +73,29 @@ impl Dirs {
     /// The kernel forgot folder `ino`: so do we.
     pub(super) fn forget(&self, ino: u64) {
         self.given_map().remove(&ino);
+        self.by_ino_map().remove(&ino);
+    }
+
+    fn by_ino_map(&self) -> MutexGuard<'_, HashMap<u64, Listing>> {
+        self.by_ino.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Without a handle: the listing of `ino` being read, unless the read
+    /// starts over (offset 0) or there is none.
+    pub(super) fn kept_by_ino(&self, ino: u64, offset: u64) -> Option<Listing> {
+        if offset == 0 {
+            return None;
+        }
+        self.by_ino_map().get(&ino).cloned()
+    }
+
+    pub(super) fn keep_by_ino(&self, ino: u64, listing: Listing) {
+        self.by_ino_map().insert(ino, listing);
+    }
+
+    /// The whole listing of `ino` was given: it need not be kept.
+    pub(super) fn read_to_end(&self, ino: u64) {
+        self.by_ino_map().remove(&ino);
     }
 
     /// A handle for a folder just opened.
@@ -150,5 +183,17 @@ mod tests {
         d.forget(7);
         let (_, unchanged) = d.open_listed(7, Arc::new(vec![entry("x"), entry("y")]));
         assert!(!unchanged, "forgotten");
+    }
+
+    #[test]
+    fn without_handles_a_listing_is_kept_per_folder_until_read_to_its_end() {
+        let d = Dirs::default();
+        assert!(d.kept_by_ino(7, 2).is_none());
+        d.keep_by_ino(7, Arc::new(vec![entry("x"), entry("y")]));
+        assert_eq!(d.kept_by_ino(7, 2).map(|l| l.len()), Some(2));
+        assert!(d.kept_by_ino(7, 0).is_none(), "offset 0 lists again");
+        assert!(d.kept_by_ino(8, 1).is_none());
+        d.read_to_end(7);
+        assert!(d.kept_by_ino(7, 1).is_none());
     }
 }

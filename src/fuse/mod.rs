@@ -73,6 +73,8 @@ pub struct FuseFs {
     pages: Arc<Pages>,
     dirs: Arc<Dirs>,
     trim: Arc<Trim>,
+    /// The kernel opens folders without asking us (see `dirs`).
+    no_opendir: bool,
     /// Set once the session exists (it is made from this value).
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
@@ -88,6 +90,7 @@ impl FuseFs {
             pages: Arc::new(Pages::default()),
             dirs: Arc::new(Dirs::default()),
             trim: Arc::new(Trim::default()),
+            no_opendir: false,
             notifier: Arc::new(std::sync::OnceLock::new()),
         }
     }
@@ -145,7 +148,7 @@ impl FuseFs {
 
     fn file_attr(&self, a: &Attr) -> FileAttr {
         let t = if a.mtime >= 0 {
-            UNIX_EPOCH + Duration::from_secs(a.mtime as u64)
+            UNIX_EPOCH + Duration::new(a.mtime as u64, a.mtime_nsec.min(999_999_999))
         } else {
             UNIX_EPOCH
         };
@@ -226,6 +229,13 @@ impl Filesystem for FuseFs {
         // pays (`ls -l`), plain readdir otherwise.
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // Folders opened without a request, their listings cached by the
+        // kernel until they change (see `dirs`). REGFS_OPENDIR=1 keeps
+        // opendir (for comparison).
+        self.no_opendir = config
+            .capabilities()
+            .contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+            && std::env::var_os("REGFS_OPENDIR").is_none_or(|v| v != "1");
         // Reads of verified cache files can bypass us entirely.
         if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok()
@@ -248,10 +258,25 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENOENT);
         };
         let fs = self.fs.clone();
+        let notifier = self.notifier.clone();
         self.spawn_entry(
             req,
             "lookup",
-            async move { fs.lookup(parent.0, &name).await },
+            async move {
+                let r = fs.lookup(parent.0, &name).await;
+                let changed = fs.take_changed_folders();
+                if let (false, Some(n)) = (changed.is_empty(), notifier.get()) {
+                    // Not from here: the kernel may hold the folder's lock
+                    // until this lookup is answered.
+                    let n = n.clone();
+                    std::thread::spawn(move || {
+                        for ino in changed {
+                            let _ = n.inval_inode(INodeNo(ino), 0, 0);
+                        }
+                    });
+                }
+                r
+            },
             reply,
         );
     }
@@ -277,6 +302,10 @@ impl Filesystem for FuseFs {
     /// kernel: a warm `find` or `grep -r` then lists it without asking us.
     /// Every open folder gets a handle its listing is kept under (`dirs`).
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_opendir {
+            // Once: the kernel opens folders by itself from now on.
+            return reply.error(Errno::ENOSYS);
+        }
         let fs = self.fs.clone();
         let dirs = self.dirs.clone();
         let cached = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
@@ -331,6 +360,7 @@ impl Filesystem for FuseFs {
     ) {
         let fs = self.fs.clone();
         let dirs = self.dirs.clone();
+        let dirs2 = self.dirs.clone();
         self.spawn(
             req,
             "readdir",
@@ -338,10 +368,15 @@ impl Filesystem for FuseFs {
             async move { listing_of(&fs, &dirs, ino.0, fh.0, offset).await },
             move |r| match r {
                 Ok(entries) => {
+                    let mut full = false;
                     for (i, e) in entries.iter().enumerate().skip(offset as usize) {
                         if reply.add(INodeNo(e.ino), (i + 1) as u64, kind(e.kind), &e.name) {
+                            full = true;
                             break;
                         }
+                    }
+                    if !full {
+                        dirs2.read_to_end(ino.0);
                     }
                     reply.ok();
                 }
@@ -438,6 +473,7 @@ impl Filesystem for FuseFs {
                         }
                     }
                 }
+                dirs.read_to_end(ino.0);
                 Ok::<_, fs::Error>(())
             };
             // `work` borrows `reply`; `guard` drops it before returning.
@@ -895,6 +931,7 @@ impl FuseFs {
             pages: self.pages.clone(),
             dirs: self.dirs.clone(),
             trim: self.trim.clone(),
+            no_opendir: self.no_opendir,
             notifier: self.notifier.clone(),
         };
         move |a| proto.file_attr(a)
@@ -927,6 +964,15 @@ async fn listing_of(
     fh: u64,
     offset: u64,
 ) -> Result<dirs::Listing, fs::Error> {
+    if fh == 0 {
+        // Opened by the kernel alone (see `dirs`).
+        if let Some(l) = dirs.kept_by_ino(ino, offset) {
+            return Ok(l);
+        }
+        let l = Arc::new(fs.listing(ino).await?);
+        dirs.keep_by_ino(ino, l.clone());
+        return Ok(l);
+    }
     if let Some(l) = dirs.kept(fh, offset) {
         return Ok(l);
     }

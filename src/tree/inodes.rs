@@ -395,20 +395,22 @@ impl Inodes {
     }
 
     /// The (parent, name) of every held inode whose parent's node passes
-    /// `folder`, and those parents (each once).
+    /// `folder`, and every held folder (the root included).
     pub fn held_names(&self, folder: impl Fn(&Node) -> bool) -> (Vec<(Ino, String)>, Vec<Ino>) {
         let mut names = Vec::new();
-        let mut folders = std::collections::BTreeSet::new();
+        let mut folders = vec![ROOT_INO];
         for (&ino, s) in &self.slots {
             if ino == ROOT_INO || s.lookups == 0 {
                 continue;
             }
+            if s.node.is_dir() {
+                folders.push(ino);
+            }
             if self.slots.get(&s.parent).is_some_and(|p| folder(&p.node)) {
                 names.push((s.parent, s.name.clone()));
-                folders.insert(s.parent);
             }
         }
-        (names, folders.into_iter().collect())
+        (names, folders)
     }
 
     /// The kernel's references to `ino` (0 when unknown).

@@ -156,3 +156,26 @@ async fn a_blob_named_in_several_tags_is_replaced_by_name_not_written_in_place()
         weights
     );
 }
+
+/// Regression: the repositories shown were kept by the address of the
+/// catalog listing they came from; a refreshed catalog allocated at the
+/// old one's address showed the old repositories (a committed repository
+/// stayed ENOENT until the catalog expired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_pushed_before_a_refresh_shows_after_it() {
+    let m = Memory::new();
+    m.push("a", "v1", &[("a.txt", b"a")]);
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    for i in 0..20 {
+        assert!(w.path(&format!("n{i}")).await.is_err());
+        assert!(!w.names("").await.contains(&format!("n{i}")));
+        w.source.push(&format!("n{i}"), "v1", &[("a.txt", b"a")]);
+        // As `regfs commit` does: forget what the cache saved, then refresh.
+        let host = crate::fs::Source::host(&*w.source).to_string();
+        w.fs.cache()
+            .forget_tags(&host, &format!("n{i}"), &["v1".into()]);
+        w.fs.refresh();
+        assert!(w.names("").await.contains(&format!("n{i}")), "round {i}");
+        assert!(w.path(&format!("n{i}/v1/a.txt")).await.is_ok(), "round {i}");
+    }
+}
