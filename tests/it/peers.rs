@@ -363,6 +363,53 @@ fn oras_cli_platform_index_shows_platform_folders_and_its_updates() {
     finish(m);
 }
 
+/// The kernel keeps folder listings (see the README, *What the kernel
+/// keeps*): a tag pushed by another tool must still be listed within
+/// --tag-ttl, at once when looked up by name, and a warm walk must list
+/// the same tree.
+#[test]
+fn a_tag_pushed_by_another_tool_is_listed_within_the_tag_ttl() {
+    let reg = Registry::start();
+    let host = reg.host();
+    let w = tmpdir();
+    write_file(w.path(), "a.txt", "one\n");
+    oras_push(&host, "peer/new:v1", &["a.txt"], w.path());
+    let mut args = MOUNT_ARGS.to_vec();
+    args.extend(["--tag-ttl", "1"]);
+    let m = Mount::new(&host, &args);
+    let repo = m.join("peer/new");
+    assert_eq!(ls(&repo), ["v1"]);
+    let walk = |p: &Path| {
+        let mut c = Command::new("find");
+        c.arg(p);
+        String::from_utf8_lossy(&run_timeout(&mut c, Duration::from_secs(60)).stdout).into_owned()
+    };
+    let cold = walk(m.path());
+    assert_eq!(
+        walk(m.path()),
+        cold,
+        "a warm walk lists what the cold one did"
+    );
+    write_file(w.path(), "a.txt", "two\n");
+    oras_push(&host, "peer/new:v2", &["a.txt"], w.path());
+    wait_until(REFRESH, "the new tag to be listed", || {
+        try_ls(&repo).is_ok_and(|names| names == ["v1", "v2"])
+    });
+    assert_eq!(read(&repo.join("v2/a.txt")), b"two\n");
+    // Looked up by name first: listed at once after that.
+    write_file(w.path(), "a.txt", "three\n");
+    oras_push(&host, "peer/new:v3", &["a.txt"], w.path());
+    assert_eq!(read(&repo.join("v3/a.txt")), b"three\n");
+    wait_until(
+        Duration::from_secs(3),
+        "the tag looked up to be listed",
+        || try_ls(&repo).is_ok_and(|names| names == ["v1", "v2", "v3"]),
+    );
+    let warm = walk(m.path());
+    assert!(warm.contains("peer/new/v3/a.txt"), "{warm}");
+    finish(m);
+}
+
 fn oras_cli_attach_shows_under_referrers(kind: RegistryKind) {
     let reg = AnyRegistry::start(kind);
     let host = reg.host();
