@@ -151,6 +151,7 @@ impl Blobs {
         file_end: u64,
     ) -> Result<Read, Error> {
         let mut tries = 0;
+        let mut chunk_retried = false;
         loop {
             match self
                 .read_once(repo, desc, offset, size, sequential, file_end)
@@ -162,6 +163,12 @@ impl Blobs {
                 // so the reader must see the failure (the next read gets
                 // the blob from the registry itself).
                 Err(e) if e.is_from_mirror() && !e.is_mismatch() && tries < REFETCHES => tries += 1,
+                // A dropped chunk is asked for once more: the mismatch may
+                // be of bytes a segment of an attempt that already ended
+                // was still writing when this read began (it then ends
+                // this read's attempt too). A registry that keeps sending
+                // wrong bytes fails the second time as well.
+                Err(e) if e.is_chunk_mismatch() && !chunk_retried => chunk_retried = true,
                 r => return r,
             }
         }
