@@ -1,11 +1,14 @@
-//! The FUSE adapter: decode a request, spawn the `fs` operation on the
-//! tokio runtime with a timeout, reply from the task. FUSE threads never
-//! wait on the network, and a panic in an operation costs only that request
-//! (tokio catches it; the reply is dropped, which fuser answers with EIO).
+//! The FUSE adapter: decode a request, run the `fs` operation with a
+//! timeout (answered on the FUSE thread when it needs no waiting, else on
+//! the tokio runtime: `run_or_spawn`), reply. FUSE threads never wait on
+//! the network, and a panic in an operation costs only that request (it is
+//! caught, on the FUSE thread or by tokio; the reply is dropped, which
+//! fuser answers with EIO).
 //!
 //! This is the only module that names fuser.
 //!
 //! - `mod.rs`      the `Filesystem` callbacks and the spawn/reply helpers
+//! - `dirs`        folder listings being read, per handle or per folder
 //! - `interrupt`   requests in flight: interrupts answer them with EINTR
 //! - `pages`       what the kernel's page cache may keep across opens
 //! - `passthrough` reads of verified cache files handed to the kernel
@@ -994,13 +997,20 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let mut fut = Box::pin(fut);
-    let pending = {
+    let polled = {
         let _in_runtime = rt.enter();
         let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
-        fut.as_mut().poll(&mut cx).is_pending()
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            fut.as_mut().poll(&mut cx).is_pending()
+        }))
     };
-    if pending {
-        rt.spawn(fut);
+    match polled {
+        Ok(true) => {
+            rt.spawn(fut);
+        }
+        Ok(false) => {}
+        // The future (and the reply in it) is dropped: fuser answers EIO.
+        Err(_) => tracing::error!("a FUSE operation panicked; answered with EIO"),
     }
 }
 

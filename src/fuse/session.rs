@@ -121,7 +121,8 @@ pub fn mount(
     } else {
         SessionACL::Owner
     };
-    // Handlers only decode and spawn; two threads keep the queue drained.
+    // Handlers answer what needs no waiting and hand the rest to the
+    // runtime; two threads keep the queue drained.
     config.n_threads = Some(2);
     config.clone_fd = true;
     let ffs = FuseFs::new(fs.clone(), rt, settings);
