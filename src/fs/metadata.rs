@@ -33,7 +33,7 @@ struct Listing {
     names: Arc<Vec<String>>,
     at: Instant,
     /// Of a tag listing: its referrers-schema tags (`sha256-<hex>`).
-    schema: Arc<HashSet<String>>,
+    schema: HashSet<String>,
 }
 
 /// The repositories shown, and the catalog listing and count of known
@@ -237,7 +237,7 @@ impl Metadata {
             Listing {
                 names: names.clone(),
                 at: Instant::now(),
-                schema: Default::default(),
+                schema: HashSet::new(),
             },
         );
         Ok(names)
@@ -280,7 +280,7 @@ impl Metadata {
                 *lock(&self.catalog) = Some(Listing {
                     names: names.clone(),
                     at: Instant::now(),
-                    schema: Default::default(),
+                    schema: HashSet::new(),
                 });
                 names
             }
@@ -319,11 +319,7 @@ impl Metadata {
     /// (relative to the prefix): a repository, or a prefix of some.
     pub(super) async fn has_component(&self, path: &str, name: &str) -> Result<bool, Error> {
         let repos = self.repositories().await?;
-        let exact = if path.is_empty() {
-            name.to_string()
-        } else {
-            format!("{path}/{name}")
-        };
+        let exact = super::join_rel(path, name);
         let below = format!("{exact}/");
         let i = repos.partition_point(|r| r.as_str() < below.as_str());
         Ok(repos.binary_search(&exact).is_ok()
@@ -397,7 +393,7 @@ impl Metadata {
             Listing {
                 names: names.clone(),
                 at: Instant::now(),
-                schema: Arc::new(schema),
+                schema,
             },
         );
         Ok(names)

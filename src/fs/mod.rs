@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use crate::tree::hash64;
 pub use error::Error;
 pub use metadata::is_referrers_tag;
 use metadata::Metadata;
@@ -102,7 +103,7 @@ pub enum Verify {
 }
 
 /// Kind of a node, for the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Dir,
     File,
@@ -147,7 +148,7 @@ pub struct Cacheable {
 }
 
 /// One entry of a directory listing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Hash)]
 pub struct DirEntry {
     pub name: String,
     pub ino: Ino,
@@ -623,12 +624,10 @@ impl Fs {
             return Ok(Some((i, n)));
         }
         if self.metadata.has_component(path, name).await? {
-            let sub = if path.is_empty() {
-                name.to_string()
-            } else {
-                format!("{path}/{name}")
+            let node = Node::Repo {
+                path: join_rel(path, name),
             };
-            let (_, i, n) = self.namespace.child(parent, name, Node::Repo { path: sub });
+            let (_, i, n) = self.namespace.child(parent, name, node);
             return Ok(Some((i, n)));
         }
         Ok(None)
@@ -711,21 +710,17 @@ impl Fs {
                 Err(e) => return Err(e),
             }
         }
-        if is_repository_component(name) {
-            let sub_full = if full.is_empty() {
-                name.to_string()
-            } else {
-                format!("{full}/{name}")
+        if is_repository_component(name)
+            && self
+                .metadata
+                .probe_repository(&join_rel(full, name))
+                .await?
+        {
+            let node = Node::Repo {
+                path: join_rel(path, name),
             };
-            if self.metadata.probe_repository(&sub_full).await? {
-                let sub = if path.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{path}/{name}")
-                };
-                let (_, ino, node) = self.namespace.child(parent, name, Node::Repo { path: sub });
-                return self.attr_of(ino, &node).await;
-            }
+            let (_, ino, node) = self.namespace.child(parent, name, node);
+            return self.attr_of(ino, &node).await;
         }
         Err(Error::NotFound)
     }
@@ -782,7 +777,7 @@ impl Fs {
                 r => return r,
             },
             Node::Root | Node::Repo { .. } => Attr {
-                mtime_nsec: self.listing_stamp(ino, node).await,
+                mtime_nsec: self.listing_stamp(node).await,
                 ..dir(self.mount_time)
             },
             Node::Manifest { repo, target } => {
@@ -805,7 +800,7 @@ impl Fs {
                 }
             }
             Node::Referrers { mtime, .. } => Attr {
-                mtime_nsec: self.listing_stamp(ino, node).await,
+                mtime_nsec: self.listing_stamp(node).await,
                 ..dir(*mtime)
             },
             Node::ViewDir { mtime, .. }
@@ -833,22 +828,44 @@ impl Fs {
     /// them for the tag TTL, sees the mtime change and lists the folder
     /// again. A folder never listed is not fetched for its attributes
     /// (`ls -l` of a registry's top must not fetch every tag list): 0.
-    async fn listing_stamp(&self, ino: Ino, node: &Node) -> u32 {
-        let listed = match node {
-            Node::Root => self.metadata.catalog_listed(),
-            Node::Repo { path } => self.metadata.listed(&self.metadata.full_repo(path)),
-            Node::Referrers { repo, subject, .. } => {
-                self.metadata.listed(&format!("{repo}@{subject}"))
+    /// Made from the names regfs holds, without building the listing's
+    /// nodes (a repository may have 10,000 tags).
+    async fn listing_stamp(&self, node: &Node) -> u32 {
+        let stamped = match node {
+            Node::Root if self.metadata.catalog_listed() => self.names_stamp("").await,
+            Node::Repo { path } if self.metadata.listed(&self.metadata.full_repo(path)) => {
+                self.names_stamp(path).await
             }
-            _ => false,
+            Node::Referrers { repo, subject, .. }
+                if self.metadata.listed(&format!("{repo}@{subject}")) =>
+            {
+                self.metadata
+                    .referrers(repo, subject)
+                    .await
+                    .map(|n| stamp(&*n))
+            }
+            _ => return 0,
         };
-        if !listed {
-            return 0;
-        }
-        match self.registry_children(ino).await {
-            Ok(children) => stamp(&children.iter().map(|(n, i, _)| (n, *i)).collect::<Vec<_>>()),
-            Err(_) => 0,
-        }
+        stamped.unwrap_or(0)
+    }
+
+    /// A stamp of what the repository folder `path` lists: the tags of
+    /// its repository and the repositories below it.
+    async fn names_stamp(&self, path: &str) -> Result<u32, Error> {
+        let full = self.metadata.full_repo(path);
+        let tags = if full.is_empty() {
+            None
+        } else {
+            Some(self.metadata.tags_of(&full).await?)
+        };
+        let repos = self.metadata.repositories().await?;
+        let pre = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        let below: Vec<&String> = repos.iter().filter(|r| r.starts_with(&pre)).collect();
+        Ok(stamp(&(tags.as_deref(), below)))
     }
 
     pub async fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>, Error> {
@@ -946,16 +963,11 @@ impl Fs {
     /// tags do (a repository, a tag's folder, `referrers/`: trusted for
     /// `--tag-ttl`), with nothing staged in it.
     pub fn names_follow_tags(&self, ino: Ino) -> bool {
-        let Ok(node) = self.node(ino) else {
-            return false;
-        };
-        let follows = matches!(
-            &*node,
-            Node::Root | Node::Repo { .. } | Node::Manifest { .. } | Node::Referrers { .. }
-        );
-        if !follows {
-            return false;
-        }
+        self.node(ino).is_ok_and(|n| follows_tags(&n)) && self.untouched(ino)
+    }
+
+    /// Whether nothing is staged at or below folder `ino`.
+    fn untouched(&self, ino: Ino) -> bool {
         if self.overlay.read_only() {
             return true;
         }
@@ -971,16 +983,8 @@ impl Fs {
     /// forget when a commit or discard by another process changed the
     /// tree (`refresh`).
     pub fn changeable_names(&self) -> (Vec<(Ino, String)>, Vec<Ino>) {
-        self.namespace.held_names(|n| {
-            matches!(
-                n,
-                Node::Root
-                    | Node::Repo { .. }
-                    | Node::Manifest { .. }
-                    | Node::Referrers { .. }
-                    | Node::Staged { dir: true }
-            )
-        })
+        self.namespace
+            .held_names(|n| follows_tags(n) || matches!(n, Node::Staged { dir: true }))
     }
 
     /// Whether the names in folder `ino` mean the same inodes for good:
@@ -999,16 +1003,7 @@ impl Fs {
                     ..
                 }
         );
-        if !immutable_folder {
-            return false;
-        }
-        if self.overlay.read_only() {
-            return true;
-        }
-        match self.rel(ino) {
-            Ok(rel) => self.overlay.is_untouched(&rel),
-            Err(_) => false,
-        }
+        immutable_folder && self.untouched(ino)
     }
 }
 
@@ -1037,12 +1032,17 @@ impl ViewFolder {
     }
 }
 
+/// Whether a folder's names change only when the registry's tags do.
+fn follows_tags(node: &Node) -> bool {
+    matches!(
+        node,
+        Node::Root | Node::Repo { .. } | Node::Manifest { .. } | Node::Referrers { .. }
+    )
+}
+
 /// Nanoseconds (below 10^9) that stand for `what`.
 fn stamp(what: &impl std::hash::Hash) -> u32 {
-    use std::hash::Hasher;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    what.hash(&mut h);
-    (h.finish() % 1_000_000_000) as u32
+    (crate::tree::hash64(what) % 1_000_000_000) as u32
 }
 
 /// A registry file's permissions: read-only, executable when its mode is.

@@ -20,10 +20,10 @@
 //! reading them again.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
+use super::lock;
 use crate::fs::DirEntry;
 
 pub(super) type Listing = Arc<Vec<DirEntry>>;
@@ -43,41 +43,25 @@ pub(super) struct Dirs {
 }
 
 fn fingerprint(l: &[DirEntry]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for e in l {
-        (&e.name, e.ino, e.kind == crate::fs::Kind::Dir).hash(&mut h);
-    }
-    h.finish()
+    crate::fs::hash64(&l)
 }
 
 impl Dirs {
-    fn open_map(&self) -> MutexGuard<'_, HashMap<u64, Kept>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn given_map(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
-        self.given.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A handle for folder `ino` just opened and listed: reads from its
     /// start get `listing` first. Also says whether `listing` is the one
     /// the kernel was given last for `ino` (its cached copy may be kept).
     pub(super) fn open_listed(&self, ino: u64, listing: Listing) -> (u64, bool) {
         let f = fingerprint(&listing);
-        let unchanged = self.given_map().insert(ino, f) == Some(f);
+        let unchanged = lock(&self.given).insert(ino, f) == Some(f);
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.open_map().insert(fh, (Some(listing), true));
+        lock(&self.open).insert(fh, (Some(listing), true));
         (fh, unchanged)
     }
 
     /// The kernel forgot folder `ino`: so do we.
     pub(super) fn forget(&self, ino: u64) {
-        self.given_map().remove(&ino);
-        self.by_ino_map().remove(&ino);
-    }
-
-    fn by_ino_map(&self) -> MutexGuard<'_, HashMap<u64, Listing>> {
-        self.by_ino.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.given).remove(&ino);
+        lock(&self.by_ino).remove(&ino);
     }
 
     /// Without a handle: the listing of `ino` being read, unless the read
@@ -86,22 +70,22 @@ impl Dirs {
         if offset == 0 {
             return None;
         }
-        self.by_ino_map().get(&ino).cloned()
+        lock(&self.by_ino).get(&ino).cloned()
     }
 
     pub(super) fn keep_by_ino(&self, ino: u64, listing: Listing) {
-        self.by_ino_map().insert(ino, listing);
+        lock(&self.by_ino).insert(ino, listing);
     }
 
     /// The whole listing of `ino` was given: it need not be kept.
     pub(super) fn read_to_end(&self, ino: u64) {
-        self.by_ino_map().remove(&ino);
+        lock(&self.by_ino).remove(&ino);
     }
 
     /// A handle for a folder just opened.
     pub(super) fn open(&self) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.open_map().insert(fh, (None, false));
+        lock(&self.open).insert(fh, (None, false));
         fh
     }
 
@@ -109,7 +93,7 @@ impl Dirs {
     /// the read starts over (offset 0: a new listing, except the first
     /// read of one made at open) or there is none yet.
     pub(super) fn kept(&self, fh: u64, offset: u64) -> Option<Listing> {
-        let mut open = self.open_map();
+        let mut open = lock(&self.open);
         let (listing, unread) = open.get_mut(&fh)?;
         if offset == 0 && !std::mem::take(unread) {
             return None;
@@ -120,20 +104,20 @@ impl Dirs {
     /// Keeps `listing` for the next reads of `fh` (if it is still open).
     pub(super) fn keep(&self, fh: u64, ino: u64, listing: Listing) {
         let f = fingerprint(&listing);
-        if let Some(slot) = self.open_map().get_mut(&fh) {
+        if let Some(slot) = lock(&self.open).get_mut(&fh) {
             *slot = (Some(listing), false);
         }
         // What the kernel caches now, if it caches this folder.
-        self.given_map().insert(ino, f);
+        lock(&self.given).insert(ino, f);
     }
 
     pub(super) fn release(&self, fh: u64) {
-        self.open_map().remove(&fh);
+        lock(&self.open).remove(&fh);
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.open_map().len()
+        lock(&self.open).len()
     }
 }
 

@@ -14,6 +14,7 @@
 //! an interrupt for an unknown id is remembered for a while and honoured
 //! when the request registers.
 
+use super::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,11 +42,6 @@ pub struct Requests {
     running: Mutex<HashMap<u64, oneshot::Sender<Stop>>>,
     early: Mutex<HashMap<u64, Instant>>,
     closing: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Critical sections are single map operations: a poisoned map is whole.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Requests {

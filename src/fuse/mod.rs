@@ -38,6 +38,11 @@ use pages::Pages;
 use passthrough::Passthrough;
 pub use session::{mount, Invalidator, MountConfig, Mounted, Stopper, Unmounter};
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Critical sections are single map operations: a poisoned map is whole.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Mount settings the adapter needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -267,17 +272,7 @@ impl Filesystem for FuseFs {
             "lookup",
             async move {
                 let r = fs.lookup(parent.0, &name).await;
-                let changed = fs.take_changed_folders();
-                if let (false, Some(n)) = (changed.is_empty(), notifier.get()) {
-                    // Not from here: the kernel may hold the folder's lock
-                    // until this lookup is answered.
-                    let n = n.clone();
-                    std::thread::spawn(move || {
-                        for ino in changed {
-                            let _ = n.inval_inode(INodeNo(ino), 0, 0);
-                        }
-                    });
-                }
+                drop_cached_later(&notifier, fs.take_changed_folders());
                 r
             },
             reply,
@@ -391,24 +386,12 @@ impl Filesystem for FuseFs {
     /// The kernel forgot inodes: so does the table (memory follows what
     /// the kernel holds). Local work only: done on the FUSE thread.
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
-        if !self.fs.knows(ino.0) {
-            self.dirs.forget(ino.0);
-        }
-        self.trim.after_forget(self.fs.inode_count());
+        self.forgotten(&[(ino.0, nlookup)]);
     }
 
     fn batch_forget(&self, _req: &Request, nodes: &[fuser::ForgetOne]) {
         let each: Vec<(u64, u64)> = nodes.iter().map(|n| (n.nodeid().0, n.nlookup())).collect();
-        self.fs.forget_many(&each);
-        for (ino, _) in &each {
-            if !self.fs.knows(*ino) {
-                self.dirs.forget(*ino);
-            }
-        }
-        let known = self.fs.inode_count();
-        tracing::debug!(forgotten = each.len(), known, "the kernel forgot inodes");
-        self.trim.after_forget(known);
+        self.forgotten(&each);
     }
 
     /// Names with their attributes in one answer (`ls -l`, `ls -R`, `find`):
@@ -563,13 +546,8 @@ impl Filesystem for FuseFs {
                     // Pages this handle's lazy reads put in the kernel's
                     // cache were never verified: drop them, now that the
                     // failed read is answered (the kernel waits for that).
-                    if let (Some(ino), Some(n)) = (pages.failed(fh.0), notifier.get()) {
-                        let n = n.clone();
-                        std::thread::spawn(move || {
-                            if let Err(e) = n.inval_inode(INodeNo(ino), 0, 0) {
-                                tracing::debug!("cannot drop the pages of inode {ino}: {e}");
-                            }
-                        });
+                    if let Some(ino) = pages.failed(fh.0) {
+                        drop_cached_later(&notifier, vec![ino]);
                     }
                 }
             },
@@ -924,6 +902,20 @@ impl Filesystem for FuseFs {
 }
 
 impl FuseFs {
+    /// The kernel forgot `n` references to each inode: the table, the
+    /// listings kept for folders now gone, and the allocator follow.
+    fn forgotten(&self, each: &[(u64, u64)]) {
+        self.fs.forget_many(each);
+        for (ino, _) in each {
+            if !self.fs.knows(*ino) {
+                self.dirs.forget(*ino);
+            }
+        }
+        let known = self.fs.inode_count();
+        tracing::debug!(forgotten = each.len(), known, "the kernel forgot inodes");
+        self.trim.after_forget(known);
+    }
+
     fn attr_maker(&self) -> impl Fn(&Attr) -> FileAttr + Send + 'static {
         let proto = FuseFs {
             fs: self.fs.clone(),
@@ -1041,4 +1033,21 @@ impl Trim {
             }
         }
     }
+}
+
+/// Tells the kernel to drop what it caches of `inos` (pages, attributes,
+/// a folder's listing), from a thread of its own: the kernel may hold
+/// locks until the request that found them out is answered.
+fn drop_cached_later(notifier: &std::sync::OnceLock<fuser::Notifier>, inos: Vec<u64>) {
+    let Some(n) = notifier.get().filter(|_| !inos.is_empty()) else {
+        return;
+    };
+    let n = n.clone();
+    std::thread::spawn(move || {
+        for ino in inos {
+            if let Err(e) = n.inval_inode(INodeNo(ino), 0, 0) {
+                tracing::debug!("cannot drop the cached data of inode {ino}: {e}");
+            }
+        }
+    });
 }

@@ -2,6 +2,7 @@
 //! root): the kernel reads the backing file itself, and reads never reach
 //! us. The kernel wants one backing file per inode for all its handles.
 
+use super::lock;
 use std::sync::Arc;
 
 use fuser::{FileHandle, FopenFlags, ReplyOpen};
@@ -21,10 +22,6 @@ pub(super) struct Passthrough {
 }
 
 impl Passthrough {
-    fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Replies to an open with passthrough when it can, plainly otherwise.
     pub(super) fn reply_open(
         &self,
@@ -46,11 +43,11 @@ impl Passthrough {
             return reply.opened(FileHandle(fh), flags);
         };
         let identity = (meta.dev(), meta.ino());
-        let mut backing = Self::lock(&self.backing);
+        let mut backing = lock(&self.backing);
         match backing.get_mut(&ino) {
             Some((id, same, n)) if *same == identity => {
                 *n += 1;
-                Self::lock(&self.handles).insert(fh, ino);
+                lock(&self.handles).insert(fh, ino);
                 return reply.opened_passthrough(FileHandle(fh), flags, id);
             }
             // The inode now stands for other bytes (a staged file that was
@@ -63,7 +60,7 @@ impl Passthrough {
             Ok(id) => {
                 reply.opened_passthrough(FileHandle(fh), flags, &id);
                 backing.insert(ino, (id, identity, 1));
-                Self::lock(&self.handles).insert(fh, ino);
+                lock(&self.handles).insert(fh, ino);
             }
             Err(e) => {
                 tracing::info!("passthrough unavailable ({e}); serving reads ourselves");
@@ -74,10 +71,10 @@ impl Passthrough {
     }
 
     pub(super) fn release(&self, fh: u64) {
-        let Some(ino) = Self::lock(&self.handles).remove(&fh) else {
+        let Some(ino) = lock(&self.handles).remove(&fh) else {
             return;
         };
-        let mut backing = Self::lock(&self.backing);
+        let mut backing = lock(&self.backing);
         if let Some((_, _, n)) = backing.get_mut(&ino) {
             *n -= 1;
             if *n == 0 {

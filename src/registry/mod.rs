@@ -655,9 +655,6 @@ impl Backend {
         matches!(self, Backend::Registry(_))
     }
 
-    /// Manifests whose subject is `subject`, as descriptors: the referrers
-    /// API where the registry has it, else the `sha256-<hex>` tag schema.
-    /// For a layout, every manifest of `index.json` is checked.
     /// Whether referrers are kept only in the tag schema here (see
     /// `Client::referrers_by_tag`); a layout is searched whole instead.
     pub fn referrers_by_tag(&self) -> bool {
@@ -667,6 +664,9 @@ impl Backend {
         }
     }
 
+    /// Manifests whose subject is `subject`, as descriptors: the referrers
+    /// API where the registry has it, else the `sha256-<hex>` tag schema.
+    /// For a layout, every manifest of `index.json` is checked.
     pub async fn referrers(&self, repo: &str, subject: &Digest) -> Result<Vec<Digest>, Error> {
         match self {
             Backend::Registry(c) => c.referrers(repo, subject).await,

@@ -24,10 +24,10 @@
 //! they have sat through a whole sweep period without being interned.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::sync::Arc;
 
-use super::{Ino, Node, ROOT_INO};
+use super::{hash64, Ino, Node, ROOT_INO};
 use crate::digest::Digest;
 
 /// What identifies an inode.
@@ -51,17 +51,15 @@ pub enum Key {
 impl Key {
     /// The key of a blob named by descriptor `desc`.
     pub fn blob(desc: &super::view::Desc) -> Key {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (
+        let shown = (
             &desc.media_type,
             &desc.annotations,
             &desc.artifact_type,
             desc.size,
-        )
-            .hash(&mut h);
+        );
         Key::Blob {
             digest: desc.digest.clone(),
-            shown: h.finish(),
+            shown: hash64(&shown),
         }
     }
 
@@ -76,9 +74,7 @@ impl Key {
         if !self.is_content() {
             return None;
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.hash(&mut h);
-        Some(DERIVED | (h.finish() & (DERIVED - 1)))
+        Some(DERIVED | (hash64(self) & (DERIVED - 1)))
     }
 }
 

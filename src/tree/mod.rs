@@ -12,6 +12,15 @@ use crate::digest::Digest;
 use view::Desc;
 
 pub type Ino = u64;
+
+/// A 64-bit hash of `what`, the same for the same value for the life of
+/// the process (inode numbers, listing stamps and fingerprints).
+pub fn hash64(what: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    what.hash(&mut h);
+    h.finish()
+}
 pub const ROOT_INO: Ino = 1;
 
 /// What a manifest folder points at.
