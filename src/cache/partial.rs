@@ -473,6 +473,40 @@ impl Partial {
         }
     }
 
+    /// Gives up every chunk held (wholly or in part) but not verified: after
+    /// a mismatch, what the same transfers wrote into chunks not complete
+    /// yet is not trusted either (it is fetched again). Without a chunk
+    /// list, nothing is dropped.
+    pub fn drop_unverified_chunks(&self) {
+        let dropped: Vec<(u64, u64)> = {
+            let mut guard = lock(&self.chunks);
+            let Some(c) = guard.as_mut() else {
+                return;
+            };
+            c.filling.clear();
+            let held = lock(&self.held);
+            (0..c.verified.len())
+                .filter(|&i| !c.verified[i])
+                .map(|i| chunk_bounds(c.size, self.size, i))
+                .filter(|&(a, b)| held.first_gap(a, b) != Some((a, b)))
+                .collect()
+        };
+        let Some(first) = dropped.first().map(|&(a, _)| a) else {
+            return;
+        };
+        {
+            let mut held = lock(&self.held);
+            for &(a, b) in &dropped {
+                held.remove(a, b);
+            }
+        }
+        let mut h = lock(&self.hasher);
+        if h.hashed > first && h.verifier.is_some() {
+            h.verifier = Some(Verifier::new(self.digest.clone()));
+            h.hashed = 0;
+        }
+    }
+
     /// Hashes the held prefix past what was hashed (after a resume).
     pub fn catch_up(&self) -> Result<Progress, Error> {
         self.hash(None)
@@ -753,6 +787,27 @@ mod tests {
             .is_none());
         assert!(p.ready(0, 3000));
         assert!(p.write(3000, &data[3000..]).unwrap().complete);
+        assert!(p.take_verifier().unwrap().finish().is_ok());
+    }
+
+    #[test]
+    fn after_a_mismatch_chunks_not_verified_are_dropped_and_verified_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, digests) = chunked();
+        let p = Partial::open(dir.path(), &Digest::of(&data), data.len() as u64).unwrap();
+        p.verify_chunks(digests, 1000);
+        // Chunk 0 verified; chunks 4 and 7 half written by the same transfers
+        // (corrupt, but not complete so not found out yet).
+        p.write(0, &data[..1000]).unwrap();
+        let mut bad = data[4000..4500].to_vec();
+        bad[10] ^= 1;
+        p.write(4000, &bad).unwrap();
+        p.write(7300, &data[7300..7600]).unwrap();
+        p.drop_unverified_chunks();
+        assert!(p.ready(0, 1000), "a verified chunk stays");
+        assert!(!p.holds(4000, 4001) && !p.holds(7300, 7301));
+        // Fetched again, the right bytes verify and the blob completes.
+        assert!(p.write(1000, &data[1000..]).unwrap().complete);
         assert!(p.take_verifier().unwrap().finish().is_ok());
     }
 

@@ -134,16 +134,6 @@ impl Error {
         }
     }
 
-    /// A chunk did not match the layer's chunk list (and was dropped).
-    pub fn is_chunk_mismatch(&self) -> bool {
-        match self {
-            Error::ChunkMismatch { .. } => true,
-            Error::FromMirror(e) => e.is_chunk_mismatch(),
-            Error::Shared(e) => e.is_chunk_mismatch(),
-            _ => false,
-        }
-    }
-
     /// Wrong bytes from a mirror: worth reading again (`Error::FromMirror`).
     pub fn is_from_mirror(&self) -> bool {
         match self {

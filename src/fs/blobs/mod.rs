@@ -151,7 +151,6 @@ impl Blobs {
         file_end: u64,
     ) -> Result<Read, Error> {
         let mut tries = 0;
-        let mut chunk_retried = false;
         loop {
             match self
                 .read_once(repo, desc, offset, size, sequential, file_end)
@@ -163,12 +162,6 @@ impl Blobs {
                 // so the reader must see the failure (the next read gets
                 // the blob from the registry itself).
                 Err(e) if e.is_from_mirror() && !e.is_mismatch() && tries < REFETCHES => tries += 1,
-                // A dropped chunk is asked for once more: the mismatch may
-                // be of bytes a segment of an attempt that already ended
-                // was still writing when this read began (it then ends
-                // this read's attempt too). A registry that keeps sending
-                // wrong bytes fails the second time as well.
-                Err(e) if e.is_chunk_mismatch() && !chunk_retried => chunk_retried = true,
                 r => return r,
             }
         }
@@ -321,6 +314,7 @@ impl Blobs {
                 rate_from: None,
                 waited: Duration::ZERO,
             }),
+            gate: std::sync::RwLock::new(()),
             changed: Notify::new(),
         });
         live.insert(desc.digest.clone(), dl.clone());
@@ -384,6 +378,11 @@ struct Download {
     partial: Arc<Partial>,
     settings: Settings,
     state: Mutex<State>,
+    /// Held (shared) by each write from the staleness check to the bytes on
+    /// disk, and (exclusive) while an attempt ends on a mismatch: no byte of
+    /// an ended attempt reaches the file after the attempt's unverified
+    /// chunks were dropped.
+    gate: std::sync::RwLock<()>,
     changed: Notify,
 }
 
@@ -439,6 +438,7 @@ impl Download {
             }
             if want != Want::Whole && self.partial.has_chunks() && self.partial.holds(a, b) {
                 // Held before the chunk list was known: checked from disk.
+                let attempt = lock(&self.state).attempt;
                 let p = self.partial.clone();
                 let bad = tokio::task::spawn_blocking(move || p.check_held_chunks(a, b))
                     .await
@@ -447,7 +447,7 @@ impl Download {
                         source: std::io::Error::other(e),
                     })??;
                 if let Some(bad) = bad {
-                    return Err(self.give_up_chunk(bad));
+                    return Err(self.give_up_chunk(bad, attempt));
                 }
             }
             if want != Want::Whole && self.partial.ready(a, b) {
@@ -493,11 +493,15 @@ impl Download {
         .await;
     }
 
-    /// A chunk did not match its listed digest: the attempt ends first (so
-    /// no transfer starts for the chunk while the registry may still send
-    /// wrong bytes), then the chunk is dropped, to be fetched again by the
-    /// next demand. Its waiters get EIO.
-    fn give_up_chunk(&self, bad: crate::cache::BadChunk) -> Error {
+    /// A chunk did not match its listed digest: the attempt ends (so no
+    /// transfer starts for the chunk while the registry may still send
+    /// wrong bytes, and no segment of the attempt writes again), then the
+    /// chunk is dropped with every other chunk not verified yet (the same
+    /// transfers wrote them), to be fetched again by the next demand. Its
+    /// waiters get EIO. `attempt`: the attempt whose bytes did not match;
+    /// if it ended already, the chunk was dropped with it and nothing more
+    /// is done. Never called with the gate held.
+    fn give_up_chunk(&self, bad: crate::cache::BadChunk, attempt: u64) -> Error {
         tracing::error!(digest = %self.desc.digest, chunk = bad.index, actual = %bad.actual,
             "chunk does not match the chunk list; dropped");
         let mut e = Error::ChunkMismatch {
@@ -510,8 +514,23 @@ impl Download {
             e = Error::FromMirror(Box::new(e));
         }
         let e = Arc::new(e);
-        self.end_attempt(e.clone());
-        self.partial.drop_chunk(&bad);
+        {
+            let _writes = self
+                .gate
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Dropped before the attempt ends: a demand after the failure
+            // (which starts the next attempt) never sees the bytes held.
+            let current = {
+                let st = lock(&self.state);
+                st.outcome.is_none() && st.attempt == attempt
+            };
+            if current {
+                self.partial.drop_chunk(&bad);
+                self.partial.drop_unverified_chunks();
+                self.set_outcome(Some(attempt), Err(e.clone()));
+            }
+        }
         self.changed.notify_waiters();
         Error::Shared(e)
     }
@@ -636,9 +655,9 @@ impl Download {
         }
         self.partial_save().await;
         if let Err(e) = result {
-            if lock(&self.state).attempt == attempt_of {
-                self.end(Err(e));
-            }
+            // Only the attempt this segment belongs to (an earlier one's
+            // failure may be what ended it).
+            self.set_outcome(Some(attempt_of), Err(Arc::new(e)));
         }
         self.changed.notify_waiters();
     }
@@ -702,17 +721,23 @@ impl Download {
         let writer = tokio::task::spawn_blocking(move || -> Result<(), Error> {
             while let Some((mut off, pieces)) = rx.blocking_recv() {
                 for p in pieces {
-                    if me.is_stale(attempt) {
-                        return Ok(());
-                    }
-                    let progress = me.partial.write(off, &p)?;
+                    let progress = {
+                        let _write = me
+                            .gate
+                            .read()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        if me.is_stale(attempt) {
+                            return Ok(());
+                        }
+                        me.partial.write(off, &p)?
+                    };
                     off += p.len() as u64;
                     if let Some(bad) = progress.bad_chunk {
                         // The registry sent wrong bytes: this attempt ends at
                         // once (no segment starts for the dropped chunk while
                         // the registry may still be sending wrong bytes), its
                         // waiters get EIO, the next read fetches again.
-                        return Err(me.give_up_chunk(bad));
+                        return Err(me.give_up_chunk(bad, attempt));
                     }
                     me.advanced(id, off);
                     if progress.complete {
@@ -862,26 +887,24 @@ impl Download {
     /// The download ended (a failure that is not a mismatch ends only the
     /// current attempt: the next demand resumes).
     fn end(&self, outcome: Result<PathBuf, Error>) {
-        match outcome {
-            Ok(p) => self.set_outcome(Ok(p)),
-            Err(e) => self.end_attempt(Arc::new(e)),
-        }
+        self.set_outcome(None, outcome.map_err(Arc::new));
     }
 
-    fn end_attempt(&self, e: Arc<Error>) {
-        self.set_outcome(Err(e));
-    }
-
-    fn set_outcome(&self, outcome: Result<PathBuf, Arc<Error>>) {
-        {
+    /// Ends the download, or with an error its current attempt (`of`: only
+    /// if that is still the current one); whether it did.
+    fn set_outcome(&self, of: Option<u64>, outcome: Result<PathBuf, Arc<Error>>) -> bool {
+        let ended = {
             let mut st = lock(&self.state);
-            if st.outcome.is_none() {
+            let ends = st.outcome.is_none() && of.is_none_or(|a| a == st.attempt);
+            if ends {
                 if outcome.is_err() {
                     st.attempt += 1;
                 }
                 st.outcome = Some(outcome);
             }
-        }
+            ends
+        };
         self.changed.notify_waiters();
+        ended
     }
 }
