@@ -251,7 +251,7 @@ _regfs() {
             return 0
             ;;
         regfs__subcmd__mount)
-            opts="-f -o -v -h --plain-http --https --insecure --ca-file --cache-dir --staging-dir --cache-size --metadata-cache --repo --tag-ttl --verify --parallel-ranges --allow-other --read-only --foreground --timeout --log-file --mirror --registries-conf --verbose --help"
+            opts="-f -o -v -h --plain-http --https --insecure --ca-file --cache-dir --staging-dir --cache-size --metadata-cache --repo --tag-ttl --verify --parallel-ranges --request-spin --allow-other --read-only --foreground --timeout --log-file --mirror --registries-conf --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -300,6 +300,10 @@ _regfs() {
                     return 0
                     ;;
                 --parallel-ranges)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-spin)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -128,6 +128,12 @@ pub struct MountArgs {
     /// 200 MB/s (a distant or congested registry).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel_ranges: Option<u16>,
+    /// Microseconds one FUSE thread keeps asking for the next request
+    /// while requests come in a burst, before it sleeps (a warm walk or
+    /// grep then waits for no thread wake-up); 0: always sleep.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub request_spin: u64,
     /// Let other users see the mount (FUSE allow_other).
     #[arg(long)]
     pub allow_other: bool,
@@ -328,6 +334,7 @@ impl MountArgs {
                 "mirror" => self.mirrors.push(parse_mirror(&need(value)?)?),
                 "registries-conf" => self.registries_conf = Some(need(value)?.into()),
                 "tag-ttl" => self.tag_ttl = num(value)?,
+                "request-spin" => self.request_spin = num(value)?,
                 "verify" => {
                     self.verify = match need(value)?.as_str() {
                         "strict" => crate::fs::Verify::Strict,
@@ -373,7 +380,7 @@ mod tests {
             "-o",
             "plain-http,cache_size=1G,repo=a/b,ro,_netdev",
             "-o",
-            "tag-ttl=5,mirror=cache.lan:5000,registries_conf=/etc/r.conf",
+            "tag-ttl=5,mirror=cache.lan:5000,registries_conf=/etc/r.conf,request-spin=0",
             "--mirror",
             "hub.lan/ns/",
         ])
@@ -386,6 +393,7 @@ mod tests {
         assert_eq!(m.cache_size, 1 << 30);
         assert_eq!(m.repos, vec!["a/b".to_string()]);
         assert_eq!(m.tag_ttl, 5);
+        assert_eq!(m.request_spin, 0);
         assert_eq!(m.mirrors, ["hub.lan/ns", "cache.lan:5000"]);
         assert_eq!(m.registries_conf, Some(PathBuf::from("/etc/r.conf")));
         m.options = vec!["mirror=https://x".into()];

@@ -249,6 +249,7 @@ fn serve(args: &MountArgs, daemon: bool) -> anyhow::Result<()> {
             fsname: source.to_string(),
             read_only: args.read_only,
             allow_other: args.allow_other,
+            request_spin: std::time::Duration::from_micros(args.request_spin.min(100_000)),
         },
     )
     .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;

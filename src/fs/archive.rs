@@ -221,7 +221,7 @@ impl Fs {
         &self,
         ino: Ino,
         repo: &str,
-        layer: &Desc,
+        layer: &Arc<Desc>,
         path: &[String],
         mtime: i64,
     ) -> Result<Children, Error> {
@@ -259,7 +259,7 @@ impl Fs {
     pub(super) async fn open_archive_file(
         &self,
         repo: &str,
-        layer: &Desc,
+        layer: &Arc<Desc>,
         path: &[String],
         size: u64,
     ) -> Result<Handle, Error> {

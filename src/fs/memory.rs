@@ -64,6 +64,8 @@ pub struct Memory {
     pub tag_schema: std::sync::atomic::AtomicBool,
     /// Referrer listings asked for.
     pub referrer_gets: AtomicU64,
+    /// Manifests asked for (by tag or digest).
+    pub manifest_gets: AtomicU64,
 }
 
 pub const EMPTY_CONFIG: &[u8] = b"{}";
@@ -82,6 +84,7 @@ impl Memory {
             mirror_blamed: Default::default(),
             tag_schema: Default::default(),
             referrer_gets: AtomicU64::new(0),
+            manifest_gets: AtomicU64::new(0),
         }
     }
 
@@ -387,6 +390,7 @@ impl Source for Memory {
         repo: &'a str,
         reference: &'a str,
     ) -> BoxFuture<'a, SourceResult<Manifest>> {
+        self.manifest_gets.fetch_add(1, Ordering::Relaxed);
         let st = lock(&self.store);
         let d = match reference.parse::<Digest>() {
             Ok(d) => Some(d),

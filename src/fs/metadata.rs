@@ -28,6 +28,46 @@ pub fn is_referrers_tag(t: &str) -> bool {
         .is_some_and(|h| Digest::from_hex(h).is_ok())
 }
 
+/// One request at a time per key (a tag, a tag list, a manifest): a walk
+/// and the fetching ahead of it (`fs::walkahead`) asking for the same thing
+/// at once share one request; the second finds the first's answer cached.
+#[derive(Default)]
+struct Flights(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+/// Held while a keyed request is in flight; the key goes when nobody waits.
+struct Flight<'a> {
+    flights: &'a Flights,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Flights {
+    async fn enter(&self, key: String) -> Flight<'_> {
+        let m = lock(&self.0).entry(key.clone()).or_default().clone();
+        let guard = m.lock_owned().await;
+        Flight {
+            flights: self,
+            key,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.guard = None;
+        let mut map = lock(&self.flights.0);
+        // Only the map holds it: nobody is waiting (waiters clone it under
+        // this lock).
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
 /// Names of a listing and when they were fetched.
 struct Listing {
     names: Arc<Vec<String>>,
@@ -95,6 +135,7 @@ pub(super) struct Metadata {
     shown: Mutex<Option<Shown>>,
     /// Bumped by `refresh`: what was fetched before it is not kept after it.
     generation: AtomicU64,
+    flights: Flights,
 }
 
 impl Metadata {
@@ -122,6 +163,7 @@ impl Metadata {
             catalog: Mutex::new(None),
             shown: Mutex::new(None),
             generation: AtomicU64::new(0),
+            flights: Flights::default(),
         }
     }
 
@@ -344,10 +386,18 @@ impl Metadata {
     /// Tags of `repo` (full name), without referrer-schema tags. Empty when
     /// `repo` is not a repository.
     pub(super) async fn tags_of(&self, repo: &str) -> Result<Arc<Vec<String>>, Error> {
-        if let Some(l) = lock(&self.lists).get(repo) {
-            if l.at.elapsed() < self.tag_ttl {
-                return Ok(l.names.clone());
-            }
+        let fresh = || {
+            lock(&self.lists)
+                .get(repo)
+                .filter(|l| l.at.elapsed() < self.tag_ttl)
+                .map(|l| l.names.clone())
+        };
+        if let Some(n) = fresh() {
+            return Ok(n);
+        }
+        let _one = self.flights.enter(format!("tags {repo}")).await;
+        if let Some(n) = fresh() {
+            return Ok(n);
         }
         let saved = self
             .cache
@@ -419,10 +469,18 @@ impl Metadata {
             Target::Tag(t) => t,
         };
         let key = (repo.to_string(), tag.clone());
-        if let Some((d, at)) = lock(&self.tags).get(&key) {
-            if at.elapsed() < self.tag_ttl {
-                return Ok(d.clone());
-            }
+        let fresh = || {
+            lock(&self.tags)
+                .get(&key)
+                .filter(|(_, at)| at.elapsed() < self.tag_ttl)
+                .map(|(d, _)| d.clone())
+        };
+        if let Some(d) = fresh() {
+            return Ok(d);
+        }
+        let _one = self.flights.enter(format!("tag {repo}:{tag}")).await;
+        if let Some(d) = fresh() {
+            return Ok(d);
         }
         // A resolution an earlier mount saved is trusted for what is left
         // of its --tag-ttl: a warm remount reads without asking.
@@ -513,6 +571,10 @@ impl Metadata {
 
     /// The folder view of a manifest.
     pub(super) async fn view(&self, repo: &str, d: &Digest) -> Result<Arc<View>, Error> {
+        if let Some((v, _)) = lock(&self.views).get(d) {
+            return Ok(v);
+        }
+        let _one = self.flights.enter(format!("view {d}")).await;
         if let Some((v, _)) = lock(&self.views).get(d) {
             return Ok(v);
         }

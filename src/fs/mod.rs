@@ -33,6 +33,7 @@ pub mod source;
 #[cfg(test)]
 mod tests;
 mod unpack;
+mod walkahead;
 mod write;
 mod xattr;
 
@@ -182,7 +183,7 @@ enum Handle {
     Bytes(Bytes),
     Blob {
         repo: String,
-        desc: Desc,
+        desc: Arc<Desc>,
         /// The file's bytes in the blob.
         span: Span,
         /// The verified blob, once there is one.
@@ -209,7 +210,8 @@ enum Handle {
 }
 
 pub struct Fs {
-    metadata: Metadata,
+    metadata: Arc<Metadata>,
+    walkahead: walkahead::WalkAhead,
     namespace: Namespace,
     blobs: blobs::Blobs,
     archives: archive::Archives,
@@ -249,15 +251,17 @@ impl Fs {
                 timeout: opts.timeout,
             },
         );
+        let metadata = Arc::new(Metadata::new(
+            source,
+            cache.clone(),
+            opts.prefix.clone(),
+            &opts.repos,
+            opts.tag_ttl,
+            opts.metadata_cache,
+        ));
         Fs {
-            metadata: Metadata::new(
-                source,
-                cache.clone(),
-                opts.prefix.clone(),
-                &opts.repos,
-                opts.tag_ttl,
-                opts.metadata_cache,
-            ),
+            walkahead: walkahead::WalkAhead::new(metadata.clone()),
+            metadata,
             namespace: Namespace::new(),
             blobs,
             archives: Default::default(),
@@ -336,7 +340,11 @@ impl Fs {
             format!("{path}/")
         };
         let mut comps = BTreeSet::new();
-        for r in self.metadata.repositories().await?.iter() {
+        let repos = self.metadata.repositories().await?;
+        if !tags.is_empty() {
+            self.walkahead.listed(path, &repos);
+        }
+        for r in repos.iter() {
             if let Some(rest) = r.strip_prefix(&pre) {
                 if let Some(c) = rest.split('/').next().filter(|c| !c.is_empty()) {
                     comps.insert(c.to_string());

@@ -52,7 +52,7 @@ pub(super) fn shape_known(layer: &Desc) -> bool {
 /// The node a tar layer is at its filepath: from its file metadata, or
 /// else from its layout (`None` without one).
 fn archive_node(at: &ViewAt<'_>, i: usize) -> Option<Node> {
-    let layer = at.view.blobs.get(i)?.clone();
+    let layer = Arc::new(at.view.blobs.get(i)?.clone());
     let meta = layer.file_metadata().unwrap_or_default();
     let repo = at.repo.to_string();
     let dir = |layer| Node::ArchiveDir {
@@ -116,7 +116,7 @@ pub(super) fn entry_node(at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(
             SHARED_LINKS,
         ),
         Entry::Blob(i) => {
-            let desc = at.view.blobs.get(*i)?.clone();
+            let desc = Arc::new(at.view.blobs.get(*i)?.clone());
             let links = at.view.names_of(&desc.digest).max(SHARED_LINKS);
             let key = Key::blob(&desc);
             // A ModelPack layer's file metadata may give its mtime.
@@ -136,7 +136,7 @@ pub(super) fn entry_node(at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(
             (key, node, 1)
         }
         Entry::Unpacked(i) => {
-            let layer = at.view.blobs.get(*i)?.clone();
+            let layer = Arc::new(at.view.blobs.get(*i)?.clone());
             let node = Node::UnpackedDir {
                 repo,
                 layer,

@@ -797,6 +797,7 @@ async fn staged_files_keep_the_modes_that_were_set_and_refuse_other_owners() {
 
 mod inodes;
 mod model;
+mod walkahead;
 
 /// A second `Fs` on the same cache and source: a remount.
 fn remount(w: &World, tag_ttl: Duration) -> Fs {

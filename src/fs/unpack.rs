@@ -259,7 +259,7 @@ impl Fs {
         &self,
         ino: Ino,
         repo: &str,
-        layer: &Desc,
+        layer: &Arc<Desc>,
         path: &[String],
         mtime: i64,
     ) -> Result<Children, Error> {

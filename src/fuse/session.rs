@@ -15,6 +15,8 @@ pub struct MountConfig {
     pub fsname: String,
     pub read_only: bool,
     pub allow_other: bool,
+    /// `--request-spin`.
+    pub request_spin: std::time::Duration,
 }
 
 /// A live kernel mount, not yet serving.
@@ -125,6 +127,7 @@ pub fn mount(
     // runtime; two threads keep the queue drained.
     config.n_threads = Some(2);
     config.clone_fd = true;
+    config.request_spin = mc.request_spin;
     let ffs = FuseFs::new(fs.clone(), rt, settings);
     let requests = ffs.requests.clone();
     let notifier = ffs.notifier.clone();

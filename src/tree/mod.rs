@@ -70,13 +70,13 @@ pub enum Node {
     /// A blob: a layer, the config, or an entry of `blobs/sha256`.
     Blob {
         repo: String,
-        desc: Desc,
+        desc: std::sync::Arc<Desc>,
         mtime: i64,
     },
     /// A folder inside an unpacked directory layer.
     UnpackedDir {
         repo: String,
-        layer: Desc,
+        layer: std::sync::Arc<Desc>,
         path: Vec<String>,
         mtime: i64,
     },
@@ -88,7 +88,7 @@ pub enum Node {
     /// A file inside an unpacked directory layer.
     UnpackedFile {
         repo: String,
-        layer: Desc,
+        layer: std::sync::Arc<Desc>,
         path: Vec<String>,
         size: u64,
         mode: u32,
@@ -98,7 +98,7 @@ pub enum Node {
     /// the layer's own folder, which stands at its filepath.
     ArchiveDir {
         repo: String,
-        layer: Desc,
+        layer: std::sync::Arc<Desc>,
         path: Vec<String>,
         mtime: i64,
     },
@@ -107,7 +107,7 @@ pub enum Node {
     /// layer is this one file.
     ArchiveFile {
         repo: String,
-        layer: Desc,
+        layer: std::sync::Arc<Desc>,
         path: Vec<String>,
         size: u64,
         mode: u32,

@@ -293,6 +293,12 @@ impl<FS: Filesystem> Session<FS> {
         for (i, ch) in channels.into_iter().enumerate() {
             let thread_name = format!("fuser-{i}");
             let event_loop = SessionEventLoop {
+                // One thread spins: more would take CPUs from the work.
+                spin: if i == 0 {
+                    config.request_spin
+                } else {
+                    std::time::Duration::ZERO
+                },
                 thread_name: thread_name.clone(),
                 filesystem: filesystem.clone(),
                 ch,
@@ -518,6 +524,8 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     pub(crate) allowed: SessionACL,
     pub(crate) session_owner: Uid,
+    /// `Config::request_spin` for this thread.
+    pub(crate) spin: std::time::Duration,
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
@@ -526,10 +534,16 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         // it is reused immediately after dispatching to conserve memory and allocations.
         let mut buf = FuseReadBuf::new();
         let buf = buf.as_mut();
+        let mut burst = false;
         loop {
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
-            match self.ch.receive_retrying(buf) {
+            let got = if self.spin.is_zero() {
+                self.ch.receive_retrying(buf)
+            } else {
+                self.ch.receive_spinning(buf, self.spin, &mut burst)
+            };
+            match got {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
                     // Dispatch request
                     Some(req) => {

@@ -18,6 +18,10 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
+    /// (Patched for regfs.) How long the first event loop thread keeps
+    /// asking for the next request, while requests come in a burst, before
+    /// it sleeps. Zero: it always sleeps (upstream behaviour).
+    pub request_spin: std::time::Duration,
 }
 
 /// Mount options accepted by the FUSE filesystem type
