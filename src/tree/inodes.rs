@@ -86,6 +86,9 @@ const DERIVED: Ino = 1 << 62;
 /// it holds this many slots.
 const MIN_SWEEP: usize = 16 * 1024;
 
+/// Maps with at most this many buckets are not shrunk.
+const MIN_SHRINK: usize = 4096;
+
 /// Where the names of an inode are: in how many manifest folders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Folders {
@@ -274,6 +277,15 @@ impl Inodes {
                     self.by_key.remove(&k);
                 }
             }
+        }
+        // Maps keep their capacity when emptied: a walk of a million paths
+        // would hold tens of MiB of empty buckets after the kernel forgot
+        // it. Shrunk once three quarters are free (to twice what is left,
+        // so shrinking costs O(1) a removal over time).
+        let cap = self.slots.capacity();
+        if cap > MIN_SHRINK && self.slots.len() * 4 < cap {
+            self.slots.shrink_to(self.slots.len() * 2);
+            self.by_key.shrink_to(self.by_key.len() * 2);
         }
     }
 
@@ -535,6 +547,30 @@ mod tests {
             t.len() <= MIN_SWEEP * 2,
             "{} slots for nothing held",
             t.len()
+        );
+    }
+
+    #[test]
+    fn what_the_kernel_forgot_gives_its_memory_back() {
+        let mut t = Inodes::new();
+        let held: Vec<Ino> = (0..50_000)
+            .map(|i| {
+                let name = format!("n{i}");
+                let (ino, _) = t.intern(child(ROOT_INO, &name), ROOT_INO, &name, staged(false), 1);
+                t.hold(ino);
+                ino
+            })
+            .collect();
+        assert!(t.slots.capacity() >= 50_000);
+        for ino in held {
+            t.forget(ino, 1);
+        }
+        assert_eq!(t.len(), 1, "the root stays");
+        assert!(
+            t.slots.capacity() <= MIN_SHRINK * 2 && t.by_key.capacity() <= MIN_SHRINK * 2,
+            "{} and {} buckets left for one inode",
+            t.slots.capacity(),
+            t.by_key.capacity()
         );
     }
 
