@@ -460,24 +460,29 @@ warm_read() { # ID NAME REPO FILE LOCAL CACHE
     local id=$1 name=$2 repo=$3 file=$4 local=$5 cache=$6
     local mnt=$WORK/mnt-$id t0 tb tr mark acc reqs_r rss i locals=() regfss=()
     cat "$local" >/dev/null # warm the local copy's page cache
-    # Medians of 3 rounds, each through a new mount (a few ms apart).
-    mark=$(reg_mark)
+    # Medians of 3 rounds, each through a new mount (a few ms apart). The
+    # requests counted are the reads' (each mount checks access first:
+    # GET /v2/ and the catalog).
+    local reqs=0 served=0
     for i in 1 2 3; do
         t0=$(now)
         run cat "$local" >/dev/null || die "cat $local failed"
         locals+=("$(since "$t0")")
         mount_regfs "$mnt" "$cache"
+        mark=$(reg_mark)
         t0=$(now)
         run cat "$mnt/bench/$repo/v1/$file" >/dev/null || die "warm cat $file through regfs failed (see $cache/regfs.log)"
         regfss+=("$(since "$t0")")
+        acc=$(reg_since "$mark")
+        reqs=$((reqs + $(jget "$acc" requests)))
+        served=$((served + $(jget "$acc" served)))
         rss=$(peak_rss "$DPID")
         umount_regfs "$mnt" "$DPID"
     done
     tb=$(printf '%s\n' "${locals[@]}" | sort -g | sed -n 2p)
     tr=$(printf '%s\n' "${regfss[@]}" | sort -g | sed -n 2p)
-    acc=$(reg_since "$mark")
-    reqs_r=$(jget "$acc" requests)
-    NOTES+=("$id: regfs requests $(jget "$acc" methods) in 3 mounts, $(mib "$(jget "$acc" served)") MiB served")
+    reqs_r=$reqs
+    NOTES+=("$id: the reads of 3 new mounts made $reqs registry requests, $(mib "$served") MiB served")
     check_log "$cache" "$name"
     goal_row "$id" "$name" "$tr" "$tb" 1.05 "$rss" "$reqs_r/0"
 }
