@@ -9,10 +9,12 @@ use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
 
-/// A validated `sha256:<64 lowercase hex>` digest.
+/// A validated `sha256:<64 lowercase hex>` digest, held as its 32 bytes
+/// (an inode table of a million entries holds several digests each; the
+/// order is the hex text's).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest {
-    hex: String,
+    bytes: [u8; 32],
 }
 
 /// Why a string is not a digest we accept.
@@ -33,14 +35,14 @@ impl Digest {
     }
 
     fn from_hash(hash: &[u8]) -> Digest {
-        Digest {
-            hex: hex::encode(hash),
-        }
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(&hash[..32]);
+        Digest { bytes }
     }
 
     /// The 64 hex characters after `sha256:`.
-    pub fn hex(&self) -> &str {
-        &self.hex
+    pub fn hex(&self) -> String {
+        hex::encode(self.bytes)
     }
 
     /// The digest of everything `r` yields.
@@ -53,10 +55,12 @@ impl Digest {
     /// Parses the bare hex form (`<64 hex>`), as used in `blobs/sha256/<hex>`.
     pub fn from_hex(hex: &str) -> Result<Digest, DigestError> {
         // encoded ::= [a-f0-9]{64}   (OCI image-spec, sha256 registered algorithm)
-        if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(Digest {
-                hex: hex.to_string(),
-            })
+        let mut bytes = [0u8; 32];
+        if hex.len() == 64
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            && hex::decode_to_slice(hex, &mut bytes).is_ok()
+        {
+            Ok(Digest { bytes })
         } else {
             Err(DigestError::BadHex(hex.to_string()))
         }
@@ -80,13 +84,19 @@ impl FromStr for Digest {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex)
+        let mut text = [0u8; 64];
+        // Always fits: 32 bytes are 64 hex digits, all ASCII.
+        if hex::encode_to_slice(self.bytes, &mut text).is_err() {
+            return Err(fmt::Error);
+        }
+        f.write_str("sha256:")?;
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex)
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -267,6 +277,22 @@ mod tests {
         let d: Digest = EMPTY.parse().unwrap();
         assert_eq!(d.to_string(), EMPTY);
         assert_eq!(d, Digest::of(b""));
+    }
+
+    #[test]
+    fn held_as_bytes_in_the_order_of_the_text() {
+        let ds: Vec<Digest> = (0..200u32).map(|i| Digest::of(&i.to_le_bytes())).collect();
+        let mut by_value = ds.clone();
+        by_value.sort();
+        let mut by_text: Vec<String> = ds.iter().map(|d| d.to_string()).collect();
+        by_text.sort();
+        let sorted: Vec<String> = by_value.iter().map(|d| d.to_string()).collect();
+        assert_eq!(sorted, by_text);
+        for d in &ds {
+            assert_eq!(Digest::from_hex(&d.hex()).unwrap(), *d);
+            assert_eq!(format!("{d:?}"), format!("sha256:{}", d.hex()));
+        }
+        assert_eq!(std::mem::size_of::<Digest>(), 32);
     }
 
     #[test]

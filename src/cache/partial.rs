@@ -202,7 +202,7 @@ pub struct Progress {
 impl Partial {
     pub(super) fn open(dir: &Path, digest: &Digest, size: u64) -> Result<Partial, Error> {
         let hex = digest.hex();
-        let mut path = dir.join(hex);
+        let mut path = dir.join(&hex);
         let open = |p: &Path, truncate: bool| {
             OpenOptions::new()
                 .read(true)

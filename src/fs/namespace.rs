@@ -168,11 +168,7 @@ pub(super) fn entry_node(at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(
 /// The key of `name` under `parent` (inside a manifest folder, `version`
 /// is the manifest, so a moved tag gives new inodes).
 pub(super) fn child_key(parent: Ino, name: &str, version: Option<&Digest>) -> Key {
-    Key::Child {
-        parent,
-        name: name.to_string(),
-        version: version.cloned(),
-    }
+    Key::child(parent, name, version)
 }
 
 /// The key and link count of `name`, an entry of a layer's tree listed in

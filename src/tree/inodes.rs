@@ -33,10 +33,12 @@ use crate::digest::Digest;
 /// What identifies an inode.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
+    /// `version`: inside a manifest folder, a hash of the manifest's
+    /// digest (`Key::child`; 8 bytes where the digest is 88 with its text).
     Child {
         parent: Ino,
-        name: String,
-        version: Option<Digest>,
+        name: Box<str>,
+        version: Option<u64>,
     },
     /// A blob, wherever in the mount it is named, as its descriptors show
     /// it: `shown` is a hash of what a name's extended attributes say
@@ -49,6 +51,16 @@ pub enum Key {
 }
 
 impl Key {
+    /// The key of `name` under `parent`; inside a manifest folder,
+    /// `version` is the manifest, so a moved tag gives new inodes.
+    pub fn child(parent: Ino, name: &str, version: Option<&Digest>) -> Key {
+        Key::Child {
+            parent,
+            name: name.into(),
+            version: version.map(hash64),
+        }
+    }
+
     /// The key of a blob named by descriptor `desc`.
     pub fn blob(desc: &super::view::Desc) -> Key {
         let shown = (
@@ -99,11 +111,11 @@ enum Folders {
 
 struct Slot {
     node: Arc<Node>,
-    /// The keys that find this inode.
-    keys: Vec<Key>,
+    /// The keys that find this inode (nearly always one: kept inline).
+    keys: smallvec::SmallVec<[Key; 1]>,
     /// The folder and name it was last looked up under.
     parent: Ino,
-    name: String,
+    name: Box<str>,
     /// Names under which the kernel knows this inode (for nlink).
     links: u32,
     /// The node was replaced at some point: the kernel's cached pages for
@@ -122,7 +134,7 @@ impl Slot {
             node,
             keys: key.into_iter().collect(),
             parent,
-            name: name.to_string(),
+            name: name.into(),
             links,
             changed: false,
             lookups: 0,
@@ -191,8 +203,8 @@ impl Inodes {
                 s.links = s.links.max(links);
                 s.parent = parent;
                 s.epoch = epoch;
-                if s.name != name {
-                    s.name = name.to_string();
+                if &*s.name != name {
+                    s.name = name.into();
                 }
                 if !key.is_content() && *s.node != node {
                     s.node = Arc::new(node);
@@ -371,7 +383,7 @@ impl Inodes {
                 s.keys.retain(|k| *k != from);
                 s.keys.push(to);
                 s.parent = new_parent;
-                s.name = new_name.to_string();
+                s.name = new_name.into();
             }
         }
     }
@@ -387,7 +399,7 @@ impl Inodes {
                 return Some(out);
             }
             let s = self.slots.get(&cur)?;
-            out.push(s.name.clone());
+            out.push(s.name.to_string());
             cur = s.parent;
         }
         None
@@ -415,7 +427,7 @@ impl Inodes {
                 folders.push(ino);
             }
             if self.slots.get(&s.parent).is_some_and(|p| folder(&p.node)) {
-                names.push((s.parent, s.name.clone()));
+                names.push((s.parent, s.name.to_string()));
             }
         }
         (names, folders)
