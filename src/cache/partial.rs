@@ -759,12 +759,18 @@ mod tests {
         assert!(p.take_verifier().unwrap().finish().is_ok());
     }
 
-    #[test]
-    fn a_chunk_that_does_not_match_is_dropped_and_fetched_again() {
+    /// A download of `chunked()`'s blob, verified by its chunk list.
+    fn by_chunks() -> (tempfile::TempDir, Vec<u8>, Partial) {
         let dir = tempfile::tempdir().unwrap();
         let (data, digests) = chunked();
         let p = Partial::open(dir.path(), &Digest::of(&data), data.len() as u64).unwrap();
-        p.verify_chunks(digests, 1000);
+        assert!(p.verify_chunks(digests, 1000));
+        (dir, data, p)
+    }
+
+    #[test]
+    fn a_chunk_that_does_not_match_is_dropped_and_fetched_again() {
+        let (_dir, data, p) = by_chunks();
         let mut bad = data[..3000].to_vec();
         bad[1500] ^= 1;
         let w = p.write(0, &bad).unwrap();
@@ -792,10 +798,7 @@ mod tests {
 
     #[test]
     fn after_a_mismatch_chunks_not_verified_are_dropped_and_verified_ones_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let (data, digests) = chunked();
-        let p = Partial::open(dir.path(), &Digest::of(&data), data.len() as u64).unwrap();
-        p.verify_chunks(digests, 1000);
+        let (_dir, data, p) = by_chunks();
         // Chunk 0 verified; chunks 4 and 7 half written by the same transfers
         // (corrupt, but not complete so not found out yet).
         p.write(0, &data[..1000]).unwrap();

@@ -891,20 +891,17 @@ impl Download {
     }
 
     /// Ends the download, or with an error its current attempt (`of`: only
-    /// if that is still the current one); whether it did.
-    fn set_outcome(&self, of: Option<u64>, outcome: Result<PathBuf, Arc<Error>>) -> bool {
-        let ended = {
+    /// if that is still the current one).
+    fn set_outcome(&self, of: Option<u64>, outcome: Result<PathBuf, Arc<Error>>) {
+        {
             let mut st = lock(&self.state);
-            let ends = st.outcome.is_none() && of.is_none_or(|a| a == st.attempt);
-            if ends {
+            if st.outcome.is_none() && of.is_none_or(|a| a == st.attempt) {
                 if outcome.is_err() {
                     st.attempt += 1;
                 }
                 st.outcome = Some(outcome);
             }
-            ends
-        };
+        }
         self.changed.notify_waiters();
-        ended
     }
 }

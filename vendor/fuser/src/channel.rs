@@ -52,7 +52,7 @@ impl Channel {
     /// asking for the next one for up to `spin`, yielding its CPU, before
     /// it sleeps in `poll` (patched for regfs: on a virtual machine, waking
     /// a thread whose CPU went idle costs more than a warm request itself;
-    /// see PATCH.md). The channel's descriptor is made non-blocking.
+    /// see PATCH.md). Call `set_nonblocking` once first.
     pub(crate) fn receive_spinning(
         &self,
         buffer: &mut [u8],
@@ -61,13 +61,6 @@ impl Channel {
     ) -> nix::Result<usize> {
         use std::os::fd::AsRawFd;
         let fd = self.0.as_raw_fd();
-        // SAFETY: fcntl on a descriptor this channel holds open.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            if flags >= 0 && flags & libc::O_NONBLOCK == 0 {
-                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-            }
-        }
         let since = std::time::Instant::now();
         loop {
             match self.receive(buffer) {
@@ -94,6 +87,20 @@ impl Channel {
                 Err(err) => return Err(err),
             }
         }
+    }
+
+    /// Makes reads of this channel's descriptor return EAGAIN instead of
+    /// blocking (for `receive_spinning`). Patched for regfs.
+    pub(crate) fn set_nonblocking(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let fd = self.0.as_raw_fd();
+        // SAFETY: fcntl on a descriptor this channel holds open.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Returns a sender object for this channel. The sender object can be

@@ -535,13 +535,19 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         let mut buf = FuseReadBuf::new();
         let buf = buf.as_mut();
         let mut burst = false;
+        // Spinning reads need a non-blocking descriptor; without one, block.
+        let spin = if self.spin.is_zero() || self.ch.set_nonblocking().is_err() {
+            std::time::Duration::ZERO
+        } else {
+            self.spin
+        };
         loop {
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
-            let got = if self.spin.is_zero() {
+            let got = if spin.is_zero() {
                 self.ch.receive_retrying(buf)
             } else {
-                self.ch.receive_spinning(buf, self.spin, &mut burst)
+                self.ch.receive_spinning(buf, spin, &mut burst)
             };
             match got {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
