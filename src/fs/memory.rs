@@ -64,6 +64,8 @@ pub struct Memory {
     pub tag_schema: std::sync::atomic::AtomicBool,
     /// Referrer listings asked for.
     pub referrer_gets: AtomicU64,
+    /// How long a referrer listing takes to answer.
+    pub referrers_wait: Mutex<std::time::Duration>,
     /// Manifests asked for (by tag or digest).
     pub manifest_gets: AtomicU64,
 }
@@ -84,6 +86,7 @@ impl Memory {
             mirror_blamed: Default::default(),
             tag_schema: Default::default(),
             referrer_gets: AtomicU64::new(0),
+            referrers_wait: Default::default(),
             manifest_gets: AtomicU64::new(0),
         }
     }
@@ -443,7 +446,13 @@ impl Source for Memory {
             .get(subject)
             .cloned()
             .unwrap_or_default();
-        Box::pin(async move { Ok(listed) })
+        let wait = *lock(&self.referrers_wait);
+        Box::pin(async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(listed)
+        })
     }
 
     fn referrers_by_tag(&self) -> bool {

@@ -28,7 +28,8 @@ pub fn is_referrers_tag(t: &str) -> bool {
         .is_some_and(|h| Digest::from_hex(h).is_ok())
 }
 
-/// One request at a time per key (a tag, a tag list, a manifest): a walk
+/// One request at a time per key (a tag, a tag list, a manifest, a
+/// listing of referrers): a walk
 /// and the fetching ahead of it (`fs::walkahead`) asking for the same thing
 /// at once share one request; the second finds the first's answer cached.
 #[derive(Default)]
@@ -42,6 +43,27 @@ struct Flight<'a> {
 }
 
 impl Flights {
+    /// `fresh()`'s answer when it has one; else `fetch`'s, one caller per
+    /// `key` at a time: the others wait, then find its answer in `fresh`.
+    async fn once<T, Fut>(
+        &self,
+        key: String,
+        fresh: impl Fn() -> Option<T>,
+        fetch: impl FnOnce() -> Fut,
+    ) -> Result<T, Error>
+    where
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        if let Some(v) = fresh() {
+            return Ok(v);
+        }
+        let _one = self.enter(key).await;
+        if let Some(v) = fresh() {
+            return Ok(v);
+        }
+        fetch().await
+    }
+
     async fn enter(&self, key: String) -> Flight<'_> {
         let m = lock(&self.0).entry(key.clone()).or_default().clone();
         let guard = m.lock_owned().await;
@@ -232,13 +254,24 @@ impl Metadata {
         subject: &Digest,
     ) -> Result<Arc<Vec<String>>, Error> {
         let key = format!("{repo}@{subject}");
-        let fresh = lock(&self.lists)
-            .get(&key)
-            .filter(|l| l.at.elapsed() < self.tag_ttl)
-            .map(|l| l.names.clone());
-        if let Some(n) = fresh {
-            return Ok(n);
-        }
+        let fresh = || {
+            lock(&self.lists)
+                .get(&key)
+                .filter(|l| l.at.elapsed() < self.tag_ttl)
+                .map(|l| l.names.clone())
+        };
+        let fetch = || self.fetch_referrers(repo, subject, key.clone());
+        self.flights
+            .once(format!("referrers {key}"), fresh, fetch)
+            .await
+    }
+
+    async fn fetch_referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        key: String,
+    ) -> Result<Arc<Vec<String>>, Error> {
         let mut found = if self.no_schema_tag(repo, subject) {
             Vec::new()
         } else {
@@ -392,13 +425,13 @@ impl Metadata {
                 .filter(|l| l.at.elapsed() < self.tag_ttl)
                 .map(|l| l.names.clone())
         };
-        if let Some(n) = fresh() {
-            return Ok(n);
-        }
-        let _one = self.flights.enter(format!("tags {repo}")).await;
-        if let Some(n) = fresh() {
-            return Ok(n);
-        }
+        let fetch = || self.fetch_tags(repo);
+        self.flights
+            .once(format!("tags {repo}"), fresh, fetch)
+            .await
+    }
+
+    async fn fetch_tags(&self, repo: &str) -> Result<Arc<Vec<String>>, Error> {
         let saved = self
             .cache
             .listing_with_age(self.host(), Some(repo))
@@ -475,13 +508,18 @@ impl Metadata {
                 .filter(|(_, at)| at.elapsed() < self.tag_ttl)
                 .map(|(d, _)| d.clone())
         };
-        if let Some(d) = fresh() {
-            return Ok(d);
-        }
-        let _one = self.flights.enter(format!("tag {repo}:{tag}")).await;
-        if let Some(d) = fresh() {
-            return Ok(d);
-        }
+        let fetch = || self.fetch_resolution(repo, tag, key.clone());
+        self.flights
+            .once(format!("tag {repo}:{tag}"), fresh, fetch)
+            .await
+    }
+
+    async fn fetch_resolution(
+        &self,
+        repo: &str,
+        tag: &str,
+        key: (String, String),
+    ) -> Result<Digest, Error> {
         // A resolution an earlier mount saved is trusted for what is left
         // of its --tag-ttl: a warm remount reads without asking.
         if let Some(r) = self.cache.tag_ref(self.host(), repo, tag) {
@@ -571,13 +609,12 @@ impl Metadata {
 
     /// The folder view of a manifest.
     pub(super) async fn view(&self, repo: &str, d: &Digest) -> Result<Arc<View>, Error> {
-        if let Some((v, _)) = lock(&self.views).get(d) {
-            return Ok(v);
-        }
-        let _one = self.flights.enter(format!("view {d}")).await;
-        if let Some((v, _)) = lock(&self.views).get(d) {
-            return Ok(v);
-        }
+        let fresh = || lock(&self.views).get(d).map(|(v, _)| v);
+        let fetch = || self.parse_view(repo, d);
+        self.flights.once(format!("view {d}"), fresh, fetch).await
+    }
+
+    async fn parse_view(&self, repo: &str, d: &Digest) -> Result<Arc<View>, Error> {
         let (bytes, media_type) = self.manifest_bytes(repo, d).await?;
         let view =
             View::parse(&bytes, media_type.as_deref()).map_err(|source| Error::BadManifest {

@@ -1044,6 +1044,26 @@ async fn a_tag_list_without_a_schema_tag_answers_for_referrers() {
     assert_eq!(gets(), 1);
 }
 
+/// Two readers of one `referrers/` folder at once (a walk and the fetching
+/// ahead of it) share one listing request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_of_one_referrers_folder_at_once_share_one_request() {
+    let m = Memory::new();
+    let a = m.push("r", "v1", &[("a.txt", b"a")]);
+    let sig = m.put_manifest("r", None, &m.artifact("a.sig", Some(&a)));
+    m.set_referrers(&a, std::slice::from_ref(&sig));
+    *m.referrers_wait.lock().unwrap() = Duration::from_millis(100);
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    w.path("r/v1").await.unwrap();
+    let (x, y) = tokio::join!(w.names("r/v1/referrers"), w.names("r/v1/referrers"));
+    assert_eq!((&x, &y), (&vec![sig.to_string()], &vec![sig.to_string()]));
+    let gets = w
+        .source
+        .referrer_gets
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(gets, 1, "one request for both");
+}
+
 /// An index that refers to A and lists A as its child makes a cycle
 /// (A/referrers/B/linux-amd64 is A again): the child is not shown there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -113,9 +113,11 @@ struct Slot {
     node: Arc<Node>,
     /// The keys that find this inode (nearly always one: kept inline).
     keys: smallvec::SmallVec<[Key; 1]>,
-    /// The folder and name it was last looked up under.
+    /// The folder and name it was last looked up under; `None` when the
+    /// name is that of its first key (a name under a folder is not kept
+    /// twice).
     parent: Ino,
-    name: Box<str>,
+    name: Option<Box<str>>,
     /// Names under which the kernel knows this inode (for nlink).
     links: u32,
     /// The node was replaced at some point: the kernel's cached pages for
@@ -134,23 +136,125 @@ impl Slot {
             node,
             keys: key.into_iter().collect(),
             parent,
-            name: name.into(),
+            name: None,
             links,
             changed: false,
             lookups: 0,
             epoch: 0,
             folders: Folders::None,
         }
+        .named(name)
+    }
+
+    fn named(mut self, name: &str) -> Slot {
+        self.set_name(name);
+        self
+    }
+
+    fn name(&self) -> &str {
+        match (&self.name, self.keys.first()) {
+            (Some(n), _) => n,
+            (None, Some(Key::Child { name, .. })) => name,
+            (None, _) => "",
+        }
+    }
+
+    fn set_name(&mut self, name: &str) {
+        if self.name.is_some() || self.name() != name {
+            self.name = match self.keys.first() {
+                Some(Key::Child { name: k, .. }) if &**k == name => None,
+                _ => Some(name.into()),
+            };
+        }
+    }
+
+    /// Changes the keys, keeping the name.
+    fn edit_keys(&mut self, edit: impl FnOnce(&mut smallvec::SmallVec<[Key; 1]>)) {
+        let name: Box<str> = self.name().into();
+        self.name = Some(name.clone());
+        edit(&mut self.keys);
+        self.set_name(&name);
+    }
+}
+
+/// Which inode each key finds. Only (hash, inode) pairs are held here: the
+/// keys live in their slots, and a pair counts only while its slot holds
+/// the key (a name is not kept twice, and a pair left behind finds nothing).
+struct KeyIndex {
+    table: hashbrown::HashTable<(u64, Ino)>,
+    /// Keyed per table: names come from registries.
+    state: std::hash::RandomState,
+}
+
+impl KeyIndex {
+    fn new() -> KeyIndex {
+        KeyIndex {
+            table: hashbrown::HashTable::new(),
+            state: std::hash::RandomState::new(),
+        }
+    }
+
+    fn hash(&self, key: &Key) -> u64 {
+        use std::hash::BuildHasher;
+        self.state.hash_one(key)
+    }
+
+    fn get(&self, slots: &HashMap<Ino, Slot>, key: &Key) -> Option<Ino> {
+        let h = self.hash(key);
+        self.table
+            .find(h, |&(eh, i)| {
+                eh == h && slots.get(&i).is_some_and(|s| s.keys.contains(key))
+            })
+            .map(|&(_, i)| i)
+    }
+
+    /// `key` finds `ino` from now on; the inode it found before, if another.
+    fn insert(&mut self, slots: &HashMap<Ino, Slot>, key: &Key, ino: Ino) -> Option<Ino> {
+        let h = self.hash(key);
+        let found = self.table.find_entry(h, |&(eh, i)| {
+            eh == h && i != ino && slots.get(&i).is_some_and(|s| s.keys.contains(key))
+        });
+        let old = match found {
+            Ok(e) => Some(e.remove().0 .1),
+            Err(_) => None,
+        };
+        if self.table.find(h, |&(eh, i)| eh == h && i == ino).is_none() {
+            self.table.insert_unique(h, (h, ino), |&(h, _)| h);
+        }
+        old
+    }
+
+    /// `key` no longer finds `ino`.
+    fn remove(&mut self, key: &Key, ino: Ino) {
+        let h = self.hash(key);
+        if let Ok(e) = self.table.find_entry(h, |&(eh, i)| eh == h && i == ino) {
+            e.remove();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
+    fn shrink_to(&mut self, n: usize) {
+        self.table.shrink_to(n, |&(h, _)| h);
     }
 }
 
 /// The inode table: stable numbers for keys, and the node behind each.
 pub struct Inodes {
-    by_key: HashMap<Key, Ino>,
+    by_key: KeyIndex,
     slots: HashMap<Ino, Slot>,
     next: Ino,
     epoch: u64,
     sweep_at: usize,
+    /// The maps gave memory back since `take_shrunk` was last asked.
+    shrunk: bool,
 }
 
 impl Default for Inodes {
@@ -166,11 +270,12 @@ impl Inodes {
         root.lookups = 1; // the kernel never forgets the root
         slots.insert(ROOT_INO, root);
         Inodes {
-            by_key: HashMap::new(),
+            by_key: KeyIndex::new(),
             slots,
             next: ROOT_INO + 1,
             epoch: 0,
             sweep_at: MIN_SWEEP,
+            shrunk: false,
         }
     }
 
@@ -197,14 +302,14 @@ impl Inodes {
         links: u32,
     ) -> (Ino, Arc<Node>) {
         let epoch = self.epoch;
-        if let Some(&ino) = self.by_key.get(&key) {
+        if let Some(ino) = self.by_key.get(&self.slots, &key) {
             if let Some(s) = self.slots.get_mut(&ino) {
                 // Link counts can only grow as more names of a blob are seen.
                 s.links = s.links.max(links);
                 s.parent = parent;
                 s.epoch = epoch;
-                if &*s.name != name {
-                    s.name = name.into();
+                if s.name() != name {
+                    s.set_name(name);
                 }
                 if !key.is_content() && *s.node != node {
                     s.node = Arc::new(node);
@@ -221,9 +326,9 @@ impl Inodes {
             _ => self.counted(),
         };
         let node = Arc::new(node);
-        let mut slot = Slot::new(node.clone(), Some(key.clone()), parent, name, links);
+        self.by_key.insert(&self.slots, &key, ino);
+        let mut slot = Slot::new(node.clone(), Some(key), parent, name, links);
         slot.epoch = self.epoch;
-        self.by_key.insert(key, ino);
         self.slots.insert(ino, slot);
         (ino, node)
     }
@@ -284,10 +389,8 @@ impl Inodes {
 
     fn remove(&mut self, ino: Ino) {
         if let Some(s) = self.slots.remove(&ino) {
-            for k in s.keys {
-                if self.by_key.get(&k) == Some(&ino) {
-                    self.by_key.remove(&k);
-                }
+            for k in &s.keys {
+                self.by_key.remove(k, ino);
             }
         }
         // Maps keep their capacity when emptied: a walk of a million paths
@@ -298,6 +401,7 @@ impl Inodes {
         if cap > MIN_SHRINK && self.slots.len() * 4 < cap {
             self.slots.shrink_to(self.slots.len() * 2);
             self.by_key.shrink_to(self.by_key.len() * 2);
+            self.shrunk = true;
         }
     }
 
@@ -324,21 +428,21 @@ impl Inodes {
         let Some(s) = self.slots.get_mut(&ino) else {
             return;
         };
-        for k in std::mem::take(&mut s.keys) {
-            if self.by_key.get(&k) == Some(&ino) {
-                self.by_key.remove(&k);
-            }
-        }
-        s.keys.push(key.clone());
+        let mut old_keys = Default::default();
+        s.edit_keys(|keys| {
+            old_keys = std::mem::take(keys);
+            keys.push(key.clone());
+        });
         s.node = Arc::new(node);
         s.links = 1;
         s.changed = true;
         s.folders = Folders::None;
-        if let Some(old) = self.by_key.insert(key.clone(), ino) {
-            if old != ino {
-                if let Some(o) = self.slots.get_mut(&old) {
-                    o.keys.retain(|k| *k != key);
-                }
+        for k in &old_keys {
+            self.by_key.remove(k, ino);
+        }
+        if let Some(old) = self.by_key.insert(&self.slots, &key, ino) {
+            if let Some(o) = self.slots.get_mut(&old) {
+                o.edit_keys(|keys| keys.retain(|k| *k != key));
             }
         }
     }
@@ -352,17 +456,23 @@ impl Inodes {
         let Some(src) = self.slots.get_mut(&from) else {
             return;
         };
-        let keys = std::mem::take(&mut src.keys);
+        let mut keys = Default::default();
+        src.edit_keys(|k| keys = std::mem::take(k));
         let (node, links) = (src.node.clone(), src.links);
         let lookups = src.lookups;
         if lookups == 0 {
             self.slots.remove(&from);
         }
         for k in &keys {
-            self.by_key.insert(k.clone(), into);
+            self.by_key.remove(k, from);
         }
         if let Some(dst) = self.slots.get_mut(&into) {
-            dst.keys.extend(keys);
+            dst.edit_keys(|k| k.extend(keys.iter().cloned()));
+        }
+        for k in &keys {
+            self.by_key.insert(&self.slots, k, into);
+        }
+        if let Some(dst) = self.slots.get_mut(&into) {
             dst.node = node;
             dst.links = links;
             dst.changed = true;
@@ -371,19 +481,20 @@ impl Inodes {
 
     /// Moves the inode known as `parent`/`name` to `new_parent`/`new_name`.
     pub fn rename(&mut self, from: Key, to: Key, new_parent: Ino, new_name: &str) {
-        if let Some(ino) = self.by_key.remove(&from) {
-            if let Some(old) = self.by_key.insert(to.clone(), ino) {
-                if old != ino {
-                    if let Some(o) = self.slots.get_mut(&old) {
-                        o.keys.retain(|k| *k != to);
-                    }
-                }
-            }
+        if let Some(ino) = self.by_key.get(&self.slots, &from) {
+            self.by_key.remove(&from, ino);
             if let Some(s) = self.slots.get_mut(&ino) {
-                s.keys.retain(|k| *k != from);
-                s.keys.push(to);
+                s.edit_keys(|keys| {
+                    keys.retain(|k| *k != from);
+                    keys.push(to.clone());
+                });
                 s.parent = new_parent;
-                s.name = new_name.into();
+                s.set_name(new_name);
+            }
+            if let Some(old) = self.by_key.insert(&self.slots, &to, ino) {
+                if let Some(o) = self.slots.get_mut(&old) {
+                    o.edit_keys(|keys| keys.retain(|k| *k != to));
+                }
             }
         }
     }
@@ -399,7 +510,7 @@ impl Inodes {
                 return Some(out);
             }
             let s = self.slots.get(&cur)?;
-            out.push(s.name.to_string());
+            out.push(s.name().to_string());
             cur = s.parent;
         }
         None
@@ -427,7 +538,7 @@ impl Inodes {
                 folders.push(ino);
             }
             if self.slots.get(&s.parent).is_some_and(|p| folder(&p.node)) {
-                names.push((s.parent, s.name.to_string()));
+                names.push((s.parent, s.name().to_string()));
             }
         }
         (names, folders)
@@ -440,6 +551,11 @@ impl Inodes {
 
     pub fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Whether the maps gave memory back since the last call.
+    pub fn take_shrunk(&mut self) -> bool {
+        std::mem::take(&mut self.shrunk)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -574,16 +690,40 @@ mod tests {
             })
             .collect();
         assert!(t.slots.capacity() >= 50_000);
+        assert!(!t.take_shrunk());
         for ino in held {
             t.forget(ino, 1);
         }
         assert_eq!(t.len(), 1, "the root stays");
+        assert!(t.take_shrunk() && !t.take_shrunk());
         assert!(
             t.slots.capacity() <= MIN_SHRINK * 2 && t.by_key.capacity() <= MIN_SHRINK * 2,
             "{} and {} buckets left for one inode",
             t.slots.capacity(),
             t.by_key.capacity()
         );
+    }
+
+    #[test]
+    fn a_name_is_held_once_and_a_key_only_in_its_slot() {
+        let mut t = Inodes::new();
+        let (d, _) = t.intern(child(ROOT_INO, "d"), ROOT_INO, "d", staged(true), 1);
+        assert!(t.slots[&d].name.is_none(), "the name is the key's");
+        assert_eq!(t.path(d), Some(vec!["d".to_string()]));
+        let (b, _) = t.intern(blob_key(b"b"), d, "title", Node::Root, 2);
+        assert_eq!(t.slots[&b].name.as_deref(), Some("title"));
+        let (b2, _) = t.intern(blob_key(b"b"), d, "other", Node::Root, 2);
+        assert_eq!((b2, t.path(b)), (b, Some(vec!["d".into(), "other".into()])));
+        // A pair whose slot does not hold the key finds nothing.
+        let stray = child(ROOT_INO, "stray");
+        t.by_key.insert(&t.slots, &stray, d);
+        assert_eq!(t.by_key.get(&t.slots, &stray), None);
+        let (s, _) = t.intern(stray.clone(), ROOT_INO, "stray", staged(false), 1);
+        assert_ne!(s, d);
+        assert_eq!(t.by_key.get(&t.slots, &stray), Some(s));
+        // Rebinding keeps the name though the key that held it went.
+        t.rebind(d, blob_key(b"d"), staged(false));
+        assert_eq!(t.path(d), Some(vec!["d".to_string()]));
     }
 
     #[test]
