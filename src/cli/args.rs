@@ -129,8 +129,9 @@ pub struct MountArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel_ranges: Option<u16>,
     /// Microseconds one FUSE thread keeps asking for the next request
-    /// while requests come in a burst, before it sleeps (a warm walk or
-    /// grep then waits for no thread wake-up); 0: always sleep.
+    /// after one it answered at once (from memory), before it sleeps (a
+    /// warm walk or grep then waits for no thread wake-up); not while
+    /// requests or fetches are at work; 0: always sleep.
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub request_spin: u64,

@@ -328,13 +328,16 @@ impl Metadata {
             .as_ref()
             .filter(|l| l.at.elapsed() < self.tag_ttl)
             .map(|l| l.names.clone());
-        let saved = self
-            .cache
-            .listing_with_age(self.host(), None)
-            .filter(|(_, age)| *age < self.tag_ttl);
-        let names = match (fresh, saved) {
-            (Some(n), _) => n,
-            (None, saved) => {
+        let names = match fresh {
+            Some(n) => n,
+            None => {
+                // Read from the disk cache only when not known here (asked
+                // at every listing of a repository: a walk of a large
+                // catalog would parse it once per repository).
+                let saved = self
+                    .cache
+                    .listing_with_age(self.host(), None)
+                    .filter(|(_, age)| *age < self.tag_ttl);
                 let names = match saved {
                     // Saved by an earlier mount within --tag-ttl: trusted.
                     Some((n, _)) => n,

@@ -281,6 +281,12 @@ impl Fs {
         &self.cache
     }
 
+    /// Whether a walk's repositories are being fetched ahead now (work in
+    /// flight that wants the CPU).
+    pub fn fetching_ahead(&self) -> bool {
+        self.walkahead.is_fetching()
+    }
+
     pub fn read_only(&self) -> bool {
         self.overlay.read_only()
     }

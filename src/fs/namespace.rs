@@ -259,27 +259,14 @@ impl Namespace {
 
     /// The kernel forgot `n` of its entries for `ino`.
     pub(super) fn forget(&self, ino: Ino, n: u64) {
-        let shrunk = {
-            let mut t = lock(&self.inodes);
-            t.forget(ino, n);
-            t.take_shrunk()
-        };
-        if shrunk {
-            give_back_freed_memory();
-        }
+        lock(&self.inodes).forget(ino, n)
     }
 
     /// Several forgets under one lock.
     pub(super) fn forget_all(&self, each: &[(Ino, u64)]) {
-        let shrunk = {
-            let mut t = lock(&self.inodes);
-            for &(ino, n) in each {
-                t.forget(ino, n);
-            }
-            t.take_shrunk()
-        };
-        if shrunk {
-            give_back_freed_memory();
+        let mut t = lock(&self.inodes);
+        for &(ino, n) in each {
+            t.forget(ino, n);
         }
     }
 
@@ -331,19 +318,6 @@ impl Namespace {
 
     pub(super) fn rename(&self, from: Key, to: Key, new_parent: Ino, new_name: &str) {
         lock(&self.inodes).rename(from, to, new_parent, new_name)
-    }
-}
-
-/// The kernel forgot much of the tree (the inode maps shrank): hand the
-/// allocator's free pages back to the system, or resident memory would
-/// stay at its peak (glibc keeps freed memory inside its heap). Rare: the
-/// maps shrink a logarithmic number of times however much is forgotten.
-fn give_back_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the system; it
-    // touches no memory in use.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

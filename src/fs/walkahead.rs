@@ -37,6 +37,8 @@ pub(super) struct WalkAhead {
     /// The index (in the repositories shown) of the last repository listed.
     last: Mutex<Option<usize>>,
     permits: Arc<Semaphore>,
+    /// Repositories being fetched ahead now.
+    fetching: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Which repositories to fetch ahead when the one at `at` (of `count`, in
@@ -58,6 +60,7 @@ impl WalkAhead {
             seen: Mutex::new((0, HashSet::new())),
             last: Mutex::new(None),
             permits: Arc::new(Semaphore::new(AT_ONCE)),
+            fetching: Default::default(),
         }
     }
 
@@ -94,8 +97,33 @@ impl WalkAhead {
         }
         for repo in names {
             let (metadata, permits) = (self.metadata.clone(), self.permits.clone());
-            rt.spawn(fetch_repository(metadata, permits, repo));
+            let fetching = Fetching::start(&self.fetching);
+            rt.spawn(async move {
+                fetch_repository(metadata, permits, repo).await;
+                drop(fetching);
+            });
         }
+    }
+
+    /// Whether repositories are being fetched ahead now.
+    pub(super) fn is_fetching(&self) -> bool {
+        self.fetching.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+}
+
+/// Counts a repository being fetched ahead while it lives.
+struct Fetching(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Fetching {
+    fn start(n: &Arc<std::sync::atomic::AtomicUsize>) -> Fetching {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Fetching(n.clone())
+    }
+}
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

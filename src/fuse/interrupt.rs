@@ -114,7 +114,7 @@ impl Requests {
         n
     }
 
-    #[cfg(test)]
+    /// Requests being answered by the runtime now.
     pub fn in_flight(&self) -> usize {
         lock(&self.running).len()
     }

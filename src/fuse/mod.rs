@@ -122,12 +122,25 @@ impl FuseFs {
             Err(why) => return reply(Err(stopped(op, why))),
         };
         let requests = self.requests.clone();
-        run_or_spawn(&self.rt, async move {
+        let spawned = run_or_spawn(&self.rt, async move {
             match requests.guard(unique, stop, limit, fut).await {
                 Ok(r) => reply(r.map_err(|e| errno_of(op, &e))),
                 Err(why) => reply(Err(stopped(op, why))),
             }
         });
+        self.answered(spawned);
+    }
+
+    /// After a request: whether the FUSE thread waits for the next one awake
+    /// (`--request-spin`). Answered here, its caller's next request comes at
+    /// once, unless other requests or fetches are at work (a cold walk):
+    /// on two cores, a thread spinning beside them slows them more than a
+    /// wake-up costs. Answered later from the runtime, its caller sends
+    /// nothing more until then.
+    fn answered(&self, spawned: bool) {
+        if spawned || self.requests.in_flight() > 0 || self.fs.fetching_ahead() {
+            fuser::wait_asleep();
+        }
     }
 
     /// `spawn` for operations that answer with nothing but success.
@@ -415,7 +428,7 @@ impl Filesystem for FuseFs {
         let settings = self.settings.clone();
         let this = self.attr_maker();
         let limit = self.settings.op_timeout;
-        run_or_spawn(&self.rt, async move {
+        let spawned = run_or_spawn(&self.rt, async move {
             let work = async {
                 let all = listing_of(&fs, &dirs, ino.0, fh.0, offset).await?;
                 let names_stable = fs.names_are_stable(ino.0);
@@ -469,6 +482,7 @@ impl Filesystem for FuseFs {
                 Err(why) => reply.error(stopped("readdirplus", why)),
             }
         });
+        self.answered(spawned);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -984,7 +998,9 @@ async fn listing_of(
 /// The first poll uses a waker that does nothing; a future still pending
 /// after it is spawned, and the runtime polls a new task at once, so it
 /// registers its real waker before anything can be missed.
-fn run_or_spawn<F>(rt: &tokio::runtime::Handle, fut: F)
+///
+/// True when the request goes on in a task (it is answered later).
+fn run_or_spawn<F>(rt: &tokio::runtime::Handle, fut: F) -> bool
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -999,10 +1015,14 @@ where
     match polled {
         Ok(true) => {
             rt.spawn(fut);
+            true
         }
-        Ok(false) => {}
+        Ok(false) => false,
         // The future (and the reply in it) is dropped: fuser answers EIO.
-        Err(_) => tracing::error!("a FUSE operation panicked; answered with EIO"),
+        Err(_) => {
+            tracing::error!("a FUSE operation panicked; answered with EIO");
+            false
+        }
     }
 }
 

@@ -253,8 +253,6 @@ pub struct Inodes {
     next: Ino,
     epoch: u64,
     sweep_at: usize,
-    /// The maps gave memory back since `take_shrunk` was last asked.
-    shrunk: bool,
 }
 
 impl Default for Inodes {
@@ -275,7 +273,6 @@ impl Inodes {
             next: ROOT_INO + 1,
             epoch: 0,
             sweep_at: MIN_SWEEP,
-            shrunk: false,
         }
     }
 
@@ -401,7 +398,6 @@ impl Inodes {
         if cap > MIN_SHRINK && self.slots.len() * 4 < cap {
             self.slots.shrink_to(self.slots.len() * 2);
             self.by_key.shrink_to(self.by_key.len() * 2);
-            self.shrunk = true;
         }
     }
 
@@ -553,11 +549,6 @@ impl Inodes {
         self.slots.len()
     }
 
-    /// Whether the maps gave memory back since the last call.
-    pub fn take_shrunk(&mut self) -> bool {
-        std::mem::take(&mut self.shrunk)
-    }
-
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
@@ -690,12 +681,10 @@ mod tests {
             })
             .collect();
         assert!(t.slots.capacity() >= 50_000);
-        assert!(!t.take_shrunk());
         for ino in held {
             t.forget(ino, 1);
         }
         assert_eq!(t.len(), 1, "the root stays");
-        assert!(t.take_shrunk() && !t.take_shrunk());
         assert!(
             t.slots.capacity() <= MIN_SHRINK * 2 && t.by_key.capacity() <= MIN_SHRINK * 2,
             "{} and {} buckets left for one inode",

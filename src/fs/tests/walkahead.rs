@@ -59,6 +59,34 @@ async fn a_walk_finds_the_next_repositories_fetched() {
     assert_eq!(until_gets(&w, 15).await, 15);
     w.names("walk/r3").await;
     assert_eq!(until_gets(&w, 18).await, 18);
+    // Done fetching: nothing at work any more (the FUSE thread may spin).
+    for _ in 0..500 {
+        if !w.fs.fetching_ahead() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!w.fs.fetching_ahead());
+}
+
+/// While repositories are fetched ahead, the filesystem says so (the FUSE
+/// thread then sleeps between requests instead of spinning beside them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetching_ahead_is_work_in_flight_until_it_ends() {
+    let w = repos();
+    assert!(!w.fs.fetching_ahead());
+    *w.source.referrers_wait.lock().unwrap() = Duration::from_millis(300);
+    w.names("walk/r0").await;
+    w.names("walk/r1").await;
+    assert!(w.fs.fetching_ahead(), "r2..r5 are being fetched");
+    until_gets(&w, 12).await;
+    for _ in 0..500 {
+        if !w.fs.fetching_ahead() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!w.fs.fetching_ahead());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

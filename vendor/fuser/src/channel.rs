@@ -47,35 +47,27 @@ impl Channel {
         }
     }
 
-    /// As `receive_retrying`, but while requests come in a burst (the last
-    /// one arrived within a tenth of `spin` of the one before), the thread keeps
-    /// asking for the next one for up to `spin`, yielding its CPU, before
-    /// it sleeps in `poll` (patched for regfs: on a virtual machine, waking
-    /// a thread whose CPU went idle costs more than a warm request itself;
-    /// see PATCH.md). Call `set_nonblocking` once first.
+    /// As `receive_retrying`, but right after a request answered on this
+    /// thread (`warm`: its caller sends the next one at once), the thread
+    /// keeps asking for the next one for up to `spin`, yielding its CPU,
+    /// before it sleeps in `poll` (patched for regfs: on a virtual machine,
+    /// waking a thread whose CPU went idle costs more than a warm request
+    /// itself; see PATCH.md). Call `set_nonblocking` once first.
     pub(crate) fn receive_spinning(
         &self,
         buffer: &mut [u8],
         spin: std::time::Duration,
-        burst: &mut bool,
+        warm: bool,
     ) -> nix::Result<usize> {
         use std::os::fd::AsRawFd;
         let fd = self.0.as_raw_fd();
         let since = std::time::Instant::now();
         loop {
             match self.receive(buffer) {
-                Ok(size) => {
-                    // Warm requests follow each other within microseconds;
-                    // one that waited on the network comes much later.
-                    *burst = since.elapsed() < spin / 10;
-                    return Ok(size);
-                }
+                Ok(size) => return Ok(size),
                 Err(Errno::ENOENT | Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) if *burst && since.elapsed() < spin => {
-                    std::thread::yield_now()
-                }
+                Err(Errno::EAGAIN) if warm && since.elapsed() < spin => std::thread::yield_now(),
                 Err(Errno::EAGAIN) => {
-                    *burst = false;
                     let mut pfd = libc::pollfd {
                         fd,
                         events: libc::POLLIN,

@@ -33,6 +33,7 @@ pub use crate::access_flags::AccessFlags;
 pub use crate::bsd_file_flags::BsdFileFlags;
 // regfs patch: public, so `batch_forget` can be implemented outside the crate.
 pub use crate::forget_one::ForgetOne;
+pub use crate::session::wait_asleep;
 pub use crate::ll::Errno;
 pub use crate::ll::Generation;
 pub use crate::ll::RequestId;

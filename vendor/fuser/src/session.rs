@@ -528,13 +528,26 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) spin: std::time::Duration,
 }
 
+thread_local! {
+    static DEFERRED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Tells the event loop not to wait awake for the next request after the
+/// one being dispatched on this thread (`Config::request_spin`; patched for
+/// regfs): the request will be answered later from another thread (its
+/// caller sends nothing more until then), or the CPU is wanted for work in
+/// flight elsewhere.
+pub fn wait_asleep() {
+    DEFERRED.with(|d| d.set(true));
+}
+
 impl<FS: Filesystem> SessionEventLoop<FS> {
     fn event_loop(&self) -> io::Result<()> {
         // Buffer for receiving requests from the kernel. Only one is allocated and
         // it is reused immediately after dispatching to conserve memory and allocations.
         let mut buf = FuseReadBuf::new();
         let buf = buf.as_mut();
-        let mut burst = false;
+        let mut warm = false;
         // Spinning reads need a non-blocking descriptor; without one, block.
         let spin = if self.spin.is_zero() || self.ch.set_nonblocking().is_err() {
             std::time::Duration::ZERO
@@ -547,7 +560,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
             let got = if spin.is_zero() {
                 self.ch.receive_retrying(buf)
             } else {
-                self.ch.receive_spinning(buf, spin, &mut burst)
+                self.ch.receive_spinning(buf, spin, warm)
             };
             match got {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
@@ -557,7 +570,9 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                             req.reply::<ReplyEmpty>().ok();
                             return Ok(());
                         } else {
-                            req.dispatch(self)
+                            DEFERRED.with(|d| d.set(false));
+                            req.dispatch(self);
+                            warm = !DEFERRED.with(|d| d.get());
                         }
                     }
                     // Quit loop on illegal request
