@@ -228,12 +228,13 @@ impl Fs {
         let layout = self.layout(repo, layer).await?;
         let dir = layout.dir(path).ok_or(Error::NotDir)?;
         let mut out = Vec::with_capacity(dir.entries.len());
+        let shared: crate::tree::RepoName = repo.into();
         for (name, item) in &dir.entries {
             let mut p = path.to_vec();
             p.push(name.clone());
             let node = match item {
                 Item::File(m) => Node::ArchiveFile {
-                    repo: repo.to_string(),
+                    repo: shared.clone(),
                     layer: layer.clone(),
                     path: p,
                     size: m.size,
@@ -241,7 +242,7 @@ impl Fs {
                     mtime: if m.mtime > 0 { m.mtime } else { mtime },
                 },
                 Item::Dir(_) => Node::ArchiveDir {
-                    repo: repo.to_string(),
+                    repo: shared.clone(),
                     layer: layer.clone(),
                     path: p,
                     mtime,
@@ -299,7 +300,7 @@ impl Fs {
             }
         }
         Ok(Handle::Blob {
-            repo: repo.to_string(),
+            repo: repo.into(),
             desc: layer.clone(),
             span,
             file: file.map(Arc::new),

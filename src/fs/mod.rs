@@ -66,7 +66,7 @@ use crate::digest::Digest;
 use crate::reference::{is_repository_component, is_tag};
 use crate::stage::Staging;
 use crate::tree::view::Desc;
-use crate::tree::{Ino, Node, Target};
+use crate::tree::{Ino, Node, RepoName, Target};
 
 /// How deep `referrers/` folders nest: deeper ones are shown empty.
 pub const MAX_REFERRERS_DEPTH: usize = 8;
@@ -182,7 +182,7 @@ impl Span {
 enum Handle {
     Bytes(Bytes),
     Blob {
-        repo: String,
+        repo: RepoName,
         desc: Arc<Desc>,
         /// The file's bytes in the blob.
         span: Span,
@@ -333,9 +333,10 @@ impl Fs {
             self.metadata.tags_of(&full).await?
         };
         let mut out = Vec::new();
+        let shared: RepoName = full.as_str().into();
         for t in tags.iter() {
             let node = Node::Manifest {
-                repo: full.clone(),
+                repo: shared.clone(),
                 target: Target::Tag(t.clone()),
             };
             out.push(self.namespace.child(ino, t, node));
@@ -574,7 +575,7 @@ impl Fs {
                 }
                 self.view(&full, &d).await?;
                 let node = Node::Manifest {
-                    repo: full,
+                    repo: full.into(),
                     target: Target::Digest(d),
                 };
                 let (_, ino, node) = self.namespace.child(parent, name, node);
@@ -631,7 +632,7 @@ impl Fs {
                 .is_ok()
         {
             let node = Node::Manifest {
-                repo: full.to_string(),
+                repo: full.into(),
                 target: Target::Tag(name.to_string()),
             };
             let (_, i, n) = self.namespace.child(parent, name, node);
@@ -714,7 +715,7 @@ impl Fs {
                     // The kernel's copy of the listing lacks it too.
                     lock(&self.changed_folders).push(parent);
                     let node = Node::Manifest {
-                        repo: full.to_string(),
+                        repo: full.into(),
                         target,
                     };
                     let (_, ino, node) = self.namespace.child(parent, name, node);
@@ -1024,7 +1025,7 @@ impl Fs {
 /// A folder made by a manifest view, with what its entries need.
 struct ViewFolder {
     folder: Ino,
-    repo: String,
+    repo: RepoName,
     manifest: Digest,
     view: Arc<crate::tree::view::View>,
     path: Vec<String>,

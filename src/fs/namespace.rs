@@ -10,7 +10,7 @@ use crate::digest::Digest;
 use crate::oci::FileKind;
 use crate::tree::archive::Layout;
 use crate::tree::view::{Desc, Entry, View};
-use crate::tree::{Ino, Inodes, Key, Node, Target};
+use crate::tree::{Ino, Inodes, Key, Node, RepoName, Target};
 
 /// A folder's entries: name, inode, node.
 pub(crate) type Children = Vec<(String, Ino, Arc<Node>)>;
@@ -26,7 +26,7 @@ pub(super) struct ViewAt<'a> {
     pub folder: Ino,
     /// The folder whose entries these are.
     pub parent: Ino,
-    pub repo: &'a str,
+    pub repo: &'a RepoName,
     pub manifest: &'a Digest,
     pub view: &'a View,
     /// `parent`'s path inside the manifest folder.
@@ -54,7 +54,7 @@ pub(super) fn shape_known(layer: &Desc) -> bool {
 fn archive_node(at: &ViewAt<'_>, i: usize) -> Option<Node> {
     let layer = Arc::new(at.view.blobs.get(i)?.clone());
     let meta = layer.file_metadata().unwrap_or_default();
-    let repo = at.repo.to_string();
+    let repo = at.repo.clone();
     let dir = |layer| Node::ArchiveDir {
         repo: repo.clone(),
         layer,
@@ -98,7 +98,7 @@ const SHARED_LINKS: u32 = 2;
 /// key is its digest: one inode wherever it is named). Pure.
 pub(super) fn entry_node(at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(Key, Node, u32)> {
     let key = child_key(at.parent, name, Some(at.manifest));
-    let repo = at.repo.to_string();
+    let repo = at.repo.clone();
     let mtime = at.mtime;
     Some(match entry {
         // The same manifest under two tags is one file too.
@@ -333,10 +333,11 @@ mod tests {
               "annotations":{"org.opencontainers.image.title":"hello.txt"}}]}"#;
         let view = View::parse(bytes, None).unwrap();
         let d = Digest::of(bytes);
+        let repo: RepoName = "r".into();
         let at = ViewAt {
             folder: 7,
             parent: 7,
-            repo: "r",
+            repo: &repo,
             manifest: &d,
             view: &view,
             path: &[],
@@ -350,6 +351,10 @@ mod tests {
         assert_eq!(links, 2);
         assert!(matches!(key, Key::Blob { .. }));
         assert!(matches!(node, Node::Blob { mtime: 5, .. }));
+        let Node::Blob { repo: shared, .. } = &node else {
+            unreachable!()
+        };
+        assert!(Arc::ptr_eq(shared, &repo), "the name is shared, not copied");
         let ns = Namespace::new();
         let (a, _) = ns.view_entry(&at, "hello.txt", &Entry::Blob(*i)).unwrap();
         let blobs_dir = ViewAt {

@@ -143,7 +143,7 @@ impl Fs {
         enum Src {
             Bytes(Bytes),
             File(Arc<std::fs::File>),
-            Fetch(String, Arc<Desc>, Span, bool, Option<u64>),
+            Fetch(crate::tree::RepoName, Arc<Desc>, Span, bool, Option<u64>),
             Failed(Arc<Error>),
         }
         // `offset` and `size` become the bytes to read in what holds the

@@ -270,6 +270,7 @@ impl Fs {
             source,
         })?;
         let mut out = Vec::new();
+        let shared: crate::tree::RepoName = repo.into();
         for e in rd.flatten() {
             let Some(name) = e.file_name().to_str().map(str::to_string) else {
                 continue;
@@ -279,7 +280,7 @@ impl Fs {
             p.push(name.clone());
             let node = if meta.is_dir() {
                 Node::UnpackedDir {
-                    repo: repo.to_string(),
+                    repo: shared.clone(),
                     layer: layer.clone(),
                     path: p,
                     mtime,
@@ -287,7 +288,7 @@ impl Fs {
             } else {
                 use std::os::unix::fs::PermissionsExt;
                 Node::UnpackedFile {
-                    repo: repo.to_string(),
+                    repo: shared.clone(),
                     layer: layer.clone(),
                     path: p,
                     size: meta.len(),

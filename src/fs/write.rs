@@ -105,7 +105,7 @@ impl Fs {
             } = &*node
             {
                 let rel = self.rel(cur).ok()?;
-                return Some((rel, repo.clone(), tag.clone()));
+                return Some((rel, repo.to_string(), tag.clone()));
             }
             if cur == ROOT_INO {
                 return None;

@@ -30,6 +30,10 @@ pub enum Target {
     Digest(Digest),
 }
 
+/// A repository's full name, shared by the nodes made under it (one
+/// allocation per repository listing, not one per node).
+pub type RepoName = std::sync::Arc<str>;
+
 /// A node of the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
@@ -42,13 +46,13 @@ pub enum Node {
     /// A manifest or index folder: a tag, an `@sha256:` folder, a platform
     /// child or a referrer.
     Manifest {
-        repo: String,
+        repo: RepoName,
         target: Target,
     },
     /// A folder made by a manifest view (`blobs`, `blobs/sha256`, a title's
     /// parent); `path` is relative to the manifest folder `folder`.
     ViewDir {
-        repo: String,
+        repo: RepoName,
         folder: Ino,
         manifest: Digest,
         path: Vec<String>,
@@ -56,26 +60,26 @@ pub enum Node {
     },
     /// `referrers/` of the manifest `subject`.
     Referrers {
-        repo: String,
+        repo: RepoName,
         subject: Digest,
         mtime: i64,
     },
     /// A manifest's exact bytes.
     ManifestJson {
-        repo: String,
+        repo: RepoName,
         digest: Digest,
         size: u64,
         mtime: i64,
     },
     /// A blob: a layer, the config, or an entry of `blobs/sha256`.
     Blob {
-        repo: String,
+        repo: RepoName,
         desc: std::sync::Arc<Desc>,
         mtime: i64,
     },
     /// A folder inside an unpacked directory layer.
     UnpackedDir {
-        repo: String,
+        repo: RepoName,
         layer: std::sync::Arc<Desc>,
         path: Vec<String>,
         mtime: i64,
@@ -87,7 +91,7 @@ pub enum Node {
     },
     /// A file inside an unpacked directory layer.
     UnpackedFile {
-        repo: String,
+        repo: RepoName,
         layer: std::sync::Arc<Desc>,
         path: Vec<String>,
         size: u64,
@@ -97,7 +101,7 @@ pub enum Node {
     /// A folder of a ModelPack tar layer (`archive`): `path` is relative to
     /// the layer's own folder, which stands at its filepath.
     ArchiveDir {
-        repo: String,
+        repo: RepoName,
         layer: std::sync::Arc<Desc>,
         path: Vec<String>,
         mtime: i64,
@@ -106,7 +110,7 @@ pub enum Node {
     /// tar. `path` is where it is in the layer's folder; empty when the
     /// layer is this one file.
     ArchiveFile {
-        repo: String,
+        repo: RepoName,
         layer: std::sync::Arc<Desc>,
         path: Vec<String>,
         size: u64,
