@@ -222,6 +222,15 @@ impl Metadata {
         lock(&self.lists).contains_key(key)
     }
 
+    /// The names of listing `key` (a repository's tags, or `repo@digest`'s
+    /// referrers) while younger than `--tag-ttl`.
+    fn fresh_listing(&self, key: &str) -> Option<Arc<Vec<String>>> {
+        lock(&self.lists)
+            .get(key)
+            .filter(|l| l.at.elapsed() < self.tag_ttl)
+            .map(|l| l.names.clone())
+    }
+
     /// Whether the catalog was listed since the last refresh.
     pub(super) fn catalog_listed(&self) -> bool {
         lock(&self.catalog).is_some()
@@ -254,12 +263,7 @@ impl Metadata {
         subject: &Digest,
     ) -> Result<Arc<Vec<String>>, Error> {
         let key = format!("{repo}@{subject}");
-        let fresh = || {
-            lock(&self.lists)
-                .get(&key)
-                .filter(|l| l.at.elapsed() < self.tag_ttl)
-                .map(|l| l.names.clone())
-        };
+        let fresh = || self.fresh_listing(&key);
         let fetch = || self.fetch_referrers(repo, subject, key.clone());
         self.flights
             .once(format!("referrers {key}"), fresh, fetch)
@@ -422,12 +426,7 @@ impl Metadata {
     /// Tags of `repo` (full name), without referrer-schema tags. Empty when
     /// `repo` is not a repository.
     pub(super) async fn tags_of(&self, repo: &str) -> Result<Arc<Vec<String>>, Error> {
-        let fresh = || {
-            lock(&self.lists)
-                .get(repo)
-                .filter(|l| l.at.elapsed() < self.tag_ttl)
-                .map(|l| l.names.clone())
-        };
+        let fresh = || self.fresh_listing(repo);
         let fetch = || self.fetch_tags(repo);
         self.flights
             .once(format!("tags {repo}"), fresh, fetch)

@@ -42,6 +42,17 @@ async fn until_gets(w: &World, n: u64) -> u64 {
     gets(w)
 }
 
+/// Waits until nothing is fetched ahead (or 5 s passed); whether so.
+async fn until_done_fetching(w: &World) -> bool {
+    for _ in 0..500 {
+        if !w.fs.fetching_ahead() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    !w.fs.fetching_ahead()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_walk_finds_the_next_repositories_fetched() {
     let w = repos();
@@ -60,13 +71,7 @@ async fn a_walk_finds_the_next_repositories_fetched() {
     w.names("walk/r3").await;
     assert_eq!(until_gets(&w, 18).await, 18);
     // Done fetching: nothing at work any more (the FUSE thread may spin).
-    for _ in 0..500 {
-        if !w.fs.fetching_ahead() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!w.fs.fetching_ahead());
+    assert!(until_done_fetching(&w).await);
 }
 
 /// While repositories are fetched ahead, the filesystem says so (the FUSE
@@ -80,13 +85,7 @@ async fn fetching_ahead_is_work_in_flight_until_it_ends() {
     w.names("walk/r1").await;
     assert!(w.fs.fetching_ahead(), "r2..r5 are being fetched");
     until_gets(&w, 12).await;
-    for _ in 0..500 {
-        if !w.fs.fetching_ahead() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!w.fs.fetching_ahead());
+    assert!(until_done_fetching(&w).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
