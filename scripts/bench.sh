@@ -203,6 +203,21 @@ peak_rss() {
     awk -v k="$kb" -v c="${cpu:-?}" 'BEGIN { printf "%.0f MiB, %s s CPU", k / 1024, c }'
 }
 
+# CPU seconds (user + system) process PID has used so far.
+cpu_s() {
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk -v t="$CLK_TCK" '{ printf "%.2f", ($12 + $13) / t }' || echo 0
+}
+
+# The note for a walk bound by CPU: what the registry and the daemon used
+# while it ran, and the least time the registry's share alone needs on
+# this machine's cores (requests are served in parallel at best).
+cpu_note() { # ID REGISTRY_CPU DAEMON_CPU WALL
+    local cores
+    cores=$(nproc)
+    awk -v id="$1" -v r="$2" -v d="$3" -v w="$4" -v n="$cores" 'BEGIN {
+        printf "%s: CPU during the walk: the registry %.1f s, the regfs daemon %.1f s, on %d cores in %.1f s; the registry alone needs at least %.1f s of it (its CPU / cores)", id, r, d, n, w, r / n }'
+}
+
 umount_regfs() {
     local mnt=$1 pid=$2 i
     if ! timeout -k 5 60 "$REGFS" umount "$mnt" >/dev/null 2>&1; then
@@ -559,9 +574,12 @@ m5() {
 
     mount_regfs "$mnt" "$cache"
     mark=$(reg_mark)
+    local rc0 dc0
+    rc0=$(cpu_s "$REG_PID") dc0=$(cpu_s "$DPID")
     t0=$(now)
     run ls -R "$mnt/many" >"$WORK/out/ls-R.txt" || die "ls -R through regfs failed (see $cache/regfs.log)"
     tr=$(since "$t0")
+    NOTES+=("$(cpu_note 5 "$(awk -v a="$rc0" -v b="$(cpu_s "$REG_PID")" 'BEGIN{print b-a}')" "$(awk -v a="$dc0" -v b="$(cpu_s "$DPID")" 'BEGIN{print b-a}')" "$tr")")
     acc=$(reg_since "$mark")
     reqs_r=$(jget "$acc" requests)
     rss=$(peak_rss "$DPID")
@@ -1004,7 +1022,7 @@ fi
 # default 30 s, and a warm walk is one within the tags' TTL.
 m12() {
     local mnta=$WORK/mnt-12a cachea=$WORK/cache-12a mnt=$WORK/mnt-12 cache=$WORK/cache-12
-    local copy=$WORK/out/gen-copy gen_host gen_out t0 tmount tls tcold twarm tlocal tcopy mark acc rss n want_n kb res
+    local copy=$WORK/out/gen-copy gen_host gen_pid gen_out t0 tmount tls tcold twarm tlocal tcopy mark acc rss n want_n kb res
     local tags=$((GEN_REPOS * GEN_TAGS + GEN_BIG))
     if [[ -n "${BENCH_GEN_DIR:-}" ]]; then
         GEN_DIR=$(mktemp -d "$BENCH_GEN_DIR/regfs-bench-gen.XXXXXX")
@@ -1019,7 +1037,7 @@ m12() {
     log "generated ${GEN_REPOS}x${GEN_TAGS} + ${GEN_BIG} tags in $GEN_DIR in $(since "$t0") s: $gen_out"
     NOTES+=("12: the registry was written by scripts/gen_registry.py in $(since "$t0") s ($gen_out), into $GEN_DIR")
     start_registry gen "$GEN_DIR"
-    gen_host=$NEW_HOST
+    gen_host=$NEW_HOST gen_pid=$NEW_PID
     MORE_REG_PIDS+=("$NEW_PID")
 
     # The mount, and ls of the big repository, on a fresh cache.
@@ -1045,9 +1063,12 @@ m12() {
     mount_source "$gen_host" "$mnt" "$cache" --tag-ttl 3600
     dropcache
     mark=$(reg_mark gen)
+    local rc0 dc0
+    rc0=$(cpu_s "$gen_pid") dc0=$(cpu_s "$DPID")
     t0=$(now)
     run find "$mnt" >"$WORK/out/find-cold.txt" || die "cold find through regfs failed (see $cache/regfs.log)"
     tcold=$(since "$t0")
+    NOTES+=("$(cpu_note 12c "$(awk -v a="$rc0" -v b="$(cpu_s "$gen_pid")" 'BEGIN{print b-a}')" "$(awk -v a="$dc0" -v b="$(cpu_s "$DPID")" 'BEGIN{print b-a}')" "$tcold")")
     acc=$(reg_since "$mark" gen)
     n=$(grep -c '/manifest\.json$' "$WORK/out/find-cold.txt" || true)
     [[ "$n" -eq "$tags" ]] || die "find listed $n manifest.json files, expected $tags"

@@ -90,6 +90,30 @@ impl Drop for Flight<'_> {
     }
 }
 
+/// Tag resolutions and when each was made, by repository, then tag (a
+/// repository's name held once, not once per tag; looked up without
+/// making a key).
+#[derive(Default)]
+struct Resolutions(HashMap<String, HashMap<Box<str>, (Digest, Instant)>>);
+
+impl Resolutions {
+    fn get(&self, repo: &str, tag: &str) -> Option<&(Digest, Instant)> {
+        self.0.get(repo)?.get(tag)
+    }
+
+    fn insert(&mut self, repo: &str, tag: &str, resolution: (Digest, Instant)) {
+        let tags = match self.0.get_mut(repo) {
+            Some(tags) => tags,
+            None => self.0.entry(repo.to_string()).or_default(),
+        };
+        tags.insert(tag.into(), resolution);
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Names of a listing and when they were fetched.
 struct Listing {
     names: Arc<Vec<String>>,
@@ -147,7 +171,7 @@ pub(super) struct Metadata {
     prefix: Option<String>,
     tag_ttl: Duration,
     views: Mutex<Views>,
-    tags: Mutex<HashMap<(String, String), (Digest, Instant)>>,
+    tags: Mutex<Resolutions>,
     /// Tags of a repository, and referrers of `repo@digest`.
     lists: Mutex<HashMap<String, Listing>>,
     known_repos: Mutex<BTreeSet<String>>,
@@ -179,7 +203,7 @@ impl Metadata {
                 bytes: 0,
                 bound: view_bytes,
             }),
-            tags: Mutex::new(HashMap::new()),
+            tags: Mutex::default(),
             lists: Mutex::new(HashMap::new()),
             known_repos: Mutex::new(repos.iter().cloned().collect()),
             catalog: Mutex::new(None),
@@ -262,6 +286,13 @@ impl Metadata {
         repo: &str,
         subject: &Digest,
     ) -> Result<Arc<Vec<String>>, Error> {
+        // Known to be none from the repository's tag list (no
+        // `sha256-<hex>` tag): nothing is fetched, nor kept per manifest
+        // (a walk of 100,000 tags would keep 100,000 empty listings); the
+        // folder's stamp stays that of a folder never listed.
+        if self.no_schema_tag(repo, subject) {
+            return Ok(Arc::new(Vec::new()));
+        }
         let key = format!("{repo}@{subject}");
         let fresh = || self.fresh_listing(&key);
         let fetch = || self.fetch_referrers(repo, subject, key.clone());
@@ -276,11 +307,7 @@ impl Metadata {
         subject: &Digest,
         key: String,
     ) -> Result<Arc<Vec<String>>, Error> {
-        let mut found = if self.no_schema_tag(repo, subject) {
-            Vec::new()
-        } else {
-            self.source.referrers(repo, subject).await?
-        };
+        let mut found = self.source.referrers(repo, subject).await?;
         found.sort();
         found.dedup();
         let checked: Vec<(Digest, Result<Arc<View>, Error>)> = stream::iter(found)
@@ -503,32 +530,29 @@ impl Metadata {
             Target::Digest(d) => return Ok(d.clone()),
             Target::Tag(t) => t,
         };
-        let key = (repo.to_string(), tag.clone());
         let fresh = || {
             lock(&self.tags)
-                .get(&key)
+                .get(repo, tag)
                 .filter(|(_, at)| at.elapsed() < self.tag_ttl)
                 .map(|(d, _)| d.clone())
         };
-        let fetch = || self.fetch_resolution(repo, tag, key.clone());
+        if let Some(d) = fresh() {
+            return Ok(d);
+        }
+        let fetch = || self.fetch_resolution(repo, tag);
         self.flights
             .once(format!("tag {repo}:{tag}"), fresh, fetch)
             .await
     }
 
-    async fn fetch_resolution(
-        &self,
-        repo: &str,
-        tag: &str,
-        key: (String, String),
-    ) -> Result<Digest, Error> {
+    async fn fetch_resolution(&self, repo: &str, tag: &str) -> Result<Digest, Error> {
         // A resolution an earlier mount saved is trusted for what is left
         // of its --tag-ttl: a warm remount reads without asking.
         if let Some(r) = self.cache.tag_ref(self.host(), repo, tag) {
             let age = Duration::from_secs(now_secs().saturating_sub(r.checked).max(0) as u64);
             if age < self.tag_ttl && self.cache.has_manifest(&r.digest) {
                 let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-                lock(&self.tags).insert(key, (r.digest.clone(), at));
+                lock(&self.tags).insert(repo, tag, (r.digest.clone(), at));
                 return Ok(r.digest);
             }
         }
@@ -536,7 +560,7 @@ impl Metadata {
         // answer too old to remember.
         let generation = self.generation();
         let known = lock(&self.tags)
-            .get(&key)
+            .get(repo, tag)
             .map(|(d, _)| d.clone())
             .or_else(|| self.cache.tag_ref(self.host(), repo, tag).map(|r| r.digest));
         let fetched = async {
@@ -566,7 +590,7 @@ impl Metadata {
                 d
             }
             Err(e) if e.is_unreachable() => {
-                let known = lock(&self.tags).get(&key).map(|(d, _)| d.clone());
+                let known = lock(&self.tags).get(repo, tag).map(|(d, _)| d.clone());
                 match known.or_else(|| self.cache.tag_ref(self.host(), repo, tag).map(|r| r.digest))
                 {
                     Some(d) => {
@@ -581,7 +605,7 @@ impl Metadata {
             Err(e) => return Err(e.into()),
         };
         if self.generation() == generation {
-            lock(&self.tags).insert(key, (digest.clone(), Instant::now()));
+            lock(&self.tags).insert(repo, tag, (digest.clone(), Instant::now()));
         }
         Ok(digest)
     }
@@ -650,6 +674,24 @@ impl Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolutions_are_found_by_repository_then_tag() {
+        let d = |b: &[u8]| Digest::of(b);
+        let now = Instant::now();
+        let mut r = Resolutions::default();
+        r.insert("a/b", "v1", (d(b"1"), now));
+        r.insert("a/b", "v2", (d(b"2"), now));
+        r.insert("a", "b/v1", (d(b"3"), now));
+        r.insert("a/b", "v1", (d(b"4"), now));
+        assert_eq!(r.get("a/b", "v1").map(|x| &x.0), Some(&d(b"4")));
+        assert_eq!(r.get("a/b", "v2").map(|x| &x.0), Some(&d(b"2")));
+        assert_eq!(r.get("a", "b/v1").map(|x| &x.0), Some(&d(b"3")));
+        assert!(r.get("a", "v1").is_none() && r.get("c", "v1").is_none());
+        assert_eq!(r.0.len(), 2, "one entry per repository");
+        r.clear();
+        assert!(r.get("a/b", "v2").is_none());
+    }
 
     #[test]
     fn parsed_views_stay_within_their_memory_bound_least_recent_first() {

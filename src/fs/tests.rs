@@ -1024,7 +1024,7 @@ async fn a_tag_list_without_a_schema_tag_answers_for_referrers() {
     m.tag_schema
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let a = m.push("r", "v1", &[("a.txt", b"a")]);
-    m.push("r", "v2", &[("b.txt", b"b")]);
+    let b = m.push("r", "v2", &[("b.txt", b"b")]);
     let sig = m.put_manifest("r", None, &m.artifact("a.sig", Some(&a)));
     m.set_referrers(&a, std::slice::from_ref(&sig));
     let w = world_with(m, Verify::Strict, Duration::from_secs(5));
@@ -1040,8 +1040,13 @@ async fn a_tag_list_without_a_schema_tag_answers_for_referrers() {
             .load(std::sync::atomic::Ordering::Relaxed)
     };
     assert_eq!(gets(), 0, "v2 has no sha256-<hex> tag: nothing to ask");
+    assert!(
+        !w.fs.metadata.listed(&format!("r@{b}")),
+        "nor anything to keep per manifest"
+    );
     assert_eq!(w.names("r/v1/referrers").await, vec![sig.to_string()]);
     assert_eq!(gets(), 1);
+    assert!(w.fs.metadata.listed(&format!("r@{a}")));
 }
 
 /// Two readers of one `referrers/` folder at once (a walk and the fetching

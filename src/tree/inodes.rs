@@ -126,7 +126,7 @@ struct Slot {
     /// Entries for it given to the kernel, less those it forgot.
     lookups: u64,
     /// The sweep period in which it was last interned.
-    epoch: u64,
+    epoch: u32,
     folders: Folders,
 }
 
@@ -177,6 +177,135 @@ impl Slot {
     }
 }
 
+/// The slots, found by inode number. Counted numbers are handed out in
+/// order and never reused, so their slots sit in a queue at `number -
+/// base`; derived numbers (content keys) and the root are in a map.
+/// Compared with one map of slots this holds no empty buckets (a map is up
+/// to half empty, and doubles by copying every slot, which is a spike of
+/// three tables' memory at a million slots), and the slots stay in one
+/// block the allocator can give back as the queue shrinks. Places left
+/// vacant at the front are dropped; when most of the queue is vacant (a
+/// few early inodes held long after a walk was forgotten), its live slots
+/// move to the map and the queue starts again.
+struct Slots {
+    queue: std::collections::VecDeque<Option<Slot>>,
+    /// The number of `queue[0]`.
+    base: Ino,
+    /// Live slots in the queue.
+    queued: usize,
+    map: HashMap<Ino, Slot>,
+}
+
+impl Slots {
+    /// `first`: the first counted number.
+    fn new(first: Ino) -> Slots {
+        Slots {
+            queue: Default::default(),
+            base: first,
+            queued: 0,
+            map: HashMap::new(),
+        }
+    }
+
+    fn place(&self, ino: Ino) -> Option<usize> {
+        let i = usize::try_from(ino.checked_sub(self.base)?).ok()?;
+        (i < self.queue.len()).then_some(i)
+    }
+
+    fn get(&self, ino: &Ino) -> Option<&Slot> {
+        match self.place(*ino) {
+            Some(i) => self.queue[i].as_ref(),
+            None => self.map.get(ino),
+        }
+    }
+
+    fn get_mut(&mut self, ino: &Ino) -> Option<&mut Slot> {
+        match self.place(*ino) {
+            Some(i) => self.queue[i].as_mut(),
+            None => self.map.get_mut(ino),
+        }
+    }
+
+    fn contains_key(&self, ino: &Ino) -> bool {
+        self.get(ino).is_some()
+    }
+
+    /// `ino` is a derived number, or the next counted one.
+    fn insert(&mut self, ino: Ino, slot: Slot) {
+        let end = self.base + self.queue.len() as Ino;
+        if ino == end && ino & DERIVED == 0 {
+            self.queue.push_back(Some(slot));
+            self.queued += 1;
+        } else if let Some(i) = self.place(ino) {
+            if self.queue[i].is_none() {
+                self.queued += 1;
+            }
+            self.queue[i] = Some(slot);
+        } else {
+            self.map.insert(ino, slot);
+        }
+    }
+
+    fn remove(&mut self, ino: &Ino) -> Option<Slot> {
+        let Some(i) = self.place(*ino) else {
+            let s = self.map.remove(ino);
+            let cap = self.map.capacity();
+            if cap > MIN_SHRINK && self.map.len() * 4 < cap {
+                self.map.shrink_to(self.map.len() * 2);
+            }
+            return s;
+        };
+        let s = self.queue[i].take();
+        if s.is_some() {
+            self.queued -= 1;
+        }
+        while matches!(self.queue.front(), Some(None)) {
+            self.queue.pop_front();
+            self.base += 1;
+        }
+        if self.queue.len() > MIN_SHRINK && self.queued * 4 < self.queue.len() {
+            let base = self.base;
+            let queue = std::mem::take(&mut self.queue);
+            self.base = base + queue.len() as Ino;
+            for (i, s) in queue.into_iter().enumerate() {
+                if let Some(s) = s {
+                    self.map.insert(base + i as Ino, s);
+                }
+            }
+            self.queued = 0;
+        }
+        let cap = self.queue.capacity();
+        if cap > MIN_SHRINK && self.queue.len() * 4 < cap {
+            self.queue.shrink_to(self.queue.len() * 2);
+        }
+        s
+    }
+
+    fn len(&self) -> usize {
+        self.queued + self.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Ino, &Slot)> {
+        let base = self.base;
+        let queued = self
+            .queue
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, s)| Some((base + i as Ino, s.as_ref()?)));
+        queued.chain(self.map.iter().map(|(&i, s)| (i, s)))
+    }
+
+    /// Places held for slots (vacant ones included) and map buckets.
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.queue.capacity() + self.map.capacity()
+    }
+}
+
 /// Which inode each key finds. Only (hash, inode) pairs are held here: the
 /// keys live in their slots, and a pair counts only while its slot holds
 /// the key (a name is not kept twice, and a pair left behind finds nothing).
@@ -199,7 +328,7 @@ impl KeyIndex {
         self.state.hash_one(key)
     }
 
-    fn get(&self, slots: &HashMap<Ino, Slot>, key: &Key) -> Option<Ino> {
+    fn get(&self, slots: &Slots, key: &Key) -> Option<Ino> {
         let h = self.hash(key);
         self.table
             .find(h, |&(eh, i)| {
@@ -209,7 +338,7 @@ impl KeyIndex {
     }
 
     /// `key` finds `ino` from now on; the inode it found before, if another.
-    fn insert(&mut self, slots: &HashMap<Ino, Slot>, key: &Key, ino: Ino) -> Option<Ino> {
+    fn insert(&mut self, slots: &Slots, key: &Key, ino: Ino) -> Option<Ino> {
         let h = self.hash(key);
         let found = self.table.find_entry(h, |&(eh, i)| {
             eh == h && i != ino && slots.get(&i).is_some_and(|s| s.keys.contains(key))
@@ -249,9 +378,9 @@ impl KeyIndex {
 /// The inode table: stable numbers for keys, and the node behind each.
 pub struct Inodes {
     by_key: KeyIndex,
-    slots: HashMap<Ino, Slot>,
+    slots: Slots,
     next: Ino,
-    epoch: u64,
+    epoch: u32,
     sweep_at: usize,
 }
 
@@ -263,7 +392,7 @@ impl Default for Inodes {
 
 impl Inodes {
     pub fn new() -> Inodes {
-        let mut slots = HashMap::new();
+        let mut slots = Slots::new(ROOT_INO + 1);
         let mut root = Slot::new(Arc::new(Node::Root), None, ROOT_INO, "", 1);
         root.lookups = 1; // the kernel never forgets the root
         slots.insert(ROOT_INO, root);
@@ -393,10 +522,10 @@ impl Inodes {
         // Maps keep their capacity when emptied: a walk of a million paths
         // would hold tens of MiB of empty buckets after the kernel forgot
         // it. Shrunk once three quarters are free (to twice what is left,
-        // so shrinking costs O(1) a removal over time).
-        let cap = self.slots.capacity();
-        if cap > MIN_SHRINK && self.slots.len() * 4 < cap {
-            self.slots.shrink_to(self.slots.len() * 2);
+        // so shrinking costs O(1) a removal over time); `Slots` does the
+        // same for its own.
+        let cap = self.by_key.table.capacity();
+        if cap > MIN_SHRINK && self.by_key.len() * 4 < cap {
             self.by_key.shrink_to(self.by_key.len() * 2);
         }
     }
@@ -408,13 +537,13 @@ impl Inodes {
         let idle: Vec<Ino> = self
             .slots
             .iter()
-            .filter(|(&i, s)| i != ROOT_INO && s.lookups == 0 && s.epoch < before)
-            .map(|(&i, _)| i)
+            .filter(|&(i, s)| i != ROOT_INO && s.lookups == 0 && s.epoch < before)
+            .map(|(i, _)| i)
             .collect();
         for i in idle {
             self.remove(i);
         }
-        self.epoch += 1;
+        self.epoch = self.epoch.wrapping_add(1);
         self.sweep_at = MIN_SWEEP.max(self.slots.len() * 2);
     }
 
@@ -526,7 +655,7 @@ impl Inodes {
     pub fn held_names(&self, folder: impl Fn(&Node) -> bool) -> (Vec<(Ino, String)>, Vec<Ino>) {
         let mut names = Vec::new();
         let mut folders = vec![ROOT_INO];
-        for (&ino, s) in &self.slots {
+        for (ino, s) in self.slots.iter() {
             if ino == ROOT_INO || s.lookups == 0 {
                 continue;
             }
@@ -694,13 +823,58 @@ mod tests {
     }
 
     #[test]
+    fn an_early_inode_held_long_does_not_keep_the_places_of_those_forgotten() {
+        let mut t = Inodes::new();
+        let mut held: Vec<Ino> = (0..50_000)
+            .map(|i| {
+                let name = format!("n{i}");
+                let (ino, _) = t.intern(child(ROOT_INO, &name), ROOT_INO, &name, staged(false), 1);
+                t.hold(ino);
+                ino
+            })
+            .collect();
+        let blob = t.intern(blob_key(b"x"), ROOT_INO, "x", Node::Root, 2).0;
+        t.hold(blob);
+        // Keep the first, one in the middle, the last; forget the rest.
+        let keep = [held[0], held[25_000], held[49_999], blob];
+        held.retain(|i| !keep.contains(i));
+        for ino in held {
+            t.forget(ino, 1);
+        }
+        assert_eq!(t.len(), 5, "the root and the four kept");
+        assert!(
+            t.slots.capacity() <= MIN_SHRINK * 2,
+            "{} places",
+            t.slots.capacity()
+        );
+        for (i, ino) in keep.iter().enumerate() {
+            assert!(t.get(*ino).is_some(), "kept inode {i} is still found");
+        }
+        assert_eq!(t.path(keep[1]), Some(vec!["n25000".to_string()]));
+        // Numbers go on from where they were, never reused.
+        let (next, _) = t.intern(child(ROOT_INO, "new"), ROOT_INO, "new", staged(false), 1);
+        assert!(next > keep[2]);
+        assert_eq!(
+            t.intern(child(ROOT_INO, "n0"), ROOT_INO, "n0", staged(false), 1)
+                .0,
+            keep[0]
+        );
+        t.forget(keep[1], 1);
+        assert!(t.get(keep[1]).is_none());
+        assert_eq!(t.len(), 5);
+    }
+
+    #[test]
     fn a_name_is_held_once_and_a_key_only_in_its_slot() {
         let mut t = Inodes::new();
         let (d, _) = t.intern(child(ROOT_INO, "d"), ROOT_INO, "d", staged(true), 1);
-        assert!(t.slots[&d].name.is_none(), "the name is the key's");
+        assert!(
+            t.slots.get(&d).unwrap().name.is_none(),
+            "the name is the key's"
+        );
         assert_eq!(t.path(d), Some(vec!["d".to_string()]));
         let (b, _) = t.intern(blob_key(b"b"), d, "title", Node::Root, 2);
-        assert_eq!(t.slots[&b].name.as_deref(), Some("title"));
+        assert_eq!(t.slots.get(&b).unwrap().name.as_deref(), Some("title"));
         let (b2, _) = t.intern(blob_key(b"b"), d, "other", Node::Root, 2);
         assert_eq!((b2, t.path(b)), (b, Some(vec!["d".into(), "other".into()])));
         // A pair whose slot does not hold the key finds nothing.
