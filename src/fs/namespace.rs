@@ -177,10 +177,7 @@ pub(super) fn child_key(parent: Ino, name: &str, version: Option<&Digest>) -> Ke
 pub(super) fn layer_key(parent: Ino, name: &str, node: &Node) -> (Key, u32) {
     match node {
         Node::UnpackedFile { layer, path, .. } | Node::ArchiveFile { layer, path, .. } => (
-            Key::LayerFile {
-                layer: layer.digest.clone(),
-                path: path.clone(),
-            },
+            Key::LayerFile(Box::new((layer.digest.clone(), path.clone()))),
             SHARED_LINKS,
         ),
         Node::UnpackedDir { layer, .. } | Node::ArchiveDir { layer, .. } => {
