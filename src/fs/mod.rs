@@ -397,7 +397,7 @@ impl Fs {
                 repo: repo.clone(),
                 view: self.view(repo, manifest).await?,
                 manifest: manifest.clone(),
-                path: path.clone(),
+                path: path.split('/').map(str::to_string).collect(),
                 mtime: *mtime,
             },
             _ => return Ok(None),

@@ -124,13 +124,16 @@ pub(super) fn entry_node(at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(
             (key, Node::Blob { repo, desc, mtime }, links)
         }
         Entry::Dir(_) => {
-            let mut path = at.path.to_vec();
-            path.push(name.to_string());
+            let mut path = at.path.join("/");
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(name);
             let node = Node::ViewDir {
                 repo,
                 folder: at.folder,
                 manifest: at.manifest.clone(),
-                path,
+                path: path.into(),
                 mtime,
             };
             (key, node, 1)

@@ -1015,6 +1015,25 @@ async fn a_referrer_is_shown_only_under_the_manifest_it_refers_to() {
     );
 }
 
+/// Titles with folders make folders two deep and more (each a view
+/// folder naming its path inside the manifest folder).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn titled_folders_nest() {
+    let m = Memory::new();
+    m.push(
+        "r",
+        "v1",
+        &[("docs/guide/a.txt", b"a"), ("docs/b.txt", b"b")],
+    );
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    assert_eq!(w.names("r/v1/docs").await, vec!["b.txt", "guide"]);
+    assert_eq!(w.names("r/v1/docs/guide").await, vec!["a.txt"]);
+    assert_eq!(
+        w.read_all("r/v1/docs/guide/a.txt", 4096).await.unwrap(),
+        b"a".to_vec()
+    );
+}
+
 /// On a registry without the referrers API, a fresh tag list says which
 /// manifests have referrers (their `sha256-<hex>` tags): the others'
 /// `referrers/` folders list empty without a request each.

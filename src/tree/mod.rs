@@ -50,12 +50,14 @@ pub enum Node {
         target: Target,
     },
     /// A folder made by a manifest view (`blobs`, `blobs/sha256`, a title's
-    /// parent); `path` is relative to the manifest folder `folder`.
+    /// parent); `path` is relative to the manifest folder `folder`, its
+    /// names joined by `/` (one allocation for a node every tag has two
+    /// of, where a list of names took three).
     ViewDir {
         repo: RepoName,
         folder: Ino,
         manifest: Digest,
-        path: Vec<String>,
+        path: Box<str>,
         mtime: i64,
     },
     /// `referrers/` of the manifest `subject`.
