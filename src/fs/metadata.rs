@@ -45,9 +45,11 @@ struct Flight<'a> {
 impl Flights {
     /// `fresh()`'s answer when it has one; else `fetch`'s, one caller per
     /// `key` at a time: the others wait, then find its answer in `fresh`.
+    /// The key is made only when there is something to fetch (a warm walk
+    /// asks for thousands of fresh answers).
     async fn once<T, Fut>(
         &self,
-        key: String,
+        key: impl FnOnce() -> String,
         fresh: impl Fn() -> Option<T>,
         fetch: impl FnOnce() -> Fut,
     ) -> Result<T, Error>
@@ -57,7 +59,7 @@ impl Flights {
         if let Some(v) = fresh() {
             return Ok(v);
         }
-        let _one = self.enter(key).await;
+        let _one = self.enter(key()).await;
         if let Some(v) = fresh() {
             return Ok(v);
         }
@@ -297,7 +299,7 @@ impl Metadata {
         let fresh = || self.fresh_listing(&key);
         let fetch = || self.fetch_referrers(repo, subject, key.clone());
         self.flights
-            .once(format!("referrers {key}"), fresh, fetch)
+            .once(|| format!("referrers {key}"), fresh, fetch)
             .await
     }
 
@@ -456,7 +458,7 @@ impl Metadata {
         let fresh = || self.fresh_listing(repo);
         let fetch = || self.fetch_tags(repo);
         self.flights
-            .once(format!("tags {repo}"), fresh, fetch)
+            .once(|| format!("tags {repo}"), fresh, fetch)
             .await
     }
 
@@ -536,12 +538,9 @@ impl Metadata {
                 .filter(|(_, at)| at.elapsed() < self.tag_ttl)
                 .map(|(d, _)| d.clone())
         };
-        if let Some(d) = fresh() {
-            return Ok(d);
-        }
         let fetch = || self.fetch_resolution(repo, tag);
         self.flights
-            .once(format!("tag {repo}:{tag}"), fresh, fetch)
+            .once(|| format!("tag {repo}:{tag}"), fresh, fetch)
             .await
     }
 
@@ -637,7 +636,9 @@ impl Metadata {
     pub(super) async fn view(&self, repo: &str, d: &Digest) -> Result<Arc<View>, Error> {
         let fresh = || lock(&self.views).get(d).map(|(v, _)| v);
         let fetch = || self.parse_view(repo, d);
-        self.flights.once(format!("view {d}"), fresh, fetch).await
+        self.flights
+            .once(|| format!("view {d}"), fresh, fetch)
+            .await
     }
 
     async fn parse_view(&self, repo: &str, d: &Digest) -> Result<Arc<View>, Error> {
