@@ -124,11 +124,7 @@ pub(super) fn entry_node(at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(
             (key, Node::Blob { repo, desc, mtime }, links)
         }
         Entry::Dir(_) => {
-            let mut path = at.path.join("/");
-            if !path.is_empty() {
-                path.push('/');
-            }
-            path.push_str(name);
+            let path = super::overlay::join_rel(&at.path.join("/"), name);
             let node = Node::ViewDir {
                 repo,
                 folder: at.folder,

@@ -803,17 +803,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn what_the_kernel_forgot_gives_its_memory_back() {
-        let mut t = Inodes::new();
-        let held: Vec<Ino> = (0..50_000)
+    /// Names `n0`... under the root, each given to the kernel once.
+    fn hold_names(t: &mut Inodes, n: usize) -> Vec<Ino> {
+        (0..n)
             .map(|i| {
                 let name = format!("n{i}");
                 let (ino, _) = t.intern(child(ROOT_INO, &name), ROOT_INO, &name, staged(false), 1);
                 t.hold(ino);
                 ino
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn what_the_kernel_forgot_gives_its_memory_back() {
+        let mut t = Inodes::new();
+        let held = hold_names(&mut t, 50_000);
         assert!(t.slots.capacity() >= 50_000);
         for ino in held {
             t.forget(ino, 1);
@@ -830,14 +835,7 @@ mod tests {
     #[test]
     fn an_early_inode_held_long_does_not_keep_the_places_of_those_forgotten() {
         let mut t = Inodes::new();
-        let mut held: Vec<Ino> = (0..50_000)
-            .map(|i| {
-                let name = format!("n{i}");
-                let (ino, _) = t.intern(child(ROOT_INO, &name), ROOT_INO, &name, staged(false), 1);
-                t.hold(ino);
-                ino
-            })
-            .collect();
+        let mut held = hold_names(&mut t, 50_000);
         let blob = t.intern(blob_key(b"x"), ROOT_INO, "x", Node::Root, 2).0;
         t.hold(blob);
         // Keep the first, one in the middle, the last; forget the rest.
