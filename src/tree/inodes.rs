@@ -27,18 +27,19 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use super::{hash64, Ino, Node, ROOT_INO};
+use super::{hash64, Ino, Name, Node, ROOT_INO};
 use crate::digest::Digest;
 
 /// What identifies an inode.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
     /// `version`: inside a manifest folder, a hash of the manifest's
-    /// digest (`Key::child`; 8 bytes where the digest is 88 with its text).
+    /// digest (`Key::child`; 8 bytes where the digest is 88 with its
+    /// text), `NO_VERSION` elsewhere. The name inline when short.
     Child {
         parent: Ino,
-        name: Box<str>,
-        version: Option<u64>,
+        name: Name,
+        version: u64,
     },
     /// A blob, wherever in the mount it is named, as its descriptors show
     /// it: `shown` is a hash of what a name's extended attributes say
@@ -59,7 +60,7 @@ impl Key {
         Key::Child {
             parent,
             name: name.into(),
-            version: version.map(hash64),
+            version: version.map_or(NO_VERSION, |d| hash64(d).max(1)),
         }
     }
 
@@ -92,6 +93,9 @@ impl Key {
     }
 }
 
+/// The version of a key outside a manifest folder (a manifest's is never 0).
+const NO_VERSION: u64 = 0;
+
 /// Derived inode numbers have this bit set; counted ones stay below it.
 const DERIVED: Ino = 1 << 62;
 
@@ -115,14 +119,16 @@ impl Folders {
 }
 
 struct Slot {
-    node: Arc<Node>,
+    /// Inline, not behind an `Arc`: 88 bytes here where a shared node cost
+    /// a pointer and a 112-byte allocation; `get` hands out a copy.
+    node: Node,
     /// The keys that find this inode (nearly always one: kept inline).
     keys: smallvec::SmallVec<[Key; 1]>,
     /// The folder and name it was last looked up under; `None` when the
     /// name is that of its first key (a name under a folder is not kept
     /// twice).
     parent: Ino,
-    name: Option<Box<str>>,
+    name: Option<Name>,
     /// Names under which the kernel knows this inode (for nlink).
     links: u32,
     /// The node was replaced at some point: the kernel's cached pages for
@@ -132,11 +138,13 @@ struct Slot {
     lookups: u64,
     /// The sweep period in which it was last interned.
     epoch: u32,
+    /// Its number is derived (its place in `Slots` is another).
+    derived: bool,
     folders: Folders,
 }
 
 impl Slot {
-    fn new(node: Arc<Node>, key: Option<Key>, parent: Ino, name: &str, links: u32) -> Slot {
+    fn new(node: Node, key: Option<Key>, parent: Ino, name: &str, links: u32) -> Slot {
         Slot {
             node,
             keys: key.into_iter().collect(),
@@ -146,6 +154,7 @@ impl Slot {
             changed: false,
             lookups: 0,
             epoch: 0,
+            derived: false,
             folders: Folders::NONE,
         }
         .named(name)
@@ -175,7 +184,7 @@ impl Slot {
 
     /// Changes the keys, keeping the name.
     fn edit_keys(&mut self, edit: impl FnOnce(&mut smallvec::SmallVec<[Key; 1]>)) {
-        let name: Box<str> = self.name().into();
+        let name: Name = self.name().into();
         self.name = Some(name.clone());
         edit(&mut self.keys);
         self.set_name(&name);
@@ -184,14 +193,17 @@ impl Slot {
 
 /// The slots, found by inode number. Counted numbers are handed out in
 /// order and never reused, so their slots sit in a queue at `number -
-/// base`; derived numbers (content keys) and the root are in a map.
+/// base`. A derived number (a content key's) is given the next counted
+/// number as its place, found through `derived` (16 bytes an entry where a
+/// map of slots holds a whole slot in every bucket, half of them empty).
 /// Compared with one map of slots this holds no empty buckets (a map is up
 /// to half empty, and doubles by copying every slot, which is a spike of
 /// three tables' memory at a million slots), and the slots stay in one
 /// block the allocator can give back as the queue shrinks. Places left
 /// vacant at the front are dropped; when most of the queue is vacant (a
 /// few early inodes held long after a walk was forgotten), its live slots
-/// move to the map and the queue starts again.
+/// move to `map` (by place) and the queue starts again. The root is in
+/// `map` too.
 struct Slots {
     queue: std::collections::VecDeque<Option<Slot>>,
     /// The number of `queue[0]`.
@@ -199,6 +211,8 @@ struct Slots {
     /// Live slots in the queue.
     queued: usize,
     map: HashMap<Ino, Slot>,
+    /// Derived number -> its place.
+    derived: HashMap<Ino, Ino>,
 }
 
 impl Slots {
@@ -209,25 +223,37 @@ impl Slots {
             base: first,
             queued: 0,
             map: HashMap::new(),
+            derived: HashMap::new(),
         }
     }
 
-    fn place(&self, ino: Ino) -> Option<usize> {
-        let i = usize::try_from(ino.checked_sub(self.base)?).ok()?;
+    /// Where the slot of `ino` is (itself, for a counted number).
+    fn place_of(&self, ino: Ino) -> Option<Ino> {
+        if ino & DERIVED == 0 {
+            Some(ino)
+        } else {
+            self.derived.get(&ino).copied()
+        }
+    }
+
+    fn index(&self, place: Ino) -> Option<usize> {
+        let i = usize::try_from(place.checked_sub(self.base)?).ok()?;
         (i < self.queue.len()).then_some(i)
     }
 
     fn get(&self, ino: &Ino) -> Option<&Slot> {
-        match self.place(*ino) {
+        let place = self.place_of(*ino)?;
+        match self.index(place) {
             Some(i) => self.queue[i].as_ref(),
-            None => self.map.get(ino),
+            None => self.map.get(&place),
         }
     }
 
     fn get_mut(&mut self, ino: &Ino) -> Option<&mut Slot> {
-        match self.place(*ino) {
+        let place = self.place_of(*ino)?;
+        match self.index(place) {
             Some(i) => self.queue[i].as_mut(),
-            None => self.map.get_mut(ino),
+            None => self.map.get_mut(&place),
         }
     }
 
@@ -235,29 +261,44 @@ impl Slots {
         self.get(ino).is_some()
     }
 
-    /// `ino` is a derived number, or the next counted one.
-    fn insert(&mut self, ino: Ino, slot: Slot) {
+    /// `ino` is the next counted number or the root; or a derived one, put
+    /// at `place`, the next counted number.
+    fn insert(&mut self, ino: Ino, place: Ino, mut slot: Slot) {
+        if ino & DERIVED != 0 {
+            slot.derived = true;
+            if let Some(old) = self.derived.insert(ino, place) {
+                self.remove_place(old);
+            }
+        }
         let end = self.base + self.queue.len() as Ino;
-        if ino == end && ino & DERIVED == 0 {
+        if place == end {
             self.queue.push_back(Some(slot));
             self.queued += 1;
-        } else if let Some(i) = self.place(ino) {
+        } else if let Some(i) = self.index(place) {
             if self.queue[i].is_none() {
                 self.queued += 1;
             }
             self.queue[i] = Some(slot);
         } else {
-            self.map.insert(ino, slot);
+            self.map.insert(place, slot);
         }
     }
 
     fn remove(&mut self, ino: &Ino) -> Option<Slot> {
-        let Some(i) = self.place(*ino) else {
-            let s = self.map.remove(ino);
-            let cap = self.map.capacity();
-            if cap > MIN_SHRINK && self.map.len() * 4 < cap {
-                self.map.shrink_to(self.map.len() * 2);
-            }
+        let place = if ino & DERIVED == 0 {
+            *ino
+        } else {
+            let place = self.derived.remove(ino)?;
+            shrink_map(&mut self.derived);
+            place
+        };
+        self.remove_place(place)
+    }
+
+    fn remove_place(&mut self, place: Ino) -> Option<Slot> {
+        let Some(i) = self.index(place) else {
+            let s = self.map.remove(&place);
+            shrink_map(&mut self.map);
             return s;
         };
         let s = self.queue[i].take();
@@ -294,6 +335,7 @@ impl Slots {
         self.len() == 0
     }
 
+    /// Every slot with its inode number.
     fn iter(&self) -> impl Iterator<Item = (Ino, &Slot)> {
         let base = self.base;
         let queued = self
@@ -301,13 +343,30 @@ impl Slots {
             .iter()
             .enumerate()
             .filter_map(move |(i, s)| Some((base + i as Ino, s.as_ref()?)));
-        queued.chain(self.map.iter().map(|(&i, s)| (i, s)))
+        let counted = queued
+            .chain(self.map.iter().map(|(&i, s)| (i, s)))
+            .filter(|(_, s)| !s.derived);
+        let derived = self
+            .derived
+            .keys()
+            .filter_map(|&d| Some((d, self.get(&d)?)));
+        counted.chain(derived)
     }
 
     /// Places held for slots (vacant ones included) and map buckets.
     #[cfg(test)]
     fn capacity(&self) -> usize {
-        self.queue.capacity() + self.map.capacity()
+        self.queue.capacity() + self.map.capacity() + self.derived.capacity()
+    }
+}
+
+/// Maps keep their capacity when emptied: shrunk once three quarters are
+/// free (to twice what is left, so shrinking costs O(1) a removal over
+/// time).
+fn shrink_map<V>(map: &mut HashMap<Ino, V>) {
+    let cap = map.capacity();
+    if cap > MIN_SHRINK && map.len() * 4 < cap {
+        map.shrink_to(map.len() * 2);
     }
 }
 
@@ -398,9 +457,9 @@ impl Default for Inodes {
 impl Inodes {
     pub fn new() -> Inodes {
         let mut slots = Slots::new(ROOT_INO + 1);
-        let mut root = Slot::new(Arc::new(Node::Root), None, ROOT_INO, "", 1);
+        let mut root = Slot::new(Node::Root, None, ROOT_INO, "", 1);
         root.lookups = 1; // the kernel never forgets the root
-        slots.insert(ROOT_INO, root);
+        slots.insert(ROOT_INO, ROOT_INO, root);
         Inodes {
             by_key: KeyIndex::new(),
             slots,
@@ -411,7 +470,7 @@ impl Inodes {
     }
 
     pub fn get(&self, ino: Ino) -> Option<Arc<Node>> {
-        self.slots.get(&ino).map(|s| s.node.clone())
+        self.slots.get(&ino).map(|s| Arc::new(s.node.clone()))
     }
 
     pub fn parent(&self, ino: Ino) -> Ino {
@@ -442,25 +501,26 @@ impl Inodes {
                 if s.name() != name {
                     s.set_name(name);
                 }
-                if !key.is_content() && *s.node != node {
-                    s.node = Arc::new(node);
+                if !key.is_content() && s.node != node {
+                    s.node = node;
                     s.changed = true;
                 }
-                return (ino, s.node.clone());
+                return (ino, Arc::new(s.node.clone()));
             }
         }
         if self.slots.len() >= self.sweep_at {
             self.sweep();
         }
+        let place = self.counted();
         let ino = match key.derived_ino() {
             Some(i) if !self.slots.contains_key(&i) => i,
-            _ => self.counted(),
+            _ => place,
         };
         let node = Arc::new(node);
         self.by_key.insert(&self.slots, &key, ino);
-        let mut slot = Slot::new(node.clone(), Some(key), parent, name, links);
+        let mut slot = Slot::new((*node).clone(), Some(key), parent, name, links);
         slot.epoch = self.epoch;
-        self.slots.insert(ino, slot);
+        self.slots.insert(ino, place, slot);
         (ino, node)
     }
 
@@ -563,7 +623,7 @@ impl Inodes {
             old_keys = std::mem::take(keys);
             keys.push(key.clone());
         });
-        s.node = Arc::new(node);
+        s.node = node;
         s.links = 1;
         s.changed = true;
         s.folders = Folders::NONE;
@@ -696,7 +756,7 @@ mod tests {
         Key::Child {
             parent: p,
             name: n.into(),
-            version: None,
+            version: NO_VERSION,
         }
     }
 
@@ -867,11 +927,49 @@ mod tests {
         assert_eq!(t.len(), 5);
     }
 
+    #[test]
+    fn blobs_sit_in_the_queue_and_are_found_by_their_derived_numbers() {
+        let mut t = Inodes::new();
+        let (d, _) = t.intern(child(ROOT_INO, "d"), ROOT_INO, "d", staged(true), 1);
+        t.hold(d);
+        let blobs: Vec<Ino> = (0..20_000u32)
+            .map(|i| {
+                let name = format!("b{i}");
+                let (b, _) = t.intern(blob_key(&i.to_le_bytes()), d, &name, staged(false), 2);
+                t.hold(b);
+                b
+            })
+            .collect();
+        assert!(blobs.iter().all(|&b| b >= DERIVED));
+        assert_eq!(t.slots.map.len(), 1, "only the root is in the map");
+        assert_eq!(t.len(), 20_002);
+        assert_eq!(t.path(blobs[7]), Some(vec!["d".into(), "b7".into()]));
+        // Listing what is held names each blob by its derived number, once.
+        let (names, _) = t.held_names(|n| *n == staged(true));
+        assert_eq!(names.len(), 20_000);
+        let numbers: std::collections::HashSet<Ino> = t.slots.iter().map(|(i, _)| i).collect();
+        assert_eq!(numbers.len(), 20_002);
+        assert!(blobs.iter().all(|b| numbers.contains(b)));
+        // Forgotten, a blob comes back with its number; the places go.
+        for &b in &blobs {
+            t.forget(b, 1);
+        }
+        assert_eq!(t.len(), 2);
+        assert!(t.slots.derived.is_empty() && t.slots.capacity() <= MIN_SHRINK * 3);
+        let (again, _) = t.intern(blob_key(&7u32.to_le_bytes()), d, "b7", staged(false), 2);
+        assert_eq!(again, blobs[7]);
+        assert!(t.get(again).is_some());
+    }
+
     /// A million held paths are a million slots: every byte counts.
     #[test]
     fn a_slot_stays_small() {
         assert!(std::mem::size_of::<Key>() <= 48);
-        assert!(std::mem::size_of::<Slot>() <= 120);
+        // The node inline (88), and 120 besides: a name of up to 22 bytes
+        // kept inline (`Name`) is 8 more than a pointer to one on the
+        // heap, which cost 32 more there.
+        assert!(std::mem::size_of::<Node>() <= 88);
+        assert!(std::mem::size_of::<Slot>() <= 120 + std::mem::size_of::<Node>());
     }
 
     #[test]

@@ -4,9 +4,11 @@
 
 pub mod archive;
 mod inodes;
+mod name;
 pub mod view;
 
 pub use inodes::{Inodes, Key};
+pub use name::Name;
 
 use crate::digest::Digest;
 use view::Desc;
