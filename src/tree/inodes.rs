@@ -124,68 +124,130 @@ struct Slot {
     node: Node,
     /// The keys that find this inode (nearly always one: kept inline).
     keys: smallvec::SmallVec<[Key; 1]>,
-    /// The folder and name it was last looked up under; `None` when the
-    /// name is that of its first key (a name under a folder is not kept
-    /// twice).
-    parent: Ino,
-    name: Option<Name>,
-    /// Names under which the kernel knows this inode (for nlink).
-    links: u32,
     /// The node was replaced at some point: the kernel's cached pages for
     /// this inode may hold other bytes.
     changed: bool,
-    /// Entries for it given to the kernel, less those it forgot.
-    lookups: u64,
-    /// The sweep period in which it was last interned.
-    epoch: u32,
     /// Its number is derived (its place in `Slots` is another).
     derived: bool,
+    /// The sweep period in which it was last interned.
+    epoch: u32,
+    /// Entries for it given to the kernel, less those it forgot.
+    lookups: u64,
+    /// What its first key does not say (see `More`); `None` for nearly
+    /// every name under a folder: 8 bytes a slot where the fields took 48.
+    more: Option<Box<More>>,
+}
+
+/// Of a slot: where and under what name it was last looked up, its link
+/// count and the manifest folders it is named in, when these are not
+/// what its first key says (the key's folder and name, one link, no
+/// folder). Blobs (named in many places) and renamed inodes have one.
+#[derive(Clone)]
+struct More {
+    parent: Ino,
+    /// `None`: the name of the first key (a name is not kept twice).
+    name: Option<Name>,
+    /// Names under which the kernel knows this inode (for nlink).
+    links: u32,
     folders: Folders,
 }
 
 impl Slot {
     fn new(node: Node, key: Option<Key>, parent: Ino, name: &str, links: u32) -> Slot {
-        Slot {
+        let mut s = Slot {
             node,
             keys: key.into_iter().collect(),
-            parent,
-            name: None,
-            links,
             changed: false,
-            lookups: 0,
-            epoch: 0,
             derived: false,
-            folders: Folders::NONE,
-        }
-        .named(name)
+            epoch: 0,
+            lookups: 0,
+            more: None,
+        };
+        s.set_parent(parent);
+        s.set_name(name);
+        s.set_links(links);
+        s
     }
 
-    fn named(mut self, name: &str) -> Slot {
-        self.set_name(name);
-        self
+    fn key_child(&self) -> Option<(Ino, &str)> {
+        match self.keys.first() {
+            Some(Key::Child { parent, name, .. }) => Some((*parent, name)),
+            _ => None,
+        }
+    }
+
+    /// `more`, made from what the first key says if there is none.
+    fn more_mut(&mut self) -> &mut More {
+        let parent = self.parent();
+        self.more.get_or_insert_with(|| {
+            Box::new(More {
+                parent,
+                name: None,
+                links: 1,
+                folders: Folders::NONE,
+            })
+        })
+    }
+
+    fn parent(&self) -> Ino {
+        match (&self.more, self.key_child()) {
+            (Some(m), _) => m.parent,
+            (None, Some((p, _))) => p,
+            (None, None) => ROOT_INO,
+        }
+    }
+
+    fn set_parent(&mut self, parent: Ino) {
+        if self.parent() != parent {
+            self.more_mut().parent = parent;
+        }
     }
 
     fn name(&self) -> &str {
-        match (&self.name, self.keys.first()) {
+        match (
+            self.more.as_ref().and_then(|m| m.name.as_ref()),
+            self.key_child(),
+        ) {
             (Some(n), _) => n,
-            (None, Some(Key::Child { name, .. })) => name,
-            (None, _) => "",
+            (None, Some((_, n))) => n,
+            (None, None) => "",
         }
     }
 
     fn set_name(&mut self, name: &str) {
-        if self.name.is_some() || self.name() != name {
-            self.name = match self.keys.first() {
-                Some(Key::Child { name: k, .. }) if &**k == name => None,
-                _ => Some(name.into()),
-            };
+        if self.key_child().is_some_and(|(_, k)| k == name) {
+            if let Some(m) = &mut self.more {
+                m.name = None;
+            }
+        } else if self.name() != name || self.more.as_ref().is_none_or(|m| m.name.is_none()) {
+            self.more_mut().name = Some(name.into());
         }
     }
 
-    /// Changes the keys, keeping the name.
+    fn links(&self) -> u32 {
+        self.more.as_ref().map_or(1, |m| m.links)
+    }
+
+    fn set_links(&mut self, links: u32) {
+        if self.links() != links {
+            self.more_mut().links = links;
+        }
+    }
+
+    fn folders(&self) -> Folders {
+        self.more.as_ref().map_or(Folders::NONE, |m| m.folders)
+    }
+
+    fn set_folders(&mut self, folders: Folders) {
+        if self.folders() != folders {
+            self.more_mut().folders = folders;
+        }
+    }
+
+    /// Changes the keys, keeping the folder and the name.
     fn edit_keys(&mut self, edit: impl FnOnce(&mut smallvec::SmallVec<[Key; 1]>)) {
         let name: Name = self.name().into();
-        self.name = Some(name.clone());
+        self.more_mut().name = Some(name.clone());
         edit(&mut self.keys);
         self.set_name(&name);
     }
@@ -193,34 +255,56 @@ impl Slot {
 
 /// The slots, found by inode number. Counted numbers are handed out in
 /// order and never reused, so their slots sit in a queue at `number -
-/// base`. A derived number (a content key's) is given the next counted
-/// number as its place, found through `derived` (16 bytes an entry where a
-/// map of slots holds a whole slot in every bucket, half of them empty).
+/// base`, in pages of `PAGE` places. A derived number (a content key's) is
+/// given the next counted number as its place, found through `derived`
+/// (16 bytes an entry where a map of slots holds a whole slot in every
+/// bucket, half of them empty).
 /// Compared with one map of slots this holds no empty buckets (a map is up
 /// to half empty, and doubles by copying every slot, which is a spike of
-/// three tables' memory at a million slots), and the slots stay in one
-/// block the allocator can give back as the queue shrinks. Places left
-/// vacant at the front are dropped; when most of the queue is vacant (a
-/// few early inodes held long after a walk was forgotten), its live slots
-/// move to `map` (by place) and the queue starts again. The root is in
-/// `map` too.
+/// three tables' memory at a million slots); compared with one block of
+/// places, it grows a page at a time (a block doubles, copying itself into
+/// a fresh one, and leaves the old one to the allocator), and the pages
+/// of the front go back as the kernel forgets them. A page left vacant at
+/// the front is dropped; when most of the queue is vacant (a few early
+/// inodes held long after a walk was forgotten), its live slots move to
+/// `map` (by place) and the queue starts again. The root is in `map` too.
 struct Slots {
-    queue: std::collections::VecDeque<Option<Slot>>,
-    /// The number of `queue[0]`.
+    pages: std::collections::VecDeque<Page>,
+    /// The number of the first place of `pages[0]`.
     base: Ino,
-    /// Live slots in the queue.
+    /// One past the last place handed out.
+    end: Ino,
+    /// Live slots in the pages.
     queued: usize,
     map: HashMap<Ino, Slot>,
     /// Derived number -> its place.
     derived: HashMap<Ino, Ino>,
 }
 
+/// Places per page (about 200 KiB of slots).
+const PAGE: usize = 1024;
+
+struct Page {
+    live: u32,
+    slots: Box<[Option<Slot>]>,
+}
+
+impl Page {
+    fn new() -> Page {
+        Page {
+            live: 0,
+            slots: (0..PAGE).map(|_| None).collect(),
+        }
+    }
+}
+
 impl Slots {
     /// `first`: the first counted number.
     fn new(first: Ino) -> Slots {
         Slots {
-            queue: Default::default(),
+            pages: Default::default(),
             base: first,
+            end: first,
             queued: 0,
             map: HashMap::new(),
             derived: HashMap::new(),
@@ -236,15 +320,19 @@ impl Slots {
         }
     }
 
-    fn index(&self, place: Ino) -> Option<usize> {
-        let i = usize::try_from(place.checked_sub(self.base)?).ok()?;
-        (i < self.queue.len()).then_some(i)
+    /// The page and the place in it of `place`, when it is in the queue.
+    fn index(&self, place: Ino) -> Option<(usize, usize)> {
+        if place < self.base || place >= self.end {
+            return None;
+        }
+        let i = usize::try_from(place - self.base).ok()?;
+        Some((i / PAGE, i % PAGE))
     }
 
     fn get(&self, ino: &Ino) -> Option<&Slot> {
         let place = self.place_of(*ino)?;
         match self.index(place) {
-            Some(i) => self.queue[i].as_ref(),
+            Some((p, i)) => self.pages[p].slots[i].as_ref(),
             None => self.map.get(&place),
         }
     }
@@ -252,7 +340,7 @@ impl Slots {
     fn get_mut(&mut self, ino: &Ino) -> Option<&mut Slot> {
         let place = self.place_of(*ino)?;
         match self.index(place) {
-            Some(i) => self.queue[i].as_mut(),
+            Some((p, i)) => self.pages[p].slots[i].as_mut(),
             None => self.map.get_mut(&place),
         }
     }
@@ -270,17 +358,24 @@ impl Slots {
                 self.remove_place(old);
             }
         }
-        let end = self.base + self.queue.len() as Ino;
-        if place == end {
-            self.queue.push_back(Some(slot));
-            self.queued += 1;
-        } else if let Some(i) = self.index(place) {
-            if self.queue[i].is_none() {
-                self.queued += 1;
+        if place == self.end && place != ROOT_INO {
+            if (self.end - self.base) as usize == self.pages.len() * PAGE {
+                self.pages.push_back(Page::new());
             }
-            self.queue[i] = Some(slot);
-        } else {
-            self.map.insert(place, slot);
+            self.end += 1;
+        }
+        match self.index(place) {
+            Some((p, i)) => {
+                let page = &mut self.pages[p];
+                if page.slots[i].is_none() {
+                    page.live += 1;
+                    self.queued += 1;
+                }
+                page.slots[i] = Some(slot);
+            }
+            None => {
+                self.map.insert(place, slot);
+            }
         }
     }
 
@@ -296,33 +391,41 @@ impl Slots {
     }
 
     fn remove_place(&mut self, place: Ino) -> Option<Slot> {
-        let Some(i) = self.index(place) else {
+        let Some((p, i)) = self.index(place) else {
             let s = self.map.remove(&place);
             shrink_map(&mut self.map);
             return s;
         };
-        let s = self.queue[i].take();
+        let s = self.pages[p].slots[i].take();
         if s.is_some() {
+            self.pages[p].live -= 1;
             self.queued -= 1;
         }
-        while matches!(self.queue.front(), Some(None)) {
-            self.queue.pop_front();
-            self.base += 1;
+        // Vacant whole pages at the front go (not one still being filled).
+        while self
+            .pages
+            .front()
+            .is_some_and(|f| f.live == 0 && self.base + PAGE as Ino <= self.end)
+        {
+            self.pages.pop_front();
+            self.base += PAGE as Ino;
         }
-        if self.queue.len() > MIN_SHRINK && self.queued * 4 < self.queue.len() {
+        let places = self.pages.len() * PAGE;
+        if places > MIN_SHRINK && self.queued * 4 < places {
             let base = self.base;
-            let queue = std::mem::take(&mut self.queue);
-            self.base = base + queue.len() as Ino;
-            for (i, s) in queue.into_iter().enumerate() {
-                if let Some(s) = s {
-                    self.map.insert(base + i as Ino, s);
+            let pages = std::mem::take(&mut self.pages);
+            for (n, page) in pages.into_iter().enumerate() {
+                for (i, s) in page.slots.into_vec().into_iter().enumerate() {
+                    if let Some(s) = s {
+                        self.map.insert(base + (n * PAGE + i) as Ino, s);
+                    }
                 }
             }
+            self.base = self.end;
             self.queued = 0;
         }
-        let cap = self.queue.capacity();
-        if cap > MIN_SHRINK && self.queue.len() * 4 < cap {
-            self.queue.shrink_to(self.queue.len() * 2);
+        if self.pages.capacity() > 64 && self.pages.len() * 4 < self.pages.capacity() {
+            self.pages.shrink_to(self.pages.len() * 2);
         }
         s
     }
@@ -338,11 +441,12 @@ impl Slots {
     /// Every slot with its inode number.
     fn iter(&self) -> impl Iterator<Item = (Ino, &Slot)> {
         let base = self.base;
-        let queued = self
-            .queue
-            .iter()
-            .enumerate()
-            .filter_map(move |(i, s)| Some((base + i as Ino, s.as_ref()?)));
+        let queued = self.pages.iter().enumerate().flat_map(move |(n, page)| {
+            page.slots
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, s)| Some((base + (n * PAGE + i) as Ino, s.as_ref()?)))
+        });
         let counted = queued
             .chain(self.map.iter().map(|(&i, s)| (i, s)))
             .filter(|(_, s)| !s.derived);
@@ -356,7 +460,7 @@ impl Slots {
     /// Places held for slots (vacant ones included) and map buckets.
     #[cfg(test)]
     fn capacity(&self) -> usize {
-        self.queue.capacity() + self.map.capacity() + self.derived.capacity()
+        self.pages.len() * PAGE + self.map.capacity() + self.derived.capacity()
     }
 }
 
@@ -474,7 +578,7 @@ impl Inodes {
     }
 
     pub fn parent(&self, ino: Ino) -> Ino {
-        self.slots.get(&ino).map(|s| s.parent).unwrap_or(ROOT_INO)
+        self.slots.get(&ino).map(|s| s.parent()).unwrap_or(ROOT_INO)
     }
 
     /// The inode for `key`, made from `node` the first time, found again
@@ -495,8 +599,9 @@ impl Inodes {
         if let Some(ino) = self.by_key.get(&self.slots, &key) {
             if let Some(s) = self.slots.get_mut(&ino) {
                 // Link counts can only grow as more names of a blob are seen.
-                s.links = s.links.max(links);
-                s.parent = parent;
+                let links = s.links().max(links);
+                s.set_links(links);
+                s.set_parent(parent);
                 s.epoch = epoch;
                 if s.name() != name {
                     s.set_name(name);
@@ -533,11 +638,12 @@ impl Inodes {
     /// Notes that `ino` is named inside the manifest folder `folder`.
     pub fn named_in(&mut self, ino: Ino, folder: Ino) {
         if let Some(s) = self.slots.get_mut(&ino) {
-            s.folders = match s.folders {
+            let folders = match s.folders() {
                 Folders::NONE => Folders(folder),
                 Folders(f) if f == folder => Folders(f),
                 _ => Folders::MANY,
             };
+            s.set_folders(folders);
         }
     }
 
@@ -545,7 +651,7 @@ impl Inodes {
     pub fn in_many_folders(&self, ino: Ino) -> bool {
         self.slots
             .get(&ino)
-            .is_some_and(|s| s.folders == Folders::MANY)
+            .is_some_and(|s| s.folders() == Folders::MANY)
     }
 
     /// The kernel was given an entry for `ino`. False when there is no
@@ -624,9 +730,9 @@ impl Inodes {
             keys.push(key.clone());
         });
         s.node = node;
-        s.links = 1;
+        s.set_links(1);
         s.changed = true;
-        s.folders = Folders::NONE;
+        s.set_folders(Folders::NONE);
         for k in &old_keys {
             self.by_key.remove(k, ino);
         }
@@ -648,7 +754,7 @@ impl Inodes {
         };
         let mut keys = Default::default();
         src.edit_keys(|k| keys = std::mem::take(k));
-        let (node, links) = (src.node.clone(), src.links);
+        let (node, links) = (src.node.clone(), src.links());
         let lookups = src.lookups;
         if lookups == 0 {
             self.slots.remove(&from);
@@ -664,7 +770,7 @@ impl Inodes {
         }
         if let Some(dst) = self.slots.get_mut(&into) {
             dst.node = node;
-            dst.links = links;
+            dst.set_links(links);
             dst.changed = true;
         }
     }
@@ -678,7 +784,7 @@ impl Inodes {
                     keys.retain(|k| *k != from);
                     keys.push(to.clone());
                 });
-                s.parent = new_parent;
+                s.set_parent(new_parent);
                 s.set_name(new_name);
             }
             if let Some(old) = self.by_key.insert(&self.slots, &to, ino) {
@@ -701,7 +807,7 @@ impl Inodes {
             }
             let s = self.slots.get(&cur)?;
             out.push(s.name().to_string());
-            cur = s.parent;
+            cur = s.parent();
         }
         None
     }
@@ -712,7 +818,7 @@ impl Inodes {
     }
 
     pub fn links(&self, ino: Ino) -> u32 {
-        self.slots.get(&ino).map(|s| s.links).unwrap_or(1)
+        self.slots.get(&ino).map(|s| s.links()).unwrap_or(1)
     }
 
     /// The (parent, name) of every held inode whose parent's node passes
@@ -727,8 +833,8 @@ impl Inodes {
             if s.node.is_dir() {
                 folders.push(ino);
             }
-            if self.slots.get(&s.parent).is_some_and(|p| folder(&p.node)) {
-                names.push((s.parent, s.name().to_string()));
+            if self.slots.get(&s.parent()).is_some_and(|p| folder(&p.node)) {
+                names.push((s.parent(), s.name().to_string()));
             }
         }
         (names, folders)
@@ -928,6 +1034,28 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_grows_and_gives_back_a_page_at_a_time() {
+        let mut t = Inodes::new();
+        let held = hold_names(&mut t, 5 * PAGE + 1);
+        assert_eq!(t.slots.pages.len(), 6, "one page more when one is full");
+        // Forgotten in the order they came, the front pages go one by one.
+        for (n, ino) in held.iter().take(3 * PAGE).enumerate() {
+            t.forget(*ino, 1);
+            assert_eq!(t.slots.pages.len(), 6 - (n + 1) / PAGE);
+        }
+        assert_eq!(t.path(held[3 * PAGE]), Some(vec![format!("n{}", 3 * PAGE)]));
+        assert_eq!(t.len(), 2 * PAGE + 2);
+        // The last page, still being filled, stays when emptied.
+        for ino in &held[3 * PAGE..] {
+            t.forget(*ino, 1);
+        }
+        assert_eq!(t.slots.pages.len(), 1);
+        let (next, _) = t.intern(child(ROOT_INO, "next"), ROOT_INO, "next", staged(false), 1);
+        assert!(next > held[5 * PAGE]);
+        assert!(t.get(next).is_some());
+    }
+
+    #[test]
     fn blobs_sit_in_the_queue_and_are_found_by_their_derived_numbers() {
         let mut t = Inodes::new();
         let (d, _) = t.intern(child(ROOT_INO, "d"), ROOT_INO, "d", staged(true), 1);
@@ -965,11 +1093,12 @@ mod tests {
     #[test]
     fn a_slot_stays_small() {
         assert!(std::mem::size_of::<Key>() <= 48);
-        // The node inline (88), and 120 besides: a name of up to 22 bytes
-        // kept inline (`Name`) is 8 more than a pointer to one on the
-        // heap, which cost 32 more there.
+        // The node inline (88), and 80 besides: the keys (a name of up to
+        // 22 bytes inline, `Name`), the counts, and what the first key
+        // does not say behind one pointer (`More`, for blobs and renamed
+        // inodes only).
         assert!(std::mem::size_of::<Node>() <= 88);
-        assert!(std::mem::size_of::<Slot>() <= 120 + std::mem::size_of::<Node>());
+        assert!(std::mem::size_of::<Slot>() <= 80 + std::mem::size_of::<Node>());
     }
 
     #[test]
@@ -977,12 +1106,16 @@ mod tests {
         let mut t = Inodes::new();
         let (d, _) = t.intern(child(ROOT_INO, "d"), ROOT_INO, "d", staged(true), 1);
         assert!(
-            t.slots.get(&d).unwrap().name.is_none(),
-            "the name is the key's"
+            t.slots.get(&d).unwrap().more.is_none(),
+            "the folder, the name and the links are the key's: nothing more kept"
         );
         assert_eq!(t.path(d), Some(vec!["d".to_string()]));
         let (b, _) = t.intern(blob_key(b"b"), d, "title", Node::Root, 2);
-        assert_eq!(t.slots.get(&b).unwrap().name.as_deref(), Some("title"));
+        let more = t.slots.get(&b).unwrap().more.as_ref().unwrap();
+        assert_eq!(
+            (more.name.as_deref(), more.parent, more.links),
+            (Some("title"), d, 2)
+        );
         let (b2, _) = t.intern(blob_key(b"b"), d, "other", Node::Root, 2);
         assert_eq!((b2, t.path(b)), (b, Some(vec!["d".into(), "other".into()])));
         // A pair whose slot does not hold the key finds nothing.
