@@ -451,7 +451,7 @@ cold_read() { # ID NAME REPO FILE HEX [MOUNT-OPTION...] -> sets COLD_REGFS; cach
         run openssl dgst -sha256 "$DATA/$repo/$file" >/dev/null || die "openssl dgst of $file failed"
         th=$(since "$t0")
         NOTES+=("$id: baseline max(curl $tb s, openssl dgst -sha256 $th s)")
-        tb=$(awk -v a="$tb" -v b="$th" 'BEGIN { print (a > b ? a : b) }')
+        le "$th" "$tb" || tb=$th
     fi
 
     mount_regfs "$mnt" "$cache" "$@"

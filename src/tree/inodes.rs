@@ -219,7 +219,7 @@ impl Slot {
             if let Some(m) = &mut self.more {
                 m.name = None;
             }
-        } else if self.name() != name || self.more.as_ref().is_none_or(|m| m.name.is_none()) {
+        } else if self.name() != name {
             self.more_mut().name = Some(name.into());
         }
     }
@@ -358,7 +358,7 @@ impl Slots {
                 self.remove_place(old);
             }
         }
-        if place == self.end && place != ROOT_INO {
+        if place == self.end {
             if (self.end - self.base) as usize == self.pages.len() * PAGE {
                 self.pages.push_back(Page::new());
             }
@@ -603,9 +603,7 @@ impl Inodes {
                 s.set_links(links);
                 s.set_parent(parent);
                 s.epoch = epoch;
-                if s.name() != name {
-                    s.set_name(name);
-                }
+                s.set_name(name);
                 if !key.is_content() && s.node != node {
                     s.node = node;
                     s.changed = true;
