@@ -110,7 +110,7 @@ pub struct MountArgs {
     pub cache_size: u64,
     /// Memory for parsed manifests (K, M, G suffixes); the least recently
     /// used are dropped past it and parsed again from the disk cache.
-    #[arg(long, value_name = "SIZE", default_value = "32M", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
     pub metadata_cache: u64,
     /// Show this repository even where the registry has no catalog (repeatable).
     #[arg(long = "repo", value_name = "NAME")]

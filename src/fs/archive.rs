@@ -236,7 +236,7 @@ impl Fs {
                 Item::File(m) => Node::ArchiveFile {
                     repo: shared.clone(),
                     layer: layer.clone(),
-                    path: p,
+                    path: p.into(),
                     size: m.size,
                     mode: m.mode,
                     mtime: if m.mtime > 0 { m.mtime } else { mtime },
@@ -244,7 +244,7 @@ impl Fs {
                 Item::Dir(_) => Node::ArchiveDir {
                     repo: shared.clone(),
                     layer: layer.clone(),
-                    path: p,
+                    path: p.into(),
                     mtime,
                 },
             };

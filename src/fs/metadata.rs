@@ -93,10 +93,10 @@ impl Drop for Flight<'_> {
 }
 
 /// Tag resolutions and when each was made, by repository, then tag (a
-/// repository's name held once, not once per tag; looked up without
-/// making a key).
+/// repository's name held once, not once per tag; a tag's name inline when
+/// short, as nearly all are; looked up without making a key).
 #[derive(Default)]
-struct Resolutions(HashMap<String, HashMap<Box<str>, (Digest, Instant)>>);
+struct Resolutions(HashMap<String, HashMap<crate::tree::Name, (Digest, Instant)>>);
 
 impl Resolutions {
     fn get(&self, repo: &str, tag: &str) -> Option<&(Digest, Instant)> {

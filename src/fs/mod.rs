@@ -380,7 +380,7 @@ impl Fs {
                 ViewFolder {
                     folder: ino,
                     repo: repo.clone(),
-                    manifest: d,
+                    manifest: Arc::new(d),
                     view,
                     path: Vec::new(),
                     mtime,
@@ -422,7 +422,7 @@ impl Fs {
                     seen.insert(self.resolve(repo, target).await?);
                 }
                 Node::ViewDir { manifest, .. } => {
-                    seen.insert(manifest.clone());
+                    seen.insert(Digest::clone(manifest));
                 }
                 Node::Referrers { subject, .. } => {
                     referrers += 1;
@@ -1026,7 +1026,7 @@ impl Fs {
 struct ViewFolder {
     folder: Ino,
     repo: RepoName,
-    manifest: Digest,
+    manifest: Arc<crate::digest::Digest>,
     view: Arc<crate::tree::view::View>,
     path: Vec<String>,
     mtime: i64,

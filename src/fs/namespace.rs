@@ -27,7 +27,7 @@ pub(super) struct ViewAt<'a> {
     /// The folder whose entries these are.
     pub parent: Ino,
     pub repo: &'a RepoName,
-    pub manifest: &'a Digest,
+    pub manifest: &'a Arc<Digest>,
     pub view: &'a View,
     /// `parent`'s path inside the manifest folder.
     pub path: &'a [String],
@@ -58,7 +58,7 @@ fn archive_node(at: &ViewAt<'_>, i: usize) -> Option<Node> {
     let dir = |layer| Node::ArchiveDir {
         repo: repo.clone(),
         layer,
-        path: Vec::new(),
+        path: Box::default(),
         mtime: meta.mtime.unwrap_or(at.mtime),
     };
     Some(match (meta.kind, meta.size) {
@@ -66,7 +66,7 @@ fn archive_node(at: &ViewAt<'_>, i: usize) -> Option<Node> {
         (Some(FileKind::File), Some(size)) => Node::ArchiveFile {
             repo: repo.clone(),
             layer,
-            path: Vec::new(),
+            path: Box::default(),
             size,
             mode: meta.mode.unwrap_or(0o644),
             mtime: meta.mtime.unwrap_or(at.mtime),
@@ -75,7 +75,7 @@ fn archive_node(at: &ViewAt<'_>, i: usize) -> Option<Node> {
             Layout::File(m) => Node::ArchiveFile {
                 repo: repo.clone(),
                 layer,
-                path: Vec::new(),
+                path: Box::default(),
                 size: m.size,
                 mode: meta.mode.unwrap_or(m.mode),
                 mtime: meta
@@ -104,12 +104,12 @@ pub(super) fn entry_node(at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(
         // The same manifest under two tags is one file too.
         Entry::ManifestJson => (
             Key::Blob {
-                digest: at.manifest.clone(),
+                digest: Digest::clone(at.manifest),
                 shown: 0,
             },
             Node::ManifestJson {
                 repo,
-                digest: at.manifest.clone(),
+                digest: Digest::clone(at.manifest),
                 size: at.view.size,
                 mtime,
             },
@@ -139,7 +139,7 @@ pub(super) fn entry_node(at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(
             let node = Node::UnpackedDir {
                 repo,
                 layer,
-                path: Vec::new(),
+                path: Box::default(),
                 mtime,
             };
             (key, node, 1)
@@ -156,7 +156,7 @@ pub(super) fn entry_node(at: &ViewAt<'_>, name: &str, entry: &Entry) -> Option<(
         Entry::Referrers => {
             let node = Node::Referrers {
                 repo,
-                subject: at.manifest.clone(),
+                subject: Digest::clone(at.manifest),
                 mtime,
             };
             (key, node, 1)
@@ -176,7 +176,7 @@ pub(super) fn child_key(parent: Ino, name: &str, version: Option<&Digest>) -> Ke
 pub(super) fn layer_key(parent: Ino, name: &str, node: &Node) -> (Key, u32) {
     match node {
         Node::UnpackedFile { layer, path, .. } | Node::ArchiveFile { layer, path, .. } => (
-            Key::LayerFile(Box::new((layer.digest.clone(), path.clone()))),
+            Key::LayerFile(Box::new((layer.digest.clone(), path.to_vec()))),
             SHARED_LINKS,
         ),
         Node::UnpackedDir { layer, .. } | Node::ArchiveDir { layer, .. } => {
@@ -328,7 +328,7 @@ mod tests {
             "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447","size":12,
               "annotations":{"org.opencontainers.image.title":"hello.txt"}}]}"#;
         let view = View::parse(bytes, None).unwrap();
-        let d = Digest::of(bytes);
+        let d = Arc::new(Digest::of(bytes));
         let repo: RepoName = "r".into();
         let at = ViewAt {
             folder: 7,
@@ -350,7 +350,10 @@ mod tests {
         let Node::Blob { repo: shared, .. } = &node else {
             unreachable!()
         };
-        assert!(Arc::ptr_eq(shared, &repo), "the name is shared, not copied");
+        assert!(
+            RepoName::ptr_eq(shared, &repo),
+            "the name is shared, not copied"
+        );
         let ns = Namespace::new();
         let (a, _) = ns.view_entry(&at, "hello.txt", &Entry::Blob(*i)).unwrap();
         let blobs_dir = ViewAt {

@@ -282,7 +282,7 @@ impl Fs {
                 Node::UnpackedDir {
                     repo: shared.clone(),
                     layer: layer.clone(),
-                    path: p,
+                    path: p.into(),
                     mtime,
                 }
             } else {
@@ -290,7 +290,7 @@ impl Fs {
                 Node::UnpackedFile {
                     repo: shared.clone(),
                     layer: layer.clone(),
-                    path: p,
+                    path: p.into(),
                     size: meta.len(),
                     mode: meta.permissions().mode(),
                     mtime,

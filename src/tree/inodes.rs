@@ -119,20 +119,19 @@ impl Folders {
 }
 
 struct Slot {
-    /// Inline, not behind an `Arc`: 88 bytes here where a shared node cost
+    /// Inline, not behind an `Arc`: 64 bytes here where a shared node cost
     /// a pointer and a 112-byte allocation; `get` hands out a copy.
     node: Node,
-    /// The keys that find this inode (nearly always one: kept inline).
-    keys: smallvec::SmallVec<[Key; 1]>,
-    /// The node was replaced at some point: the kernel's cached pages for
-    /// this inode may hold other bytes.
-    changed: bool,
-    /// Its number is derived (its place in `Slots` is another).
-    derived: bool,
-    /// The sweep period in which it was last interned.
-    epoch: u32,
-    /// Entries for it given to the kernel, less those it forgot.
-    lookups: u64,
+    /// The first key that finds this inode (nearly always the only one;
+    /// others are in `more`).
+    key: Option<Key>,
+    /// The sweep period in which it was last interned (`EPOCH`), and
+    /// `CHANGED` and `DERIVED`: one word where three fields took eight
+    /// bytes (a slot is 128 bytes, two to a 256-byte line pair).
+    marks: u32,
+    /// Entries for it given to the kernel, less those it forgot; at
+    /// `u32::MAX` (never met: one a lookup) it stays for good.
+    lookups: u32,
     /// What its first key does not say (see `More`); `None` for nearly
     /// every name under a folder: 8 bytes a slot where the fields took 48.
     more: Option<Box<More>>,
@@ -150,16 +149,48 @@ struct More {
     /// Names under which the kernel knows this inode (for nlink).
     links: u32,
     folders: Folders,
+    /// Keys besides the slot's first (rare: an inode a rename or a merge
+    /// gave a second name). A box of a `Vec` (one pointer where a `Vec`
+    /// is three): a `More` stays 56 bytes, and every blob has one.
+    #[allow(clippy::box_collection)]
+    keys: Option<Box<Vec<Key>>>,
 }
 
+/// Of `Slot::marks`: the node was replaced at some point (the kernel's
+/// cached pages for this inode may hold other bytes).
+const CHANGED: u32 = 1 << 31;
+/// Of `Slot::marks`: its number is derived (its place in `Slots` is
+/// another).
+const DERIVED_MARK: u32 = 1 << 30;
+/// Of `Slot::marks`: the sweep period.
+const EPOCH: u32 = DERIVED_MARK - 1;
+
 impl Slot {
+    fn changed(&self) -> bool {
+        self.marks & CHANGED != 0
+    }
+
+    fn set_changed(&mut self) {
+        self.marks |= CHANGED;
+    }
+
+    fn derived(&self) -> bool {
+        self.marks & DERIVED_MARK != 0
+    }
+
+    fn epoch(&self) -> u32 {
+        self.marks & EPOCH
+    }
+
+    fn set_epoch(&mut self, epoch: u32) {
+        self.marks = (self.marks & !EPOCH) | (epoch & EPOCH);
+    }
+
     fn new(node: Node, key: Option<Key>, parent: Ino, name: &str, links: u32) -> Slot {
         let mut s = Slot {
             node,
-            keys: key.into_iter().collect(),
-            changed: false,
-            derived: false,
-            epoch: 0,
+            key,
+            marks: 0,
             lookups: 0,
             more: None,
         };
@@ -170,7 +201,7 @@ impl Slot {
     }
 
     fn key_child(&self) -> Option<(Ino, &str)> {
-        match self.keys.first() {
+        match &self.key {
             Some(Key::Child { parent, name, .. }) => Some((*parent, name)),
             _ => None,
         }
@@ -185,6 +216,7 @@ impl Slot {
                 name: None,
                 links: 1,
                 folders: Folders::NONE,
+                keys: None,
             })
         })
     }
@@ -244,11 +276,36 @@ impl Slot {
         }
     }
 
+    /// The keys that find this inode.
+    fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.key.iter().chain(
+            self.more
+                .iter()
+                .flat_map(|m| m.keys.iter().flat_map(|k| k.iter())),
+        )
+    }
+
+    fn has_key(&self, key: &Key) -> bool {
+        self.keys().any(|k| k == key)
+    }
+
     /// Changes the keys, keeping the folder and the name.
-    fn edit_keys(&mut self, edit: impl FnOnce(&mut smallvec::SmallVec<[Key; 1]>)) {
+    fn edit_keys(&mut self, edit: impl FnOnce(&mut Vec<Key>)) {
         let name: Name = self.name().into();
-        self.more_mut().name = Some(name.clone());
-        edit(&mut self.keys);
+        let mut rest = {
+            let more = self.more_mut();
+            more.name = Some(name.clone());
+            more.keys.take().map_or_else(Vec::new, |k| *k)
+        };
+        let mut keys: Vec<Key> = self.key.take().into_iter().collect();
+        keys.append(&mut rest);
+        edit(&mut keys);
+        let mut keys = keys.into_iter();
+        self.key = keys.next();
+        let rest: Vec<Key> = keys.collect();
+        if let Some(m) = &mut self.more {
+            m.keys = (!rest.is_empty()).then(|| Box::new(rest));
+        }
         self.set_name(&name);
     }
 }
@@ -353,7 +410,7 @@ impl Slots {
     /// at `place`, the next counted number.
     fn insert(&mut self, ino: Ino, place: Ino, mut slot: Slot) {
         if ino & DERIVED != 0 {
-            slot.derived = true;
+            slot.marks |= DERIVED_MARK;
             if let Some(old) = self.derived.insert(ino, place) {
                 self.remove_place(old);
             }
@@ -449,7 +506,7 @@ impl Slots {
         });
         let counted = queued
             .chain(self.map.iter().map(|(&i, s)| (i, s)))
-            .filter(|(_, s)| !s.derived);
+            .filter(|(_, s)| !s.derived());
         let derived = self
             .derived
             .keys()
@@ -474,19 +531,36 @@ fn shrink_map<V>(map: &mut HashMap<Ino, V>) {
     }
 }
 
-/// Which inode each key finds. Only (hash, inode) pairs are held here: the
-/// keys live in their slots, and a pair counts only while its slot holds
-/// the key (a name is not kept twice, and a pair left behind finds nothing).
+/// Which inode each key finds. Only inode numbers are held here, each at
+/// the hash of its slot's first key (8 bytes an entry, rehashed from the
+/// slots when the table grows); the keys live in their slots, so a name is
+/// not kept twice. A slot's other keys (an inode a rename or a merge gave
+/// a second one: rare) are in `extra`. A slot is taken out before its
+/// keys change and put back after (`Inodes::edit_keys`), so every entry is
+/// where its slot's first key hashes.
 struct KeyIndex {
-    table: hashbrown::HashTable<(u64, Ino)>,
+    table: hashbrown::HashTable<Ino>,
+    extra: HashMap<Key, Ino>,
     /// Keyed per table: names come from registries.
     state: std::hash::RandomState,
+}
+
+/// The hash `table` keeps `ino` at: its slot's first key's (a number
+/// without a slot or a key is never in the table; hashing the number keeps
+/// the closure total).
+fn slot_hash(state: &std::hash::RandomState, slots: &Slots, ino: Ino) -> u64 {
+    use std::hash::BuildHasher;
+    match slots.get(&ino).and_then(|s| s.key.as_ref()) {
+        Some(k) => state.hash_one(k),
+        None => state.hash_one(ino),
+    }
 }
 
 impl KeyIndex {
     fn new() -> KeyIndex {
         KeyIndex {
             table: hashbrown::HashTable::new(),
+            extra: HashMap::new(),
             state: std::hash::RandomState::new(),
         }
     }
@@ -499,36 +573,54 @@ impl KeyIndex {
     fn get(&self, slots: &Slots, key: &Key) -> Option<Ino> {
         let h = self.hash(key);
         self.table
-            .find(h, |&(eh, i)| {
-                eh == h && slots.get(&i).is_some_and(|s| s.keys.contains(key))
+            .find(h, |&i| {
+                slots.get(&i).is_some_and(|s| s.key.as_ref() == Some(key))
             })
-            .map(|&(_, i)| i)
+            .copied()
+            .or_else(|| {
+                self.extra
+                    .get(key)
+                    .copied()
+                    .filter(|i| slots.get(i).is_some_and(|s| s.has_key(key)))
+            })
     }
 
-    /// `key` finds `ino` from now on; the inode it found before, if another.
-    fn insert(&mut self, slots: &Slots, key: &Key, ino: Ino) -> Option<Ino> {
-        let h = self.hash(key);
-        let found = self.table.find_entry(h, |&(eh, i)| {
-            eh == h && i != ino && slots.get(&i).is_some_and(|s| s.keys.contains(key))
-        });
-        let old = match found {
-            Ok(e) => Some(e.remove().0 .1),
-            Err(_) => None,
+    /// Puts `ino`'s keys in, as its slot holds them now.
+    fn index(&mut self, slots: &Slots, ino: Ino) {
+        let Some(s) = slots.get(&ino) else {
+            return;
         };
-        if self.table.find(h, |&(eh, i)| eh == h && i == ino).is_none() {
-            self.table.insert_unique(h, (h, ino), |&(h, _)| h);
+        let mut keys = s.keys();
+        if let Some(first) = keys.next() {
+            let h = self.hash(first);
+            let state = &self.state;
+            self.table
+                .insert_unique(h, ino, |&i| slot_hash(state, slots, i));
         }
-        old
-    }
-
-    /// `key` no longer finds `ino`.
-    fn remove(&mut self, key: &Key, ino: Ino) {
-        let h = self.hash(key);
-        if let Ok(e) = self.table.find_entry(h, |&(eh, i)| eh == h && i == ino) {
-            e.remove();
+        for k in keys {
+            self.extra.insert(k.clone(), ino);
         }
     }
 
+    /// Takes `ino`'s keys out, as its slot holds them now.
+    fn unindex(&mut self, slots: &Slots, ino: Ino) {
+        let Some(s) = slots.get(&ino) else {
+            return;
+        };
+        let mut keys = s.keys();
+        if let Some(first) = keys.next() {
+            if let Ok(e) = self.table.find_entry(self.hash(first), |&i| i == ino) {
+                e.remove();
+            }
+        }
+        for k in keys {
+            if self.extra.get(k) == Some(&ino) {
+                self.extra.remove(k);
+            }
+        }
+    }
+
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.table.len()
     }
@@ -538,8 +630,17 @@ impl KeyIndex {
         self.table.capacity()
     }
 
-    fn shrink_to(&mut self, n: usize) {
-        self.table.shrink_to(n, |&(h, _)| h);
+    /// Gives back what a walk the kernel forgot left empty.
+    fn shrink(&mut self, slots: &Slots) {
+        let cap = self.table.capacity();
+        if cap > MIN_SHRINK && self.table.len() * 4 < cap {
+            let state = &self.state;
+            self.table
+                .shrink_to(self.table.len() * 2, |&i| slot_hash(state, slots, i));
+        }
+        if self.extra.is_empty() && self.extra.capacity() > 0 {
+            self.extra = HashMap::new();
+        }
     }
 }
 
@@ -602,11 +703,11 @@ impl Inodes {
                 let links = s.links().max(links);
                 s.set_links(links);
                 s.set_parent(parent);
-                s.epoch = epoch;
+                s.set_epoch(epoch);
                 s.set_name(name);
                 if !key.is_content() && s.node != node {
                     s.node = node;
-                    s.changed = true;
+                    s.set_changed();
                 }
                 return (ino, Arc::new(s.node.clone()));
             }
@@ -620,10 +721,10 @@ impl Inodes {
             _ => place,
         };
         let node = Arc::new(node);
-        self.by_key.insert(&self.slots, &key, ino);
         let mut slot = Slot::new((*node).clone(), Some(key), parent, name, links);
-        slot.epoch = self.epoch;
+        slot.set_epoch(self.epoch);
         self.slots.insert(ino, place, slot);
+        self.by_key.index(&self.slots, ino);
         (ino, node)
     }
 
@@ -657,7 +758,7 @@ impl Inodes {
     pub fn hold(&mut self, ino: Ino) -> bool {
         match self.slots.get_mut(&ino) {
             Some(s) => {
-                s.lookups += 1;
+                s.lookups = s.lookups.saturating_add(1);
                 true
             }
             None => false,
@@ -672,7 +773,10 @@ impl Inodes {
         }
         let gone = match self.slots.get_mut(&ino) {
             Some(s) => {
-                s.lookups = s.lookups.saturating_sub(n);
+                if s.lookups != u32::MAX {
+                    let n = u32::try_from(n).unwrap_or(u32::MAX);
+                    s.lookups = s.lookups.saturating_sub(n);
+                }
                 s.lookups == 0
             }
             None => false,
@@ -683,20 +787,35 @@ impl Inodes {
     }
 
     fn remove(&mut self, ino: Ino) {
-        if let Some(s) = self.slots.remove(&ino) {
-            for k in &s.keys {
-                self.by_key.remove(k, ino);
-            }
-        }
+        self.by_key.unindex(&self.slots, ino);
+        self.slots.remove(&ino);
         // Maps keep their capacity when emptied: a walk of a million paths
         // would hold tens of MiB of empty buckets after the kernel forgot
         // it. Shrunk once three quarters are free (to twice what is left,
         // so shrinking costs O(1) a removal over time); `Slots` does the
         // same for its own.
-        let cap = self.by_key.table.capacity();
-        if cap > MIN_SHRINK && self.by_key.len() * 4 < cap {
-            self.by_key.shrink_to(self.by_key.len() * 2);
+        self.by_key.shrink(&self.slots);
+    }
+
+    /// Changes the keys of `ino` by `edit`, keeping the index right: a key
+    /// it gains is taken from the inode that held it, if another.
+    fn edit_keys(&mut self, ino: Ino, edit: impl FnOnce(&mut Vec<Key>)) {
+        self.by_key.unindex(&self.slots, ino);
+        let Some(s) = self.slots.get_mut(&ino) else {
+            return;
+        };
+        s.edit_keys(edit);
+        let keys: Vec<Key> = s.keys().cloned().collect();
+        for k in &keys {
+            if let Some(o) = self.by_key.get(&self.slots, k) {
+                self.by_key.unindex(&self.slots, o);
+                if let Some(os) = self.slots.get_mut(&o) {
+                    os.edit_keys(|ks| ks.retain(|x| x != k));
+                }
+                self.by_key.index(&self.slots, o);
+            }
         }
+        self.by_key.index(&self.slots, ino);
     }
 
     /// Drops the slots nobody holds that were not interned since the last
@@ -706,39 +825,30 @@ impl Inodes {
         let idle: Vec<Ino> = self
             .slots
             .iter()
-            .filter(|&(i, s)| i != ROOT_INO && s.lookups == 0 && s.epoch < before)
+            .filter(|&(i, s)| i != ROOT_INO && s.lookups == 0 && s.epoch() < before)
             .map(|(i, _)| i)
             .collect();
         for i in idle {
             self.remove(i);
         }
-        self.epoch = self.epoch.wrapping_add(1);
+        self.epoch = self.epoch.wrapping_add(1) & EPOCH;
         self.sweep_at = MIN_SWEEP.max(self.slots.len() * 2);
     }
 
     /// Gives `ino` a new node and key, keeping its number (a registry file
     /// copied up into the staging area while the kernel holds it open).
     pub fn rebind(&mut self, ino: Ino, key: Key, node: Node) {
+        self.edit_keys(ino, |keys| {
+            keys.clear();
+            keys.push(key);
+        });
         let Some(s) = self.slots.get_mut(&ino) else {
             return;
         };
-        let mut old_keys = Default::default();
-        s.edit_keys(|keys| {
-            old_keys = std::mem::take(keys);
-            keys.push(key.clone());
-        });
         s.node = node;
         s.set_links(1);
-        s.changed = true;
+        s.set_changed();
         s.set_folders(Folders::NONE);
-        for k in &old_keys {
-            self.by_key.remove(k, ino);
-        }
-        if let Some(old) = self.by_key.insert(&self.slots, &key, ino) {
-            if let Some(o) = self.slots.get_mut(&old) {
-                o.edit_keys(|keys| keys.retain(|k| *k != key));
-            }
-        }
     }
 
     /// Makes `into` stand for what `from` stands for: every key of `from`
@@ -747,48 +857,36 @@ impl Inodes {
         if from == into {
             return;
         }
-        let Some(src) = self.slots.get_mut(&from) else {
+        if !self.slots.contains_key(&from) {
+            return;
+        }
+        let mut keys = Vec::new();
+        self.edit_keys(from, |k| keys = std::mem::take(k));
+        let Some(src) = self.slots.get(&from) else {
             return;
         };
-        let mut keys = Default::default();
-        src.edit_keys(|k| keys = std::mem::take(k));
         let (node, links) = (src.node.clone(), src.links());
-        let lookups = src.lookups;
-        if lookups == 0 {
-            self.slots.remove(&from);
+        if src.lookups == 0 {
+            self.remove(from);
         }
-        for k in &keys {
-            self.by_key.remove(k, from);
-        }
-        if let Some(dst) = self.slots.get_mut(&into) {
-            dst.edit_keys(|k| k.extend(keys.iter().cloned()));
-        }
-        for k in &keys {
-            self.by_key.insert(&self.slots, k, into);
-        }
+        self.edit_keys(into, |k| k.extend(keys));
         if let Some(dst) = self.slots.get_mut(&into) {
             dst.node = node;
             dst.set_links(links);
-            dst.changed = true;
+            dst.set_changed();
         }
     }
 
     /// Moves the inode known as `parent`/`name` to `new_parent`/`new_name`.
     pub fn rename(&mut self, from: Key, to: Key, new_parent: Ino, new_name: &str) {
         if let Some(ino) = self.by_key.get(&self.slots, &from) {
-            self.by_key.remove(&from, ino);
+            self.edit_keys(ino, |keys| {
+                keys.retain(|k| *k != from);
+                keys.push(to);
+            });
             if let Some(s) = self.slots.get_mut(&ino) {
-                s.edit_keys(|keys| {
-                    keys.retain(|k| *k != from);
-                    keys.push(to.clone());
-                });
                 s.set_parent(new_parent);
                 s.set_name(new_name);
-            }
-            if let Some(old) = self.by_key.insert(&self.slots, &to, ino) {
-                if let Some(o) = self.slots.get_mut(&old) {
-                    o.edit_keys(|keys| keys.retain(|k| *k != to));
-                }
             }
         }
     }
@@ -812,7 +910,7 @@ impl Inodes {
 
     /// Whether the node behind `ino` was ever replaced.
     pub fn changed(&self, ino: Ino) -> bool {
-        self.slots.get(&ino).is_some_and(|s| s.changed)
+        self.slots.get(&ino).is_some_and(|s| s.changed())
     }
 
     pub fn links(&self, ino: Ino) -> u32 {
@@ -840,7 +938,7 @@ impl Inodes {
 
     /// The kernel's references to `ino` (0 when unknown).
     pub fn lookups(&self, ino: Ino) -> u64 {
-        self.slots.get(&ino).map(|s| s.lookups).unwrap_or(0)
+        self.slots.get(&ino).map_or(0, |s| u64::from(s.lookups))
     }
 
     pub fn len(&self) -> usize {
@@ -1091,12 +1189,15 @@ mod tests {
     #[test]
     fn a_slot_stays_small() {
         assert!(std::mem::size_of::<Key>() <= 48);
-        // The node inline (88), and 80 besides: the keys (a name of up to
-        // 22 bytes inline, `Name`), the counts, and what the first key
-        // does not say behind one pointer (`More`, for blobs and renamed
-        // inodes only).
-        assert!(std::mem::size_of::<Node>() <= 88);
-        assert!(std::mem::size_of::<Slot>() <= 80 + std::mem::size_of::<Node>());
+        // The node inline (64: every node is as large as the largest, so
+        // the large parts are shared or boxed: a repository's name, a view
+        // folder's manifest, a layer file's path), and 64 besides: the
+        // first key (a name of up to 22 bytes inline, `Name`), the counts,
+        // and what the first key does not say behind one pointer (`More`,
+        // for blobs and renamed inodes only).
+        assert!(std::mem::size_of::<Node>() <= 64);
+        assert!(std::mem::size_of::<Slot>() <= 64 + std::mem::size_of::<Node>());
+        assert!(std::mem::size_of::<More>() <= 56);
     }
 
     #[test]
@@ -1116,16 +1217,89 @@ mod tests {
         );
         let (b2, _) = t.intern(blob_key(b"b"), d, "other", Node::Root, 2);
         assert_eq!((b2, t.path(b)), (b, Some(vec!["d".into(), "other".into()])));
-        // A pair whose slot does not hold the key finds nothing.
+        // The index holds numbers only, each at its slot's first key.
         let stray = child(ROOT_INO, "stray");
-        t.by_key.insert(&t.slots, &stray, d);
         assert_eq!(t.by_key.get(&t.slots, &stray), None);
         let (s, _) = t.intern(stray.clone(), ROOT_INO, "stray", staged(false), 1);
         assert_ne!(s, d);
         assert_eq!(t.by_key.get(&t.slots, &stray), Some(s));
+        assert_eq!(
+            t.by_key.len(),
+            t.slots.len() - 1,
+            "every slot but the root's"
+        );
         // Rebinding keeps the name though the key that held it went.
         t.rebind(d, blob_key(b"d"), staged(false));
         assert_eq!(t.path(d), Some(vec!["d".to_string()]));
+    }
+
+    #[test]
+    fn the_index_finds_every_key_through_growth_merges_and_renames() {
+        let mut t = Inodes::new();
+        let name = |i: usize| format!("n{i}");
+        let mut inos: Vec<Ino> = (0..100)
+            .map(|i| {
+                t.intern(
+                    child(ROOT_INO, &name(i)),
+                    ROOT_INO,
+                    &name(i),
+                    staged(false),
+                    1,
+                )
+                .0
+            })
+            .collect();
+        // Slots with two keys (the second in `extra`), and renamed ones.
+        for i in 0..10 {
+            t.merge_into(inos[i], inos[i + 50]);
+            inos[i] = inos[i + 50];
+        }
+        for i in 20..30 {
+            t.rename(
+                child(ROOT_INO, &name(i)),
+                child(ROOT_INO, &format!("m{i}")),
+                ROOT_INO,
+                "x",
+            );
+        }
+        // Growth rehashes every entry from its slot's first key.
+        for i in 100..20_000 {
+            t.intern(
+                child(ROOT_INO, &name(i)),
+                ROOT_INO,
+                &name(i),
+                staged(false),
+                1,
+            );
+        }
+        for (i, &ino) in inos.iter().enumerate() {
+            let now = if (20..30).contains(&i) {
+                format!("m{i}")
+            } else {
+                name(i)
+            };
+            assert_eq!(
+                t.by_key.get(&t.slots, &child(ROOT_INO, &now)),
+                Some(ino),
+                "{now}"
+            );
+        }
+        for i in 20..30 {
+            assert_eq!(t.by_key.get(&t.slots, &child(ROOT_INO, &name(i))), None);
+        }
+        // Forgotten slots leave the index, which gives its room back.
+        let all: Vec<Ino> = (0..20_000)
+            .filter_map(|i| t.by_key.get(&t.slots, &child(ROOT_INO, &name(i))))
+            .collect();
+        for ino in all {
+            t.remove(ino);
+        }
+        assert!(t.by_key.get(&t.slots, &child(ROOT_INO, "m25")).is_some());
+        assert!(
+            t.by_key.capacity() <= MIN_SHRINK * 2,
+            "{}",
+            t.by_key.capacity()
+        );
     }
 
     #[test]

@@ -33,8 +33,67 @@ pub enum Target {
 }
 
 /// A repository's full name, shared by the nodes made under it (one
-/// allocation per repository listing, not one per node).
-pub type RepoName = std::sync::Arc<str>;
+/// allocation per repository listing, not one per node). One pointer: an
+/// `Arc<str>` is two, and every node holds one.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepoName(std::sync::Arc<Box<str>>);
+
+impl RepoName {
+    /// Whether `a` and `b` are the same allocation (a name shared, not
+    /// copied).
+    pub fn ptr_eq(a: &RepoName, b: &RepoName) -> bool {
+        std::sync::Arc::ptr_eq(&a.0, &b.0)
+    }
+}
+
+impl std::ops::Deref for RepoName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for RepoName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for RepoName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for RepoName {
+    fn from(s: &str) -> RepoName {
+        RepoName(std::sync::Arc::new(s.into()))
+    }
+}
+
+impl From<String> for RepoName {
+    fn from(s: String) -> RepoName {
+        RepoName(std::sync::Arc::new(s.into_boxed_str()))
+    }
+}
+
+impl From<&String> for RepoName {
+    fn from(s: &String) -> RepoName {
+        s.as_str().into()
+    }
+}
+
+impl std::fmt::Debug for RepoName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self.0, f)
+    }
+}
+
+impl std::fmt::Display for RepoName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A node of the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +117,10 @@ pub enum Node {
     ViewDir {
         repo: RepoName,
         folder: Ino,
-        manifest: Digest,
+        /// Shared by the folders of one manifest's view (8 bytes a node
+        /// where the digest is 32, and every node is as large as the
+        /// largest).
+        manifest: std::sync::Arc<Digest>,
         path: Box<str>,
         mtime: i64,
     },
@@ -85,7 +147,7 @@ pub enum Node {
     UnpackedDir {
         repo: RepoName,
         layer: std::sync::Arc<Desc>,
-        path: Vec<String>,
+        path: Box<[String]>,
         mtime: i64,
     },
     /// A folder or file of the staging area, at the path its names spell
@@ -97,7 +159,7 @@ pub enum Node {
     UnpackedFile {
         repo: RepoName,
         layer: std::sync::Arc<Desc>,
-        path: Vec<String>,
+        path: Box<[String]>,
         size: u64,
         mode: u32,
         mtime: i64,
@@ -107,7 +169,7 @@ pub enum Node {
     ArchiveDir {
         repo: RepoName,
         layer: std::sync::Arc<Desc>,
-        path: Vec<String>,
+        path: Box<[String]>,
         mtime: i64,
     },
     /// A file of a ModelPack tar layer: a byte range of the (decompressed)
@@ -116,7 +178,7 @@ pub enum Node {
     ArchiveFile {
         repo: RepoName,
         layer: std::sync::Arc<Desc>,
-        path: Vec<String>,
+        path: Box<[String]>,
         size: u64,
         mode: u32,
         mtime: i64,
