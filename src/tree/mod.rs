@@ -95,6 +95,37 @@ impl std::fmt::Display for RepoName {
     }
 }
 
+/// Where a view folder is in its manifest folder: its names joined by
+/// `/`. The two every manifest has (`blobs`, `blobs/sha256`) take no
+/// allocation: a walk holds two of them a tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewPath {
+    Blobs,
+    BlobsSha256,
+    Other(Box<str>),
+}
+
+impl From<String> for ViewPath {
+    fn from(path: String) -> ViewPath {
+        match path.as_str() {
+            "blobs" => ViewPath::Blobs,
+            "blobs/sha256" => ViewPath::BlobsSha256,
+            _ => ViewPath::Other(path.into_boxed_str()),
+        }
+    }
+}
+
+impl std::ops::Deref for ViewPath {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            ViewPath::Blobs => "blobs",
+            ViewPath::BlobsSha256 => "blobs/sha256",
+            ViewPath::Other(p) => p,
+        }
+    }
+}
+
 /// A node of the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
@@ -121,7 +152,7 @@ pub enum Node {
         /// where the digest is 32, and every node is as large as the
         /// largest).
         manifest: std::sync::Arc<Digest>,
-        path: Box<str>,
+        path: ViewPath,
         mtime: i64,
     },
     /// `referrers/` of the manifest `subject`.
@@ -195,5 +226,21 @@ impl Node {
             | Node::ArchiveFile { .. } => false,
             _ => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_path_reads_back_as_made() {
+        for p in ["blobs", "blobs/sha256", "models/llm", "blobs/sha512", ""] {
+            assert_eq!(&*ViewPath::from(p.to_string()), p);
+        }
+        assert_eq!(
+            ViewPath::from("blobs/sha256".to_string()),
+            ViewPath::BlobsSha256
+        );
     }
 }
