@@ -1026,7 +1026,7 @@ impl Fs {
 struct ViewFolder {
     folder: Ino,
     repo: RepoName,
-    manifest: Arc<crate::digest::Digest>,
+    manifest: Arc<Digest>,
     view: Arc<crate::tree::view::View>,
     path: Vec<String>,
     mtime: i64,

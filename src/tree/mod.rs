@@ -53,18 +53,6 @@ impl std::ops::Deref for RepoName {
     }
 }
 
-impl AsRef<str> for RepoName {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for RepoName {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
 impl From<&str> for RepoName {
     fn from(s: &str) -> RepoName {
         RepoName(std::sync::Arc::new(s.into()))
@@ -74,12 +62,6 @@ impl From<&str> for RepoName {
 impl From<String> for RepoName {
     fn from(s: String) -> RepoName {
         RepoName(std::sync::Arc::new(s.into_boxed_str()))
-    }
-}
-
-impl From<&String> for RepoName {
-    fn from(s: &String) -> RepoName {
-        s.as_str().into()
     }
 }
 
@@ -108,8 +90,8 @@ pub enum ViewPath {
 impl From<String> for ViewPath {
     fn from(path: String) -> ViewPath {
         match path.as_str() {
-            "blobs" => ViewPath::Blobs,
-            "blobs/sha256" => ViewPath::BlobsSha256,
+            view::BLOBS => ViewPath::Blobs,
+            view::BLOBS_SHA256 => ViewPath::BlobsSha256,
             _ => ViewPath::Other(path.into_boxed_str()),
         }
     }
@@ -119,8 +101,8 @@ impl std::ops::Deref for ViewPath {
     type Target = str;
     fn deref(&self) -> &str {
         match self {
-            ViewPath::Blobs => "blobs",
-            ViewPath::BlobsSha256 => "blobs/sha256",
+            ViewPath::Blobs => view::BLOBS,
+            ViewPath::BlobsSha256 => view::BLOBS_SHA256,
             ViewPath::Other(p) => p,
         }
     }

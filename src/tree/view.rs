@@ -21,6 +21,8 @@ pub use crate::oci::{Desc, TITLE_ANNOTATION};
 pub const MANIFEST_JSON: &str = "manifest.json";
 pub const CONFIG_JSON: &str = "config.json";
 pub const BLOBS: &str = "blobs";
+/// The folder of a manifest view that names every blob by its digest.
+pub const BLOBS_SHA256: &str = "blobs/sha256";
 pub const REFERRERS: &str = "referrers";
 
 /// Whether a manifest is an image/artifact manifest or an index.
