@@ -68,6 +68,10 @@ pub struct Memory {
     pub referrers_wait: Mutex<std::time::Duration>,
     /// Manifests asked for (by tag or digest).
     pub manifest_gets: AtomicU64,
+    /// Tag lists asked for (of repositories or not).
+    pub tag_gets: AtomicU64,
+    /// Answer as a registry without a catalog.
+    pub no_catalog: std::sync::atomic::AtomicBool,
 }
 
 pub const EMPTY_CONFIG: &[u8] = b"{}";
@@ -88,6 +92,8 @@ impl Memory {
             referrer_gets: AtomicU64::new(0),
             referrers_wait: Default::default(),
             manifest_gets: AtomicU64::new(0),
+            tag_gets: AtomicU64::new(0),
+            no_catalog: Default::default(),
         }
     }
 
@@ -364,10 +370,12 @@ impl Source for Memory {
 
     fn catalog(&self) -> BoxFuture<'_, SourceResult<Option<Vec<String>>>> {
         let names = lock(&self.store).tags.keys().cloned().collect();
-        Box::pin(async move { Ok(Some(names)) })
+        let none = self.no_catalog.load(Ordering::Relaxed);
+        Box::pin(async move { Ok((!none).then_some(names)) })
     }
 
     fn tags<'a>(&'a self, repo: &'a str) -> BoxFuture<'a, SourceResult<Vec<String>>> {
+        self.tag_gets.fetch_add(1, Ordering::Relaxed);
         let st = lock(&self.store);
         let r = st
             .tags

@@ -5,7 +5,7 @@
 //! talks to the source about anything but blob bytes.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -178,6 +178,10 @@ pub(super) struct Metadata {
     lists: Mutex<HashMap<String, Listing>>,
     known_repos: Mutex<BTreeSet<String>>,
     catalog: Mutex<Option<Listing>>,
+    /// The catalog held is the registry's whole answer (not an empty one
+    /// made up for a registry without a catalog, nor the last known one
+    /// while it is unreachable).
+    catalog_whole: AtomicBool,
     /// The repositories last shown, sorted, with the catalog listing and
     /// the count of known repositories they were made from.
     shown: Mutex<Option<Shown>>,
@@ -209,6 +213,7 @@ impl Metadata {
             lists: Mutex::new(HashMap::new()),
             known_repos: Mutex::new(repos.iter().cloned().collect()),
             catalog: Mutex::new(None),
+            catalog_whole: AtomicBool::new(false),
             shown: Mutex::new(None),
             generation: AtomicU64::new(0),
             flights: Flights::default(),
@@ -371,22 +376,24 @@ impl Metadata {
                     .cache
                     .listing_with_age(self.host(), None)
                     .filter(|(_, age)| *age < self.tag_ttl);
-                let names = match saved {
+                let (names, whole) = match saved {
                     // Saved by an earlier mount within --tag-ttl: trusted.
-                    Some((n, _)) => n,
+                    Some((n, _)) => (n, true),
                     None => match self.source.catalog().await {
                         Ok(Some(n)) => {
                             let _ = self.cache.put_listing(self.host(), None, &n);
-                            n
+                            (n, true)
                         }
-                        Ok(None) => Vec::new(),
+                        Ok(None) => (Vec::new(), false),
                         Err(e) if e.is_unreachable() => {
                             tracing::warn!("{e}; using the last known catalog");
-                            self.cache.listing(self.host(), None).unwrap_or_default()
+                            let n = self.cache.listing(self.host(), None).unwrap_or_default();
+                            (n, false)
                         }
                         Err(e) => return Err(e.into()),
                     },
                 };
+                self.catalog_whole.store(whole, Ordering::Release);
                 let names = Arc::new(names);
                 *lock(&self.catalog) = Some(Listing {
                     names: names.clone(),
@@ -462,21 +469,48 @@ impl Metadata {
             .await
     }
 
+    /// Whether the catalog held now says `repo` is no repository (only a
+    /// folder of repositories): it is the registry's whole catalog, fresh,
+    /// and neither it nor the repositories found by name have `repo`.
+    fn not_in_catalog(&self, repo: &str) -> bool {
+        if !self.catalog_whole.load(Ordering::Acquire) {
+            return false;
+        }
+        let listed = lock(&self.catalog)
+            .as_ref()
+            .filter(|l| l.at.elapsed() < self.tag_ttl)
+            .map(|l| l.names.iter().any(|n| n == repo));
+        listed == Some(false) && !lock(&self.known_repos).contains(repo)
+    }
+
+    /// `repo` was found by name (a tag of it resolved): it has tags,
+    /// whatever the catalog says.
+    pub(super) fn found_repository(&self, repo: &str) {
+        lock(&self.known_repos).insert(repo.to_string());
+    }
+
     async fn fetch_tags(&self, repo: &str) -> Result<Arc<Vec<String>>, Error> {
+        // A folder the catalog shows only as a prefix (`org` of `org/app`):
+        // its tag list would be a 404. A tag of it asked for by name is
+        // still looked up (`Fs::lookup_unlisted`).
         let saved = self
             .cache
             .listing_with_age(self.host(), Some(repo))
             .filter(|(_, age)| *age < self.tag_ttl);
+        let prefix_only = saved.is_none() && self.not_in_catalog(repo);
         let tags = match saved {
             // Saved by an earlier mount within --tag-ttl: trusted as ours.
             Some((t, _)) => Ok(t),
+            None if prefix_only => Ok(Vec::new()),
             None => self.source.tags(repo).await.inspect(|t| {
                 let _ = self.cache.put_listing(self.host(), Some(repo), t);
             }),
         };
         let tags = match tags {
             Ok(t) => {
-                lock(&self.known_repos).insert(repo.to_string());
+                if !prefix_only {
+                    lock(&self.known_repos).insert(repo.to_string());
+                }
                 t
             }
             Err(e) if e.is_not_found() => {

@@ -711,6 +711,7 @@ impl Fs {
             let target = Target::Tag(name.to_string());
             match self.resolve(full, &target).await {
                 Ok(_) => {
+                    self.metadata.found_repository(full);
                     self.metadata.forget_tags_of(full);
                     // The kernel's copy of the listing lacks it too.
                     lock(&self.changed_folders).push(parent);

@@ -835,6 +835,36 @@ async fn a_remount_trusts_what_the_cache_saved_for_the_tag_ttl() {
     );
 }
 
+/// A folder the registry's catalog shows only as a prefix (`org` of
+/// `org/app`) is not asked for its tags (a tag list that would be a 404:
+/// one round trip on the way to every file below it); a tag of it asked
+/// for by name is still found, and then listed. Without a catalog, the
+/// folder is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_the_catalog_shows_as_a_prefix_is_not_asked_for_tags() {
+    let tags = |w: &World| w.source.tag_gets.load(Ordering::Relaxed);
+    let m = Memory::new();
+    m.push("org/app", "v1", &[("a.txt", b"a")]);
+    let w = world_with(m, Verify::Strict, Duration::from_secs(5));
+    assert_eq!(w.read_all("org/app/v1/a.txt", 4096).await.unwrap(), b"a");
+    assert_eq!(tags(&w), 1, "only org/app's tags");
+    assert_eq!(w.list("org").await.unwrap(), vec!["app"]);
+    assert_eq!(tags(&w), 1);
+    // Pushed since the catalog was read: found by name, then listed.
+    w.source.push("org", "v9", &[("b.txt", b"b")]);
+    assert_eq!(w.read_all("org/v9/b.txt", 4096).await.unwrap(), b"b");
+    assert_eq!(w.list("org").await.unwrap(), vec!["app", "v9"]);
+
+    let m = Memory::new();
+    m.no_catalog.store(true, Ordering::Relaxed);
+    m.push("org/app", "v1", &[("a.txt", b"a")]);
+    let mut o = opts(Verify::Strict, Duration::from_secs(5));
+    o.repos = vec!["org/app".into()];
+    let w = world_of(m, o, 1 << 34);
+    assert_eq!(w.read_all("org/app/v1/a.txt", 4096).await.unwrap(), b"a");
+    assert_eq!(tags(&w), 2, "without a catalog, org is asked too");
+}
+
 // ---- directory layers ---------------------------------------------------
 
 use super::unpack::tests::targz;

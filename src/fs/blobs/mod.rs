@@ -53,6 +53,10 @@ const MAX_SEGMENTS: usize = 8;
 /// Bytes gathered before a blocking thread writes and hashes them (a few
 /// batches in flight: memory stays flat whatever the size).
 const WRITE_BATCH: usize = 1 << 20;
+/// Bytes of a lazy download's last writes kept in memory: a sequential
+/// reader right behind the stream is answered from them, on the FUSE
+/// thread, without reading the file back.
+const RECENT: usize = 16 << 20;
 /// Bytes at the start of each transfer that are handed on piece by piece.
 const FIRST_BYTES: u64 = 256 << 10;
 /// A stream that delivers less than this (bytes per second, measured over
@@ -295,6 +299,9 @@ impl Blobs {
             return Ok(Joined::Live(d.clone()));
         }
         let partial = self.cache.partial(&desc.digest, desc.size)?;
+        if self.is_lazy(desc) {
+            partial.keep_recent(RECENT);
+        }
         let dl = Arc::new(Download {
             id: self.next_download.fetch_add(1, Ordering::Relaxed),
             failed: self.failed.clone(),
@@ -316,6 +323,7 @@ impl Blobs {
             }),
             gate: std::sync::RwLock::new(()),
             changed: Notify::new(),
+            arrived: Notify::new(),
         });
         live.insert(desc.digest.clone(), dl.clone());
         Ok(Joined::Live(dl))
@@ -383,7 +391,10 @@ struct Download {
     /// an ended attempt reaches the file after the attempt's unverified
     /// chunks were dropped.
     gate: std::sync::RwLock<()>,
+    /// A segment or the download ended, or an attempt failed.
     changed: Notify,
+    /// Bytes arrived (`advanced`).
+    arrived: Notify,
 }
 
 /// A segment's failure, and whether it ever received a byte.
@@ -427,10 +438,24 @@ impl Download {
         }
         self.finish_if_held().await;
         let (a, b) = want.range(self.desc.size);
+        // Bytes arriving wake only readers of a part (`arrived`); a whole
+        // blob's waiter wakes when a segment ends or the download does
+        // (`changed`), and every `RATE_WINDOW` to plan again (a slow stream
+        // is joined by ranges). Planning again is needed only then.
+        let whole = want == Want::Whole;
+        let tick = if whole {
+            RATE_WINDOW.min(self.settings.timeout)
+        } else {
+            self.settings.timeout
+        };
+        let mut replan = true;
         loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
             match lock(&self.state).outcome.clone() {
                 Some(Ok(p)) => return Ok(Read::Verified(p)),
                 Some(Err(e)) => return Err(Error::Shared(e)),
@@ -451,6 +476,13 @@ impl Download {
                 }
             }
             if want != Want::Whole && self.partial.ready(a, b) {
+                // Right behind the stream: the bytes are still in memory.
+                if let Some(bytes) = self.partial.read_recent(a, b) {
+                    return Ok(Read::Unverified {
+                        bytes,
+                        download: self.id,
+                    });
+                }
                 let p = self.partial.clone();
                 let bytes = tokio::task::spawn_blocking(move || p.read_at(a, (b - a) as usize))
                     .await
@@ -463,19 +495,23 @@ impl Download {
                     download: self.id,
                 });
             }
-            self.start_segments(want);
-            if tokio::time::timeout(self.settings.timeout, notified)
-                .await
-                .is_err()
-            {
-                let idle = lock(&self.state).progress_at.elapsed();
-                if idle >= self.settings.timeout {
-                    return Err(Error::Stalled {
-                        digest: self.desc.digest.clone(),
-                        after: idle,
-                    });
-                }
+            if replan {
+                self.start_segments(want);
             }
+            replan = tokio::select! {
+                _ = &mut changed => true,
+                _ = &mut arrived, if !whole => false,
+                _ = tokio::time::sleep(tick) => {
+                    let idle = lock(&self.state).progress_at.elapsed();
+                    if idle >= self.settings.timeout {
+                        return Err(Error::Stalled {
+                            digest: self.desc.digest.clone(),
+                            after: idle,
+                        });
+                    }
+                    true
+                }
+            };
         }
     }
 
@@ -729,7 +765,7 @@ impl Download {
                         if me.is_stale(attempt) {
                             return Ok(());
                         }
-                        me.partial.write(off, &p)?
+                        me.partial.write_bytes(off, &p)?
                     };
                     off += p.len() as u64;
                     if let Some(bad) = progress.bad_chunk {
@@ -853,7 +889,7 @@ impl Download {
                 s.next = s.next.max(next);
             }
         }
-        self.changed.notify_waiters();
+        self.arrived.notify_waiters();
     }
 
     /// The whole blob is held and hashed: into the verified cache, or
