@@ -178,88 +178,12 @@ pub struct Partial {
     held: Mutex<RangeSet>,
     hasher: Mutex<Hasher>,
     chunks: Mutex<Option<Chunks>>,
-    /// The bytes written last, for readers right behind a stream.
-    recent: Mutex<Recent>,
     /// Held by a write from finding its gaps to recording them.
     writing: Mutex<()>,
     /// A chunk list is in use (`chunks` is `Some`; it never goes back).
     chunked: std::sync::atomic::AtomicBool,
     /// Moved into place or dropped: nothing more is saved.
     ended: std::sync::atomic::AtomicBool,
-}
-
-/// The last bytes written, in memory, so a lazy reader right behind the
-/// stream is answered without reading the file back (`keep_recent`). A
-/// piece is kept only when all of it was written by that write (so it is
-/// exactly what the file holds), and everything is forgotten when bytes
-/// are dropped.
-#[derive(Default)]
-struct Recent {
-    pieces: std::collections::VecDeque<(u64, bytes::Bytes)>,
-    len: usize,
-    limit: usize,
-}
-
-impl Recent {
-    fn push(&mut self, at: u64, piece: bytes::Bytes) {
-        if self.limit == 0 || piece.is_empty() {
-            return;
-        }
-        let end = at + piece.len() as u64;
-        // Pieces come in order from one stream; anything else (another
-        // segment, a chunk elsewhere) starts the window over.
-        if self
-            .pieces
-            .back()
-            .is_some_and(|(a, p)| a + p.len() as u64 != at)
-        {
-            self.clear();
-        }
-        self.len += piece.len();
-        self.pieces.push_back((at, piece));
-        while self.len > self.limit && self.pieces.len() > 1 {
-            if let Some((_, p)) = self.pieces.pop_front() {
-                self.len -= p.len();
-            }
-        }
-        debug_assert!(self
-            .pieces
-            .back()
-            .is_some_and(|(a, p)| a + p.len() as u64 == end));
-    }
-
-    fn clear(&mut self) {
-        self.pieces.clear();
-        self.len = 0;
-    }
-
-    /// Bytes `a..b` if all of them are in the window.
-    fn get(&self, a: u64, b: u64) -> Option<bytes::Bytes> {
-        let first = self.pieces.front()?.0;
-        let last = self.pieces.back().map(|(at, p)| at + p.len() as u64)?;
-        if a < first || b > last || a >= b {
-            return None;
-        }
-        // Pieces are contiguous: find the one holding `a`.
-        let i = self
-            .pieces
-            .partition_point(|(at, p)| at + p.len() as u64 <= a);
-        let (at, p) = &self.pieces[i];
-        let from = (a - at) as usize;
-        if b <= at + p.len() as u64 {
-            return Some(p.slice(from..(b - at) as usize));
-        }
-        let mut out = Vec::with_capacity((b - a) as usize);
-        for (at, p) in self.pieces.range(i..) {
-            if *at >= b {
-                break;
-            }
-            let lo = a.max(*at) - at;
-            let hi = b.min(at + p.len() as u64) - at;
-            out.extend_from_slice(&p[lo as usize..hi as usize]);
-        }
-        Some(out.into())
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -329,7 +253,6 @@ impl Partial {
                 hashed: 0,
             }),
             chunks: Mutex::new(None),
-            recent: Mutex::new(Recent::default()),
             writing: Mutex::new(()),
             chunked: std::sync::atomic::AtomicBool::new(false),
             ended: std::sync::atomic::AtomicBool::new(false),
@@ -357,36 +280,6 @@ impl Partial {
     /// Writes `bytes` at `offset`, records them, and hashes what now
     /// continues the hashed prefix.
     pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<Progress, Error> {
-        self.write_kept(offset, bytes, None)
-    }
-
-    /// As `write`, keeping the bytes in memory for `read_recent` when all
-    /// of them were written (see `keep_recent`).
-    pub fn write_bytes(&self, offset: u64, bytes: &bytes::Bytes) -> Result<Progress, Error> {
-        self.write_kept(offset, bytes, Some(bytes))
-    }
-
-    /// Keep up to `limit` bytes of the last writes in memory (0: none).
-    pub fn keep_recent(&self, limit: usize) {
-        let mut r = lock(&self.recent);
-        r.limit = limit;
-        if limit == 0 {
-            r.clear();
-        }
-    }
-
-    /// Bytes `a..b` if the last writes kept them in memory (held: check
-    /// `ready` first), unverified.
-    pub fn read_recent(&self, a: u64, b: u64) -> Option<bytes::Bytes> {
-        lock(&self.recent).get(a, b)
-    }
-
-    fn write_kept(
-        &self,
-        offset: u64,
-        bytes: &[u8],
-        keep: Option<&bytes::Bytes>,
-    ) -> Result<Progress, Error> {
         let end = offset.saturating_add(bytes.len() as u64);
         if end > self.size {
             return Err(err(&self.path)(io::Error::other(format!(
@@ -434,9 +327,6 @@ impl Partial {
             // that did not match) stays dropped.
             for &(a, b) in &gaps {
                 held.insert(a, b);
-            }
-            if let Some(b) = keep.filter(|_| whole) {
-                lock(&self.recent).push(offset, b.clone());
             }
         }
         let bad_chunk = self.check_chunks(offset, bytes, whole)?;
@@ -608,7 +498,6 @@ impl Partial {
         {
             let mut held = lock(&self.held);
             held.remove(bad.offset, bad.end);
-            lock(&self.recent).clear();
         }
         let mut h = lock(&self.hasher);
         if h.hashed > bad.offset && h.verifier.is_some() {
@@ -643,7 +532,6 @@ impl Partial {
             for &(a, b) in &dropped {
                 held.remove(a, b);
             }
-            lock(&self.recent).clear();
         }
         let mut h = lock(&self.hasher);
         if h.hashed > first && h.verifier.is_some() {
@@ -738,7 +626,6 @@ impl Partial {
     pub(super) fn remove(&self, keep_file: bool) {
         // Under the lock `write` and `save` take.
         let _held = lock(&self.held);
-        lock(&self.recent).clear();
         self.ended.store(true, std::sync::atomic::Ordering::Release);
         if !keep_file {
             let _ = fs::remove_file(&self.path);
@@ -912,72 +799,6 @@ mod tests {
         let p = Partial::open(dir.path(), &Digest::of(&data), data.len() as u64).unwrap();
         assert!(p.verify_chunks(digests, 1000));
         (dir, data, p)
-    }
-
-    #[test]
-    fn the_last_writes_are_read_from_memory_exactly_as_the_file_holds_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        let p = Partial::open(dir.path(), &Digest::of(&data), data.len() as u64).unwrap();
-        let piece = |a: usize, b: usize| bytes::Bytes::copy_from_slice(&data[a..b]);
-        // Off: nothing kept.
-        p.write_bytes(0, &piece(0, 1000)).unwrap();
-        assert_eq!(p.read_recent(0, 10), None);
-        p.keep_recent(2500);
-        for (a, b) in [(1000, 2000), (2000, 3000), (3000, 4000)] {
-            p.write_bytes(a, &piece(a as usize, b as usize)).unwrap();
-        }
-        // Within one piece, across pieces, and what fell out of the window.
-        assert_eq!(p.read_recent(2100, 2200).unwrap(), &data[2100..2200]);
-        assert_eq!(p.read_recent(2900, 3600).unwrap(), &data[2900..3600]);
-        assert_eq!(p.read_recent(1500, 1600), None, "only 2500 bytes kept");
-        assert_eq!(p.read_recent(3500, 4001), None, "not written yet");
-        for (a, b) in [(2000, 3000), (2900, 3600)] {
-            assert_eq!(
-                p.read_recent(a, b).unwrap(),
-                p.read_at(a, (b - a) as usize).unwrap()
-            );
-        }
-        // A write elsewhere starts the window over; a write that was held
-        // in part (only its gap reaches the file) is not kept.
-        p.write_bytes(6000, &piece(6000, 7000)).unwrap();
-        assert_eq!(p.read_recent(3000, 3100), None);
-        assert_eq!(p.read_recent(6000, 7000).unwrap(), &data[6000..7000]);
-        let mut other = data[5000..6500].to_vec();
-        other.iter_mut().for_each(|b| *b ^= 0xff);
-        p.write_bytes(5000, &other.into()).unwrap();
-        assert_eq!(
-            p.read_at(6000, 500).unwrap(),
-            &data[6000..6500],
-            "held bytes kept"
-        );
-        assert_eq!(
-            p.read_recent(5000, 6000),
-            None,
-            "a partly held write is not kept"
-        );
-        assert_eq!(p.read_recent(6000, 6500).unwrap(), &data[6000..6500]);
-        // Turned off: forgotten.
-        p.write_bytes(7000, &piece(7000, 8000)).unwrap();
-        assert!(p.read_recent(7000, 8000).is_some());
-        p.keep_recent(0);
-        assert_eq!(p.read_recent(7000, 8000), None);
-    }
-
-    #[test]
-    fn a_dropped_chunk_is_not_served_from_memory() {
-        let (_dir, data, p) = by_chunks();
-        p.keep_recent(1 << 20);
-        let mut bad = data[..3000].to_vec();
-        bad[1500] ^= 1;
-        let w = p.write_bytes(0, &bad.into()).unwrap();
-        let b = w.bad_chunk.unwrap();
-        p.drop_chunk(&b);
-        assert_eq!(p.read_recent(0, 1000), None, "forgotten with the chunk");
-        p.write_bytes(1000, &bytes::Bytes::copy_from_slice(&data[1000..2000]))
-            .unwrap();
-        assert!(p.ready(1000, 2000));
-        assert_eq!(p.read_recent(1000, 2000).unwrap(), &data[1000..2000]);
     }
 
     #[test]

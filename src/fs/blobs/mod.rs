@@ -53,10 +53,6 @@ const MAX_SEGMENTS: usize = 8;
 /// Bytes gathered before a blocking thread writes and hashes them (a few
 /// batches in flight: memory stays flat whatever the size).
 const WRITE_BATCH: usize = 1 << 20;
-/// Bytes of a lazy download's last writes kept in memory: a sequential
-/// reader right behind the stream is answered from them, on the FUSE
-/// thread, without reading the file back.
-const RECENT: usize = 16 << 20;
 /// Bytes at the start of each transfer that are handed on piece by piece.
 const FIRST_BYTES: u64 = 256 << 10;
 /// A stream that delivers less than this (bytes per second, measured over
@@ -299,9 +295,6 @@ impl Blobs {
             return Ok(Joined::Live(d.clone()));
         }
         let partial = self.cache.partial(&desc.digest, desc.size)?;
-        if self.is_lazy(desc) {
-            partial.keep_recent(RECENT);
-        }
         let dl = Arc::new(Download {
             id: self.next_download.fetch_add(1, Ordering::Relaxed),
             failed: self.failed.clone(),
@@ -476,13 +469,6 @@ impl Download {
                 }
             }
             if want != Want::Whole && self.partial.ready(a, b) {
-                // Right behind the stream: the bytes are still in memory.
-                if let Some(bytes) = self.partial.read_recent(a, b) {
-                    return Ok(Read::Unverified {
-                        bytes,
-                        download: self.id,
-                    });
-                }
                 let p = self.partial.clone();
                 let bytes = tokio::task::spawn_blocking(move || p.read_at(a, (b - a) as usize))
                     .await
@@ -765,7 +751,7 @@ impl Download {
                         if me.is_stale(attempt) {
                             return Ok(());
                         }
-                        me.partial.write_bytes(off, &p)?
+                        me.partial.write(off, &p)?
                     };
                     off += p.len() as u64;
                     if let Some(bad) = progress.bad_chunk {
