@@ -316,7 +316,8 @@ impl Blobs {
             }),
             gate: std::sync::RwLock::new(()),
             changed: Notify::new(),
-            arrived: Notify::new(),
+            parts: Mutex::new(Vec::new()),
+            next_part: AtomicU64::new(0),
         });
         live.insert(desc.digest.clone(), dl.clone());
         Ok(Joined::Live(dl))
@@ -386,8 +387,33 @@ struct Download {
     gate: std::sync::RwLock<()>,
     /// A segment or the download ended, or an attempt failed.
     changed: Notify,
-    /// Bytes arrived (`advanced`).
-    arrived: Notify,
+    /// Readers of part of the blob, each with the range it waits for:
+    /// woken by `advanced` once that range is held, not at every piece (a
+    /// `cat` has dozens of reads in flight ahead of the stream).
+    parts: Mutex<Vec<Part>>,
+    next_part: AtomicU64,
+}
+
+/// A reader waiting for bytes `a..b`.
+struct Part {
+    id: u64,
+    a: u64,
+    b: u64,
+    wake: Arc<Notify>,
+}
+
+/// Takes a reader off `Download::parts` when its wait ends (or is dropped:
+/// an interrupted request).
+struct PartWait<'a> {
+    download: &'a Download,
+    id: u64,
+    wake: Arc<Notify>,
+}
+
+impl Drop for PartWait<'_> {
+    fn drop(&mut self) {
+        lock(&self.download.parts).retain(|p| p.id != self.id);
+    }
 }
 
 /// A segment's failure, and whether it ever received a byte.
@@ -431,11 +457,26 @@ impl Download {
         }
         self.finish_if_held().await;
         let (a, b) = want.range(self.desc.size);
-        // Bytes arriving wake only readers of a part (`arrived`); a whole
-        // blob's waiter wakes when a segment ends or the download does
+        // A reader of a part wakes when its bytes are held (`parts`); a
+        // whole blob's waiter when a segment ends or the download does
         // (`changed`), and every `RATE_WINDOW` to plan again (a slow stream
         // is joined by ranges). Planning again is needed only then.
         let whole = want == Want::Whole;
+        let part = (!whole).then(|| {
+            let wake = Arc::new(Notify::new());
+            let id = self.next_part.fetch_add(1, Ordering::Relaxed);
+            lock(&self.parts).push(Part {
+                id,
+                a,
+                b,
+                wake: wake.clone(),
+            });
+            PartWait {
+                download: self,
+                id,
+                wake,
+            }
+        });
         let tick = if whole {
             RATE_WINDOW.min(self.settings.timeout)
         } else {
@@ -446,9 +487,14 @@ impl Download {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let arrived = self.arrived.notified();
+            // (A wake-up sent since the last wait is kept as a permit.)
+            let arrived = async {
+                match &part {
+                    Some(p) => p.wake.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::pin!(arrived);
-            arrived.as_mut().enable();
             match lock(&self.state).outcome.clone() {
                 Some(Ok(p)) => return Ok(Read::Verified(p)),
                 Some(Err(e)) => return Err(Error::Shared(e)),
@@ -875,7 +921,11 @@ impl Download {
                 s.next = s.next.max(next);
             }
         }
-        self.arrived.notify_waiters();
+        for p in lock(&self.parts).iter() {
+            if self.partial.holds(p.a, p.b) {
+                p.wake.notify_one();
+            }
+        }
     }
 
     /// The whole blob is held and hashed: into the verified cache, or
