@@ -495,10 +495,7 @@ impl Partial {
     /// (so it is fetched again and its bytes are overwritten then), and a
     /// prefix hash that went through it starts over.
     pub fn drop_chunk(&self, bad: &BadChunk) {
-        {
-            let mut held = lock(&self.held);
-            held.remove(bad.offset, bad.end);
-        }
+        lock(&self.held).remove(bad.offset, bad.end);
         let mut h = lock(&self.hasher);
         if h.hashed > bad.offset && h.verifier.is_some() {
             h.verifier = Some(Verifier::new(self.digest.clone()));
