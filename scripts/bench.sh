@@ -149,6 +149,8 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "inf" }'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
+# The median of the numbers given (an odd count: the middle one).
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 mib() { awk -v a="$1" 'BEGIN { printf "%.1f", a / 1048576 }'; }
 py() { python3 "$HELPER" "$@"; }
 run() { timeout -k 10 "$CMD_TIMEOUT" "$@"; }
@@ -469,11 +471,11 @@ cold_read() { # ID NAME REPO FILE HEX [MOUNT-OPTION...] -> sets COLD_REGFS; cach
         rss=$(peak_rss "$DPID")
         [[ $round -eq 3 ]] || { umount_regfs "$mnt" "$DPID"; check_log "$cache" "$name"; }
     done
-    tb=$(printf '%s\n' "${curls[@]}" | sort -g | sed -n 2p)
-    tr=$(printf '%s\n' "${regfss[@]}" | sort -g | sed -n 2p)
+    tb=$(median "${curls[@]}")
+    tr=$(median "${regfss[@]}")
     if [[ $strict -eq 1 ]]; then
         local th
-        th=$(printf '%s\n' "${hashes[@]}" | sort -g | sed -n 2p)
+        th=$(median "${hashes[@]}")
         NOTES+=("$id: baseline max(curl $tb s, openssl dgst -sha256 $th s), medians of 3; regfs ${regfss[*]} s, curl ${curls[*]} s")
         le "$th" "$tb" || tb=$th
     else
@@ -495,8 +497,8 @@ cold_read() { # ID NAME REPO FILE HEX [MOUNT-OPTION...] -> sets COLD_REGFS; cach
         run cat "$mnt/bench/$repo/v1/$file" >/dev/null || die "warm cat $file through regfs failed"
         warms+=("$(since "$t0")")
     done
-    tl=$(printf '%s\n' "${locals[@]}" | sort -g | sed -n 2p)
-    tw=$(printf '%s\n' "${warms[@]}" | sort -g | sed -n 2p)
+    tl=$(median "${locals[@]}")
+    tw=$(median "${warms[@]}")
     umount_regfs "$mnt" "$DPID"
     check_log "$cache" "$name"
     goal_row "$id" "$name" "$tr" "$tb" 1.1 "$rss" "$reqs_r/$reqs_b"
@@ -528,8 +530,8 @@ warm_read() { # ID NAME REPO FILE LOCAL CACHE
         rss=$(peak_rss "$DPID")
         umount_regfs "$mnt" "$DPID"
     done
-    tb=$(printf '%s\n' "${locals[@]}" | sort -g | sed -n 2p)
-    tr=$(printf '%s\n' "${regfss[@]}" | sort -g | sed -n 2p)
+    tb=$(median "${locals[@]}")
+    tr=$(median "${regfss[@]}")
     reqs_r=$reqs
     NOTES+=("$id: the reads of 3 new mounts made $reqs registry requests, $(mib "$served") MiB served")
     check_log "$cache" "$name"
@@ -768,8 +770,8 @@ m9() {
         run grep -r "${only[@]}" needle "$mnt/bench/smallfiles/v1" >"$WORK/out/grep-regfs.txt" || die "warm grep -r through regfs failed"
         regfss+=("$(since "$t0")")
     done
-    tb=$(printf '%s\n' "${locals[@]}" | sort -g | sed -n 3p)
-    tr=$(printf '%s\n' "${regfss[@]}" | sort -g | sed -n 3p)
+    tb=$(median "${locals[@]}")
+    tr=$(median "${regfss[@]}")
     n=$(wc -l <"$WORK/out/grep-regfs.txt")
     [[ "$n" -eq $(wc -l <"$WORK/out/grep-local.txt") ]] || die "WRONG RESULT: grep -r through regfs found $n lines, locally $(wc -l <"$WORK/out/grep-local.txt")"
     acc=$(reg_since "$mark")
@@ -1180,8 +1182,8 @@ m14() {
         check_log "$cache" "14 (all tags)"
         rm -rf "$cache"
     done
-    tone=$(printf '%s\n' "${ones[@]}" | sort -g | sed -n 2p)
-    tall=$(printf '%s\n' "${alls[@]}" | sort -g | sed -n 2p)
+    tone=$(median "${ones[@]}")
+    tall=$(median "${alls[@]}")
     NOTES+=("14b: rounds: one tag ${ones[*]} s; all tags ${alls[*]} s")
     bytes=$(du -sb "$all" | cut -f1)
     q=$(ratio "$bytes" "$size")
