@@ -5,7 +5,7 @@
 //! talks to the source about anything but blob bytes.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -124,6 +124,16 @@ struct Listing {
     schema: HashSet<String>,
 }
 
+/// The catalog as last listed.
+struct Catalog {
+    names: Arc<Vec<String>>,
+    at: Instant,
+    /// The registry's whole answer (not an empty one made up for a
+    /// registry without a catalog, nor the last known one while it is
+    /// unreachable).
+    whole: bool,
+}
+
 /// The repositories shown, and the catalog listing and count of known
 /// repositories they were made from (the listing itself is held, so a new
 /// listing can never be taken for it because it got its address).
@@ -177,11 +187,7 @@ pub(super) struct Metadata {
     /// Tags of a repository, and referrers of `repo@digest`.
     lists: Mutex<HashMap<String, Listing>>,
     known_repos: Mutex<BTreeSet<String>>,
-    catalog: Mutex<Option<Listing>>,
-    /// The catalog held is the registry's whole answer (not an empty one
-    /// made up for a registry without a catalog, nor the last known one
-    /// while it is unreachable).
-    catalog_whole: AtomicBool,
+    catalog: Mutex<Option<Catalog>>,
     /// The repositories last shown, sorted, with the catalog listing and
     /// the count of known repositories they were made from.
     shown: Mutex<Option<Shown>>,
@@ -213,7 +219,6 @@ impl Metadata {
             lists: Mutex::new(HashMap::new()),
             known_repos: Mutex::new(repos.iter().cloned().collect()),
             catalog: Mutex::new(None),
-            catalog_whole: AtomicBool::new(false),
             shown: Mutex::new(None),
             generation: AtomicU64::new(0),
             flights: Flights::default(),
@@ -393,12 +398,11 @@ impl Metadata {
                         Err(e) => return Err(e.into()),
                     },
                 };
-                self.catalog_whole.store(whole, Ordering::Release);
                 let names = Arc::new(names);
-                *lock(&self.catalog) = Some(Listing {
+                *lock(&self.catalog) = Some(Catalog {
                     names: names.clone(),
                     at: Instant::now(),
-                    schema: HashSet::new(),
+                    whole,
                 });
                 names
             }
@@ -473,13 +477,10 @@ impl Metadata {
     /// folder of repositories): it is the registry's whole catalog, fresh,
     /// and neither it nor the repositories found by name have `repo`.
     fn not_in_catalog(&self, repo: &str) -> bool {
-        if !self.catalog_whole.load(Ordering::Acquire) {
-            return false;
-        }
         let listed = lock(&self.catalog)
             .as_ref()
-            .filter(|l| l.at.elapsed() < self.tag_ttl)
-            .map(|l| l.names.iter().any(|n| n == repo));
+            .filter(|c| c.whole && c.at.elapsed() < self.tag_ttl)
+            .map(|c| c.names.iter().any(|n| n == repo));
         listed == Some(false) && !lock(&self.known_repos).contains(repo)
     }
 
